@@ -1,0 +1,156 @@
+"""One iteration of the minimax game: k discriminator updates, then one generator update.
+
+Update D (k times, each on a fresh real batch and fresh z): maximize log D(x) + log(1 - D(G(z))).
+Update G (once, D frozen with requires_grad_(False)): minimize log(1 - D(G(z))) (`minimax`)
+or maximize log D(G(z)) (`non_saturating`).
+G and D may be DDP wrappers; freezing D means DDP all-reduces nothing of D during the G update.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from . import losses
+
+RealBatch = tuple[torch.Tensor, torch.Tensor | None]
+
+
+@dataclass
+class StepStats:
+    """What one iteration reports; d_* are means of sigmoid(logit), value is V's estimate."""
+
+    loss_d: float
+    loss_g: float
+    d_real: float
+    d_fake: float
+    value: float
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module inside a DDP wrapper (or the module itself)."""
+    return getattr(module, "module", module)
+
+
+class EMA:
+    """Exponential moving average of G's weights: ema = beta * ema + (1 - beta) * g; buffers copied."""
+
+    def __init__(self, generator: nn.Module, beta: float):
+        self.beta = beta
+        self.model = copy.deepcopy(unwrap(generator)).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, generator: nn.Module) -> None:
+        src = unwrap(generator)
+        for p_ema, p in zip(self.model.parameters(), src.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - self.beta)
+        for b_ema, b in zip(self.model.buffers(), src.buffers()):
+            b_ema.copy_(b)
+
+
+class Game:
+    """Holds G, D, their optimizers and the rules of one iteration.
+
+    `label_prior` (conditional models) is the class distribution that generated labels are drawn
+    from; matching the data's prior keeps D from telling real from fake by label frequency alone.
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
+                 opt_d: torch.optim.Optimizer, *, k: int = 1, g_loss: str = "non_saturating",
+                 label_prior: torch.Tensor | None = None, ema_beta: float | None = None):
+        if k < 1:
+            raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
+        if g_loss not in losses.G_LOSSES:
+            raise ValueError(f"g_loss={g_loss!r} is not one of {losses.G_LOSSES}")
+        self.G, self.D, self.opt_g, self.opt_d = generator, discriminator, opt_g, opt_d
+        self.k, self.g_loss = k, g_loss
+        g = unwrap(generator)
+        self.z_dim, self.num_classes = g.z_dim, g.num_classes
+        if self.num_classes and label_prior is None:
+            label_prior = torch.full((self.num_classes,), 1.0 / self.num_classes)
+        self.label_prior = label_prior
+        self.ema = EMA(generator, ema_beta) if ema_beta else None
+
+    @property
+    def device(self) -> torch.device:
+        return next(unwrap(self.G).parameters()).device
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fresh z ~ N(0, I) and, when conditional, labels drawn from the label prior."""
+        z = torch.randn(n, self.z_dim, generator=generator, device="cpu").to(self.device)
+        if not self.num_classes:
+            return z, None
+        y = torch.multinomial(self.label_prior, n, replacement=True, generator=generator).to(self.device)
+        return z, y
+
+    def discriminator_step(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[float, float, float, float]:
+        """One D update on a real batch and a fresh generated one; returns (loss_d, D(x), D(G(z)), V)."""
+        self.D.requires_grad_(True)
+        z, y_fake = self.sample_latent(x.shape[0])
+        with torch.no_grad():
+            fake = self.G(z, y_fake)
+        real_logits = self.D(x, y)
+        fake_logits = self.D(fake, y_fake)
+        loss = losses.discriminator_loss(real_logits, fake_logits)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return (loss.item(), torch.sigmoid(real_logits).mean().item(),
+                torch.sigmoid(fake_logits).mean().item(), -loss.item())
+
+    def generator_step(self, n: int) -> float:
+        """One G update with D frozen (no gradient reaches D's parameters)."""
+        self.D.requires_grad_(False)
+        try:
+            z, y = self.sample_latent(n)
+            loss = losses.generator_loss(self.D(self.G(z, y), y), self.g_loss)
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_g.step()
+        finally:
+            self.D.requires_grad_(True)
+        if self.ema is not None:
+            self.ema.update(self.G)
+        return loss.item()
+
+    def step(self, next_real: Callable[[], RealBatch] | Iterator[RealBatch]) -> StepStats:
+        """One iteration: k D updates, each on a fresh real batch, then one G update."""
+        fetch = next_real if callable(next_real) else (lambda: next(next_real))
+        d_stats = []
+        n = 0
+        for _ in range(self.k):
+            x, y = fetch()
+            n = x.shape[0]
+            d_stats.append(self.discriminator_step(x, y))
+        loss_g = self.generator_step(n)
+        mean = [sum(s[i] for s in d_stats) / len(d_stats) for i in range(4)]
+        return StepStats(loss_d=mean[0], loss_g=loss_g, d_real=mean[1], d_fake=mean[2], value=mean[3])
+
+    def state_dict(self) -> dict:
+        """G, D, both optimizers and the EMA generator; enough to continue the game exactly."""
+        state = {"G": unwrap(self.G).state_dict(), "D": unwrap(self.D).state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        if self.ema is not None:
+            state["G_ema"] = self.ema.model.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        unwrap(self.G).load_state_dict(state["G"])
+        unwrap(self.D).load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.ema is not None and "G_ema" in state:
+            self.ema.model.load_state_dict(state["G_ema"])
+
+
+def adam_pair(generator: nn.Module, discriminator: nn.Module, lr_g: float, lr_d: float,
+              betas: tuple[float, float] = (0.5, 0.999)) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam for G and D with DCGAN's beta1 = 0.5 by default."""
+    return (torch.optim.Adam(generator.parameters(), lr=lr_g, betas=betas),
+            torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=betas))

@@ -1,0 +1,40 @@
+"""The value function V(D, G) = E[log D(x)] + E[log(1 - D(G(z)))], computed from logits.
+
+With D = sigmoid(l): log D = -softplus(-l) and log(1 - D) = -softplus(l), both exact and
+finite for any finite logit (no log(0), no saturation to NaN).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+G_LOSSES = ("non_saturating", "minimax")
+
+
+def log_d(logits: torch.Tensor) -> torch.Tensor:
+    """log D(x) for D = sigmoid(logits)."""
+    return -F.softplus(-logits)
+
+
+def log_one_minus_d(logits: torch.Tensor) -> torch.Tensor:
+    """log(1 - D(x)) for D = sigmoid(logits)."""
+    return -F.softplus(logits)
+
+
+def value(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Monte-Carlo estimate of V(D, G) on one real and one generated batch."""
+    return log_d(real_logits).mean() + log_one_minus_d(fake_logits).mean()
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """D ascends V, so it descends -V."""
+    return -value(real_logits, fake_logits)
+
+
+def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating") -> torch.Tensor:
+    """`minimax` descends E[log(1 - D(G(z)))] exactly as V says; `non_saturating` ascends E[log D(G(z))]."""
+    if kind == "minimax":
+        return log_one_minus_d(fake_logits).mean()
+    if kind == "non_saturating":
+        return -log_d(fake_logits).mean()
+    raise ValueError(f"g_loss={kind!r} is not one of {G_LOSSES}")

@@ -1,0 +1,42 @@
+"""Shared pieces of every generator and discriminator: the label input and DCGAN's weight init."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LabelEmbedding(nn.Module):
+    """Maps integer labels to vectors; the conditional GAN's way of giving y to G (joined to z)."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, dim)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.embed(y)
+
+
+def check_labels(y: torch.Tensor | None, num_classes: int | None, who: str) -> None:
+    """A conditional model needs labels, an unconditional one refuses them."""
+    if num_classes and y is None:
+        raise ValueError(f"{who} is conditional on {num_classes} classes and needs labels y")
+    if not num_classes and y is not None:
+        raise ValueError(f"{who} is unconditional but was given labels")
+
+
+def one_hot_channels(y: torch.Tensor, num_classes: int, height: int, width: int) -> torch.Tensor:
+    """The label as `num_classes` constant image channels, for concatenation to D's input."""
+    onehot = torch.nn.functional.one_hot(y, num_classes).to(torch.float32)
+    return onehot[:, :, None, None].expand(-1, -1, height, width)
+
+
+def dcgan_init_(module: nn.Module) -> None:
+    """Radford et al.: all weights from N(0, 0.02); BatchNorm scale from N(1, 0.02), shift 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,88 @@
+"""DCGAN (Radford et al. 2015): all-convolutional G and D, BatchNorm, no pooling, no FC hidden layers.
+
+Geometry: `depth` stride-2 layers. G starts from a 1x1 latent, a transposed convolution grows it to
+s0 = size / 2**depth, then `depth` stride-2 transposed convolutions double it to `size`.
+D mirrors this with stride-2 convolutions and ends in a convolution whose kernel covers the last
+s0 x s0 map, giving one logit. Sizes 28 (s0 = 7), 32 and 64 (s0 = 4) use the default depths.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import LabelEmbedding, check_labels, dcgan_init_, one_hot_channels
+
+DEFAULT_DEPTH = {28: 2, 32: 3, 64: 4}
+
+
+def resolve_depth(size: int, depth: int | None) -> int:
+    """Depth for an image size; refuses geometries that do not divide evenly."""
+    depth = DEFAULT_DEPTH.get(size, None) if depth is None else depth
+    if depth is None or depth < 1 or size % (2 ** depth) != 0:
+        raise ValueError(f"model.depth={depth} does not fit image size {size}: size must be divisible by 2**depth")
+    return depth
+
+
+class DCGANGenerator(nn.Module):
+    """z (+ label embedding) -> ConvTranspose/BatchNorm/ReLU blocks -> tanh image."""
+
+    def __init__(self, z_dim: int, image_shape: tuple[int, int, int], width: int = 64,
+                 depth: int | None = None, num_classes: int | None = None, embed_dim: int = 16):
+        super().__init__()
+        self.z_dim, self.image_shape, self.num_classes = z_dim, tuple(image_shape), num_classes
+        channels, size, _ = self.image_shape
+        depth = resolve_depth(size, depth)
+        s0 = size // 2 ** depth
+        self.label = LabelEmbedding(num_classes, embed_dim) if num_classes else None
+        c = width * 2 ** (depth - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim + (embed_dim if num_classes else 0), c, s0, 1, 0, bias=False),
+            nn.BatchNorm2d(c), nn.ReLU(True),
+        ]
+        for i in range(depth - 1):
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU(True)]
+            c //= 2
+        layers += [nn.ConvTranspose2d(c, channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        dcgan_init_(self)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(y, self.num_classes, "generator")
+        h = z if self.label is None else torch.cat([z, self.label(y)], dim=1)
+        return self.net(h[:, :, None, None])
+
+
+class DCGANDiscriminator(nn.Module):
+    """Strided Conv/BatchNorm/LeakyReLU(0.2) blocks (no BatchNorm on the first) -> conv to one logit.
+
+    Conditional modes: `concat` adds the label as one-hot image channels; `projection` adds
+    <embed(y), sum of the last feature map> to the logit.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], width: int = 64, depth: int | None = None,
+                 num_classes: int | None = None, conditioning: str = "concat"):
+        super().__init__()
+        self.image_shape, self.num_classes, self.conditioning = tuple(image_shape), num_classes, conditioning
+        channels, size, _ = self.image_shape
+        depth = resolve_depth(size, depth)
+        s0 = size // 2 ** depth
+        c_in = channels + (num_classes if num_classes and conditioning == "concat" else 0)
+        layers: list[nn.Module] = [nn.Conv2d(c_in, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        c = width
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(c, c * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c * 2), nn.LeakyReLU(0.2, True)]
+            c *= 2
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(c, 1, s0, 1, 0)
+        self.proj = nn.Embedding(num_classes, c) if num_classes and conditioning == "projection" else None
+        dcgan_init_(self)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(y, self.num_classes, "discriminator")
+        if self.num_classes and self.conditioning == "concat":
+            x = torch.cat([x, one_hot_channels(y, self.num_classes, x.shape[2], x.shape[3]).to(x.dtype)], dim=1)
+        h = self.body(x)
+        logit = self.head(h).flatten(1).squeeze(1)
+        if self.proj is not None:
+            logit = logit + (self.proj(y) * h.sum((2, 3))).sum(1)
+        return logit

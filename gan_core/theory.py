@@ -1,0 +1,65 @@
+"""The theory the game rests on (Goodfellow et al. 2014, Prop. 1 and Thm. 1), as code.
+
+For fixed G the discriminator that maximizes V is D*(x) = p_data(x) / (p_data(x) + p_g(x)), and
+V(D*, G) = -log 4 + 2 JS(p_data || p_g), which is minimal (-log 4) exactly when p_g = p_data.
+
+Densities are numpy arrays: probability masses over a discrete support (dx=None), or density
+values on a uniform grid with spacing dx (integrals become Riemann sums). Logs are natural.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+LOG4 = math.log(4.0)
+
+
+def _as_arrays(p, q) -> tuple[np.ndarray, np.ndarray]:
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    if p.shape != q.shape:
+        raise ValueError(f"densities must share a support: shapes {p.shape} and {q.shape}")
+    if (p < 0).any() or (q < 0).any():
+        raise ValueError("densities must be non-negative")
+    return p, q
+
+
+def optimal_discriminator(p_data, p_g) -> np.ndarray:
+    """D*(x) = p_data / (p_data + p_g); where both are 0 D* is undefined and set to 1/2."""
+    p, q = _as_arrays(p_data, p_g)
+    total = p + q
+    return np.divide(p, total, out=np.full_like(p, 0.5), where=total > 0)
+
+
+def _kl(p: np.ndarray, m: np.ndarray, dx: float) -> float:
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log(p[mask] / m[mask])) * dx)
+
+
+def jensen_shannon(p, q, dx: float | None = None) -> float:
+    """JS(p || q) = KL(p || m) / 2 + KL(q || m) / 2 with m = (p + q) / 2; in [0, log 2]."""
+    p, q = _as_arrays(p, q)
+    m = 0.5 * (p + q)
+    step = 1.0 if dx is None else float(dx)
+    return 0.5 * _kl(p, m, step) + 0.5 * _kl(q, m, step)
+
+
+def value_function(p_data, p_g, d, dx: float | None = None) -> float:
+    """V(D, G) = E_{p_data}[log D] + E_{p_g}[log(1 - D)] by quadrature (0 log 0 taken as 0)."""
+    p, q = _as_arrays(p_data, p_g)
+    d = np.asarray(d, dtype=np.float64)
+    step = 1.0 if dx is None else float(dx)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(p > 0, p * np.log(d), 0.0)
+        b = np.where(q > 0, q * np.log1p(-d), 0.0)
+    return float((a.sum() + b.sum()) * step)
+
+
+def value_at_optimum(p_data, p_g, dx: float | None = None) -> float:
+    """V(D*, G) = 2 JS(p_data || p_g) - log 4."""
+    return 2.0 * jensen_shannon(p_data, p_g, dx) - LOG4
+
+
+def equilibrium_gap(value_estimate: float) -> float:
+    """How far a V estimate is from -log 4, its value at the game's equilibrium p_g = p_data."""
+    return float(value_estimate + LOG4)

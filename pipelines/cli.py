@@ -1,0 +1,68 @@
+"""`ganpipe` command line: one sub-command per stage, one clear line on stderr for user errors."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gan_core.data import DataError
+
+from .config import ConfigError
+
+COMMANDS = {
+    "run": "whole workflow: train -> evaluate -> register -> generate",
+    "train": "one Ray Train run (DDP over N workers, checkpoints, MLflow tracking)",
+    "tune": "one Ray Tune sweep over k, learning rates and architectures",
+    "evaluate": "metrics for a generator (--model URI) or a dataset (--dataset DIR)",
+    "register": "register a run's generator in the MLflow registry",
+    "generate": "write a labeled synthetic dataset to Parquet",
+    "ui": "MLflow UI on the configured tracking store",
+}
+NOT_BUILT = {"tune", "evaluate", "register", "generate", "ui"}
+
+
+class UserError(Exception):
+    """Raised by stages for errors the user can fix; printed as one line, exit code 2."""
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None, help="YAML config file or preset name (default: quick)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.k=2 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganpipe", description="Train GANs on Ray, track them in MLflow, "
+                                     "and turn them into labeled synthetic datasets.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show details and Ray's own logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text + (" [not built yet]" if name in NOT_BUILT else ""))
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+        if name in ("run", "train", "tune", "evaluate"):
+            _config_args(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command in NOT_BUILT:
+        print(f"ganpipe {args.command}: not built yet", file=sys.stderr)
+        return 2
+    try:
+        from . import commands
+
+        return getattr(commands, args.command)(args)
+    except (ConfigError, DataError, UserError) as e:
+        print(f"ganpipe {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ganpipe {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The configuration schema (pydantic), presets shipped as YAML, and `--set a.b=value` overrides."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or override; the message names the file, key or value."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    source: str = "mnist5k"
+    image_size: int = Field(28, ge=8, le=256)
+    channels: Literal[1, 3] | None = None
+    mixed_sizes: Literal["resize", "error"] = "resize"
+    class_names: list[str] | None = None
+    holdout_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    root: str | None = None
+
+
+class ModelConfig(Section):
+    arch: Literal["mlp", "dcgan"] = "dcgan"
+    conditional: bool = True
+    z_dim: int = Field(64, ge=1)
+    g_width: int = Field(32, ge=1)
+    d_width: int = Field(32, ge=1)
+    depth: int | None = Field(None, ge=1)
+    embed_dim: int = Field(16, ge=1)
+    d_conditioning: Literal["concat", "projection"] = "concat"
+
+
+class TrainConfig(Section):
+    k: int = Field(1, ge=1)
+    batch_size: int = Field(64, ge=2, description="per worker; the global batch is this x workers")
+    lr_g: float = Field(2e-4, gt=0)
+    lr_d: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    g_loss: Literal["non_saturating", "minimax"] = "non_saturating"
+    ema_beta: float | None = Field(None, gt=0, lt=1)
+    epochs: int = Field(3, ge=1)
+    iterations: int | None = Field(None, ge=1, description="overrides epochs when set")
+    log_every: int = Field(25, ge=1)
+    eval_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    eval_samples: int = Field(500, ge=10)
+    run_name: str | None = None
+
+
+class RayConfig(Section):
+    address: str = ""
+    num_workers: int | None = Field(None, ge=1, description="None: as many as fit the machine")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, ge=0)
+    storage_path: str = "ganpipe_runs"
+    max_failures: int = Field(2, ge=-1)
+
+
+class MLflowConfig(Section):
+    tracking_uri: str | None = None
+    experiment: str = "ganpipe"
+
+
+class Config(Section):
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    ray: RayConfig = RayConfig()
+    mlflow: MLflowConfig = MLflowConfig()
+
+    @model_validator(mode="after")
+    def _geometry(self) -> "Config":
+        if self.model.arch == "dcgan":
+            from gan_core.models.dcgan import resolve_depth
+
+            try:
+                resolve_depth(self.data.image_size, self.model.depth)
+            except ValueError as e:
+                raise ValueError(f"{e} (data.image_size={self.data.image_size})") from None
+        return self
+
+
+PRESETS = ("quick",)
+
+
+def preset_text(name: str) -> str:
+    return resources.files("pipelines.presets").joinpath(f"{name}.yaml").read_text()
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.k=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _apply(tree: dict, keys: list[str], value: Any, item: str) -> None:
+    node = tree
+    for i, k in enumerate(keys[:-1]):
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(keys[:i + 1])} is a value, not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def _format_error(e: ValidationError, origin: str) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {loc!r}")
+        else:
+            parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+    return f"{origin}: " + "; ".join(parts)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or a preset name, default `quick`), apply overrides, validate."""
+    if path is None or str(path) in PRESETS:
+        name = "quick" if path is None else str(path)
+        origin, text = f"preset {name!r}", preset_text(name)
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist (presets: {', '.join(PRESETS)})")
+        origin, text = str(p), p.read_text()
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{origin}: not valid YAML ({e})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections")
+    for item in overrides:
+        keys, value = _parse_override(item)
+        _apply(tree, keys, value, item)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, origin + (" with --set overrides" if overrides else ""))) from None
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """`section.key` -> value, for logging every config value as a param."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = node
+
+    walk("", cfg.model_dump(mode="json"))
+    return out

@@ -1,0 +1,80 @@
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from gan_core import Game, ModelSpec, adam_pair, build_models
+
+CASES = list(itertools.product(["mlp", "dcgan"], [None, 10], [28, 32, 64], [1, 3], ["concat", "projection"]))
+
+
+@pytest.mark.parametrize("arch,num_classes,size,channels,cond", CASES)
+def test_every_model_builds_and_shapes_match(arch, num_classes, size, channels, cond):
+    spec = ModelSpec(arch=arch, z_dim=16, image_shape=(channels, size, size), num_classes=num_classes,
+                     g_width=8, d_width=8, d_conditioning=cond)
+    g, d = build_models(spec)
+    z = torch.randn(4, 16)
+    y = torch.randint(0, num_classes, (4,)) if num_classes else None
+    x = g(z, y)
+    assert x.shape == (4, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1  # tanh output
+    assert d(x, y).shape == (4,)
+
+
+def test_dcgan_follows_radford_guidelines():
+    g, d = build_models(ModelSpec("dcgan", 32, (1, 64, 64), num_classes=None, g_width=16, d_width=16))
+    for m in (g, d):
+        kinds = {type(x) for x in m.modules()}
+        assert not kinds & {nn.MaxPool2d, nn.AvgPool2d, nn.Linear}, "no pooling, no FC hidden layers"
+    assert any(isinstance(x, nn.ConvTranspose2d) for x in g.modules())
+    assert any(isinstance(x, nn.BatchNorm2d) for x in g.modules())
+    assert isinstance(list(g.modules())[-1], nn.Tanh)
+    assert sum(isinstance(x, nn.ReLU) for x in g.modules()) == 4  # depth 4 for 64x64
+    body = list(d.body)
+    assert isinstance(body[0], nn.Conv2d) and body[0].stride == (2, 2)
+    assert isinstance(body[1], nn.LeakyReLU) and body[1].negative_slope == 0.2, "no BatchNorm on D's first layer"
+    assert sum(isinstance(x, nn.BatchNorm2d) for x in d.modules()) == 3
+    convs = [x for x in d.modules() if isinstance(x, nn.Conv2d)]
+    w = torch.cat([c.weight.flatten() for c in convs])
+    assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
+
+
+def test_conditional_generator_uses_the_label():
+    g, _ = build_models(ModelSpec("dcgan", 16, (1, 28, 28), num_classes=10, g_width=8, d_width=8))
+    g.eval()
+    z = torch.randn(1, 16).repeat(2, 1)
+    out = g(z, torch.tensor([0, 7]))
+    same = g(z, torch.tensor([7, 7]))
+    assert torch.equal(same[0], same[1])
+    assert (out[0] - out[1]).abs().mean() > 0.05 * out.abs().mean()
+
+
+def test_labels_required_and_refused():
+    g, d = build_models(ModelSpec("mlp", 8, (1, 28, 28), num_classes=3))
+    with pytest.raises(ValueError, match="needs labels"):
+        g(torch.randn(2, 8))
+    g2, _ = build_models(ModelSpec("mlp", 8, (1, 28, 28)))
+    with pytest.raises(ValueError, match="unconditional"):
+        g2(torch.randn(2, 8), torch.tensor([0, 1]))
+
+
+def test_bad_names_and_geometry_are_named():
+    with pytest.raises(ValueError, match="model.arch='vae'"):
+        build_models(ModelSpec("vae", 8, (1, 28, 28)))
+    with pytest.raises(ValueError, match="model.depth=3"):
+        build_models(ModelSpec("dcgan", 8, (1, 28, 28), depth=3))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_generator_update_leaves_discriminator_without_gradients(arch):
+    g, d = build_models(ModelSpec(arch, 16, (1, 28, 28), num_classes=10, g_width=8, d_width=8))
+    opt_g, opt_d = adam_pair(g, d, 1e-3, 1e-3)
+    game = Game(g, d, opt_g, opt_d, k=1)
+    d_before = [p.detach().clone() for p in d.parameters()]
+    opt_d.zero_grad(set_to_none=True)
+    game.generator_step(8)
+    assert all(p.grad is None for p in d.parameters()), "D received gradients during the G update"
+    assert all(torch.equal(a, b) for a, b in zip(d_before, d.parameters()))
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.parameters() if p.requires_grad)
+    assert all(p.requires_grad for p in d.parameters()), "D is unfrozen again after the G update"
