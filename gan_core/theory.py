@@ -31,23 +31,32 @@ def optimal_discriminator(p_data, p_g) -> np.ndarray:
     return np.divide(p, total, out=np.full_like(p, 0.5), where=total > 0)
 
 
-def _kl(p: np.ndarray, m: np.ndarray, dx: float) -> float:
+def _kl_to_mixture(p: np.ndarray, q: np.ndarray, dx: float) -> float:
+    """KL(p || (p + q) / 2), in log space so that tail values near underflow stay finite."""
     mask = p > 0
-    return float(np.sum(p[mask] * np.log(p[mask] / m[mask])) * dx)
+    lp = np.log(p[mask])
+    with np.errstate(divide="ignore"):
+        lq = np.log(q[mask])
+    log_m = np.logaddexp(lp, lq) - math.log(2.0)
+    return float(np.sum(p[mask] * (lp - log_m)) * dx)
 
 
 def jensen_shannon(p, q, dx: float | None = None) -> float:
     """JS(p || q) = KL(p || m) / 2 + KL(q || m) / 2 with m = (p + q) / 2; in [0, log 2]."""
     p, q = _as_arrays(p, q)
-    m = 0.5 * (p + q)
     step = 1.0 if dx is None else float(dx)
-    return 0.5 * _kl(p, m, step) + 0.5 * _kl(q, m, step)
+    return 0.5 * _kl_to_mixture(p, q, step) + 0.5 * _kl_to_mixture(q, p, step)
 
 
 def value_function(p_data, p_g, d, dx: float | None = None) -> float:
-    """V(D, G) = E_{p_data}[log D] + E_{p_g}[log(1 - D)] by quadrature (0 log 0 taken as 0)."""
+    """V(D, G) = E_{p_data}[log D] + E_{p_g}[log(1 - D)] by quadrature (0 log 0 taken as 0).
+
+    D is clipped to [eps, 1 - eps] at float64 resolution: in far tails p/(p+q) rounds to exactly 1
+    where q is still a positive 1e-49, and q * log(0) would poison the sum with -inf.
+    """
     p, q = _as_arrays(p_data, p_g)
-    d = np.asarray(d, dtype=np.float64)
+    eps = np.finfo(np.float64).epsneg
+    d = np.clip(np.asarray(d, dtype=np.float64), np.finfo(np.float64).tiny, 1.0 - eps)
     step = 1.0 if dx is None else float(dx)
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.where(p > 0, p * np.log(d), 0.0)

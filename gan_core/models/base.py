@@ -31,12 +31,18 @@ def one_hot_channels(y: torch.Tensor, num_classes: int, height: int, width: int)
 
 
 def dcgan_init_(module: nn.Module) -> None:
-    """Radford et al.: all weights from N(0, 0.02); BatchNorm scale from N(1, 0.02), shift 0."""
+    """Radford et al.: all weights from N(0, 0.02); BatchNorm scale from N(1, 0.02), shift 0.
+
+    The label embedding joined to z keeps N(0, 1), the scale of z, so the label is heard from the start.
+    """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, 0.0, 0.02)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, LabelEmbedding):
+            nn.init.normal_(m.embed.weight, 0.0, 1.0)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)

@@ -1,0 +1,93 @@
+"""MLflow tracking: the tracking URI, a reachability check before any work, and writes that retry
+when SQLite reports "database is locked" (several processes writing one file)."""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+T = TypeVar("T")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message names the URI."""
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """config value > MLFLOW_TRACKING_URI > sqlite:///mlflow.db; relative SQLite paths made absolute
+    so that Ray workers, whose working directory differs, write to the same file."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before training, when the tracking store cannot be reached."""
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+        except requests.RequestException as e:
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({e.__class__.__name__}); "
+                                f"start it or set mlflow.tracking_uri / MLFLOW_TRACKING_URI") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise TrackingError(f"MLflow tracking store {uri}: folder {folder} does not exist")
+    elif uri.startswith("file:") or "://" not in uri:
+        raise TrackingError(f"MLflow tracking URI {uri!r}: MLflow 3 refuses the file store; use "
+                            f"sqlite:///PATH.db or an http(s) tracking server")
+
+
+def with_retry(fn: Callable[[], T], attempts: int = 8) -> T:
+    """Call fn, retrying with jittered backoff while SQLite says the database is locked."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as e:  # MlflowException wraps the sqlalchemy OperationalError
+            if "database is locked" not in str(e) or i == attempts - 1:
+                raise
+            time.sleep(0.05 * 2 ** i * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+    with_retry(lambda: client(uri).log_batch(run_id, metrics=batch))
+
+
+def log_image(uri: str, run_id: str, image, artifact_file: str) -> None:
+    """Log a (3, H, W) tensor in [0, 1] as a PNG artifact."""
+    import tempfile
+
+    from torchvision.utils import save_image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        save_image(image, path)
+        folder = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
+        with_retry(lambda: client(uri).log_artifact(run_id, str(path), folder))
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None

@@ -1,0 +1,101 @@
+"""The value function from logits, the two G losses, and one iteration of k D updates + one G update."""
+import io
+import math
+
+import pytest
+import torch
+
+from gan_core import Game, ModelSpec, adam_pair, build_models, losses
+
+
+def test_value_matches_the_definition_and_stays_finite():
+    real, fake = torch.tensor([2.0, -1.0, 0.3]), torch.tensor([-0.5, 1.5, 0.0])
+    direct = torch.log(torch.sigmoid(real)).mean() + torch.log(1 - torch.sigmoid(fake)).mean()
+    assert losses.value(real, fake).item() == pytest.approx(direct.item(), abs=1e-6)
+    big = torch.tensor([1e4, -1e4], requires_grad=True)
+    v = losses.value(big, big)
+    v.backward()
+    assert math.isfinite(v.item()) and v.item() == pytest.approx(-1e4, rel=1e-6)  # -5e3 from each term
+    assert torch.isfinite(big.grad).all()
+    assert losses.value(torch.zeros(4), torch.zeros(4)).item() == pytest.approx(-math.log(4))
+
+
+def test_minimax_saturates_and_non_saturating_does_not():
+    """Early in training D(G(z)) ~ 0: log(1 - D) has a vanishing gradient, -log D a strong one."""
+    logit = torch.tensor([-8.0], requires_grad=True)
+    losses.generator_loss(logit, "minimax").backward()
+    g_mm = logit.grad.item()
+    logit.grad = None
+    losses.generator_loss(logit, "non_saturating").backward()
+    g_ns = logit.grad.item()
+    assert abs(g_mm) < 1e-3 and g_ns == pytest.approx(-1.0, abs=1e-3)
+    assert losses.generator_loss(logit, "minimax").item() == pytest.approx(math.log(1 - torch.sigmoid(logit).item()), abs=1e-6)
+    with pytest.raises(ValueError, match="g_loss='wgan'"):
+        losses.generator_loss(logit, "wgan")
+
+
+def _game(k=1, ema=None, arch="mlp", num_classes=3):
+    g, d = build_models(ModelSpec(arch, 8, (1, 28, 28), num_classes=num_classes, g_width=16, d_width=16))
+    opt_g, opt_d = adam_pair(g, d, 1e-3, 1e-3)
+    return Game(g, d, opt_g, opt_d, k=k, ema_beta=ema, label_prior=torch.tensor([0.5, 0.3, 0.2]))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_one_iteration_is_k_d_updates_on_fresh_batches_then_one_g_update(k):
+    game = _game(k=k)
+    seen = []
+
+    def next_real():
+        x = torch.rand(8, 1, 28, 28) * 2 - 1
+        seen.append(x)
+        return x, torch.randint(0, 3, (8,))
+
+    stats = game.step(next_real)
+    assert len(seen) == k and all(not torch.equal(seen[0], s) for s in seen[1:])
+    assert game.opt_d.state_dict()["state"][0]["step"].item() == k
+    assert game.opt_g.state_dict()["state"][0]["step"].item() == 1
+    s = stats.as_dict()
+    assert set(s) == {"loss_d", "loss_g", "d_real", "d_fake", "value"}
+    assert 0 < s["d_real"] < 1 and 0 < s["d_fake"] < 1
+    assert s["value"] == pytest.approx(-s["loss_d"])
+
+
+def test_generated_labels_follow_the_label_prior():
+    game = _game()
+    torch.manual_seed(0)
+    _, y = game.sample_latent(20000)
+    freq = torch.bincount(y, minlength=3).float() / 20000
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.2]), atol=0.015)
+
+
+def test_ema_tracks_generator_weights():
+    game = _game(ema=0.9)
+    before = [p.detach().clone() for p in game.ema.model.parameters()]
+    game.step(lambda: (torch.rand(8, 1, 28, 28) * 2 - 1, torch.randint(0, 3, (8,))))
+    for b, e, p in zip(before, game.ema.model.parameters(), game.G.parameters()):
+        assert torch.allclose(e, 0.9 * b + 0.1 * p.detach(), atol=1e-6)
+
+
+def test_state_dict_round_trip_continues_identically():
+    torch.manual_seed(0)
+    a = _game(k=2, ema=0.99, arch="dcgan")
+    batch = lambda: (torch.rand(8, 1, 28, 28) * 2 - 1, torch.randint(0, 3, (8,)))  # noqa: E731
+    a.step(batch)
+    b = _game(k=2, ema=0.99, arch="dcgan")
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    torch.manual_seed(5)
+    sa = a.step(batch)
+    torch.manual_seed(5)
+    sb = b.step(batch)
+    assert sa == sb
+    for pa, pb in zip(a.G.parameters(), b.G.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_k_must_be_positive():
+    g, d = build_models(ModelSpec("mlp", 8, (1, 28, 28)))
+    with pytest.raises(ValueError, match="k=0"):
+        Game(g, d, *adam_pair(g, d, 1e-3, 1e-3), k=0)
