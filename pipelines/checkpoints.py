@@ -47,3 +47,21 @@ def load_state(directory: str | Path) -> dict:
 def load_rng(directory: str | Path, rank: int) -> dict | None:
     path = Path(directory) / f"rng_rank{rank}.pt"
     return torch.load(path, weights_only=True) if path.is_file() else None
+
+
+def latest_loadable(run_dir: str | Path) -> tuple[Path, dict] | None:
+    """The newest `checkpoint_*` folder of a local run directory whose state loads, with its state.
+
+    Ray hands a restarted worker group its latest registered checkpoint; a worker lost while a
+    checkpoint is being registered can leave Ray with none, although complete ones are on disk.
+    A folder whose copy was cut short fails to load and is passed over.
+    """
+    root = Path(run_dir)
+    if "://" in str(run_dir) or not root.is_dir():
+        return None
+    for folder in sorted(root.glob("checkpoint_*"), reverse=True):
+        try:
+            return folder, load_state(folder)
+        except (FileNotFoundError, RuntimeError, EOFError, OSError):
+            continue
+    return None

@@ -20,6 +20,7 @@ def init_ray(address: str, verbose: bool = False) -> None:
     if not verbose:
         os.environ.setdefault("RAY_TQDM", "0")
         logging.getLogger("ray").setLevel(logging.ERROR)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     if ray.is_initialized():
         return
     kwargs = dict(logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=verbose,

@@ -27,6 +27,7 @@ class TrainOutcome:
     checkpoint: str | None
     metrics: dict
     storage: str
+    worker_result: dict
 
 
 def storage_root(path: str) -> str:
@@ -100,7 +101,7 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> Tra
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "tracking_uri": uri, "run_id": run_id,
-                           "progress": progress},
+                           "progress": progress, "run_dir": f"{storage}/{run_name}"},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker=_resources(cfg)),
         run_config=RunConfig(
@@ -134,7 +135,7 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> Tra
         if state.is_file():
             tracking.with_retry(lambda: tracking.client(uri).log_artifact(run_id, str(state), "checkpoint"))
     _finish(uri, run_id, "FINISHED")
-    return TrainOutcome(run_id, run_name, ckpt, dict(result.metrics or {}), f"{storage}/{run_name}")
+    return TrainOutcome(run_id, run_name, ckpt, dict(result.metrics or {}), f"{storage}/{run_name}", outcome)
 
 
 def _resources(cfg: Config) -> dict[str, float]:

@@ -8,8 +8,6 @@ mode, where BatchNorm uses the batch's own statistics, so D's running statistics
 broadcasting them at each of D's 2k + 1 forwards per iteration would be traffic for nothing.
 G's buffers are broadcast from rank 0 (broadcast_buffers=True) so that every rank samples alike.
 """
-from __future__ import annotations
-
 import math
 import tempfile
 from typing import Any
@@ -20,7 +18,7 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gan_core import Game, ModelSpec, adam_pair, build_models
+from gan_core import Game, ModelSpec, adam_pair, build_models, unwrap
 from gan_core.data import load_dataset
 from gan_core.data.stream import BatchStream
 from gan_core.theory import equilibrium_gap
@@ -30,7 +28,7 @@ from . import checkpoints, tracking
 from .config import Config
 
 
-def model_spec(cfg: Config, image_shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
+def model_spec(cfg: Config, image_shape: tuple, num_classes: int) -> ModelSpec:
     m = cfg.model
     return ModelSpec(arch=m.arch, z_dim=m.z_dim, image_shape=tuple(image_shape),
                      num_classes=num_classes if m.conditional else None, g_width=m.g_width, d_width=m.d_width,
@@ -49,9 +47,32 @@ class AllReduceCounter:
         self.elements = 0
 
     @staticmethod
-    def hook(state: "AllReduceCounter", bucket: dist.GradBucket):
+    def hook(state: "AllReduceCounter", bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
         state.elements += bucket.buffer().numel()
         return default_hooks.allreduce_hook(None, bucket)
+
+
+def replica_digests(game: Game, world: int) -> list[dict[str, str]]:
+    """sha256 of G's parameters and buffers and of D's parameters on every rank, gathered.
+
+    Equal digests prove the DDP replicas stayed in sync. D's buffers (BatchNorm running
+    statistics) are per rank by design and left out.
+    """
+    import hashlib
+
+    def digest(tensors) -> str:
+        h = hashlib.sha256()
+        for t in tensors:
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    g, d = unwrap(game.G), unwrap(game.D)
+    mine = {"G": digest(list(g.parameters()) + list(g.buffers())), "D": digest(d.parameters())}
+    if world == 1:
+        return [mine]
+    out: list = [None] * world
+    dist.all_gather_object(out, mine)
+    return out
 
 
 def _any_rank(flag: bool, world: int) -> bool:
@@ -83,16 +104,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     opt_g, opt_d = adam_pair(G, D, t.lr_g, t.lr_d, (t.beta1, t.beta2))
     game = Game(G, D, opt_g, opt_d, k=t.k, g_loss=t.g_loss, label_prior=train.label_prior(), ema_beta=t.ema_beta)
 
-    start = 0
+    start, found = 0, None
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as folder:
-            state = checkpoints.load_state(folder)
-            game.load_state_dict(state)
-            start = int(state["iteration"])
-            rng = checkpoints.load_rng(folder, rank)
-            if rng is not None:
-                checkpoints.set_rng_state(rng)
+            found = (checkpoints.load_state(folder), checkpoints.load_rng(folder, rank))
+    elif loop_config.get("run_dir"):
+        latest = checkpoints.latest_loadable(loop_config["run_dir"])
+        found = (latest[1], checkpoints.load_rng(latest[0], rank)) if latest else None
+    if found is not None:
+        state, rng = found
+        game.load_state_dict(state)
+        start = int(state["iteration"])
+        if rng is not None:
+            checkpoints.set_rng_state(rng)
 
     counter = AllReduceCounter()
     if world > 1:
@@ -137,4 +162,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
                 checkpoints.save(folder, game.state_dict(), step, cfg.model_dump(mode="json"), rank)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
                                  checkpoint_dir_name=f"checkpoint_{step:08d}")
-    return {"status": "finished", "iteration": total}
+    if world > 1:  # G's BatchNorm statistics moved locally in the last forward; align them with rank 0
+        for b in unwrap(game.G).buffers():
+            dist.broadcast(b, src=0)
+    digests = replica_digests(game, world)
+    return {"status": "finished", "iteration": total, "replica_digests": digests,
+            "replicas_identical": all(d == digests[0] for d in digests)}
