@@ -49,17 +49,20 @@ def load_rng(directory: str | Path, rank: int) -> dict | None:
     return torch.load(path, weights_only=True) if path.is_file() else None
 
 
-def latest_loadable(run_dir: str | Path) -> tuple[Path, dict] | None:
-    """The newest `checkpoint_*` folder of a local run directory whose state loads, with its state.
+def latest_loadable(run_dir: str | Path, world_size: int = 1) -> tuple[Path, dict] | None:
+    """The newest complete `checkpoint_*` folder of a local run directory, with its state.
 
-    Ray hands a restarted worker group its latest registered checkpoint; a worker lost while a
-    checkpoint is being registered can leave Ray with none, although complete ones are on disk.
-    A folder whose copy was cut short fails to load and is passed over.
+    Ray hands a restarted worker group its latest *registered* checkpoint, which can lag behind
+    what is on disk (or be none) when a worker is lost while checkpoints are being registered.
+    Complete means: the state loads and every rank's RNG file is there; a folder whose copy was
+    cut short is passed over.
     """
     root = Path(run_dir)
     if "://" in str(run_dir) or not root.is_dir():
         return None
     for folder in sorted(root.glob("checkpoint_*"), reverse=True):
+        if not all((folder / f"rng_rank{r}.pt").is_file() for r in range(world_size)):
+            continue
         try:
             return folder, load_state(folder)
         except (FileNotFoundError, RuntimeError, EOFError, OSError):

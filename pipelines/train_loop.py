@@ -109,9 +109,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     if ckpt is not None:
         with ckpt.as_directory() as folder:
             found = (checkpoints.load_state(folder), checkpoints.load_rng(folder, rank))
-    elif loop_config.get("run_dir"):
-        latest = checkpoints.latest_loadable(loop_config["run_dir"])
-        found = (latest[1], checkpoints.load_rng(latest[0], rank)) if latest else None
+    on_disk = checkpoints.latest_loadable(loop_config["run_dir"], world) if loop_config.get("run_dir") else None
+    if on_disk is not None and (found is None or on_disk[1]["iteration"] > found[0]["iteration"]):
+        found = (on_disk[1], checkpoints.load_rng(on_disk[0], rank))
     if found is not None:
         state, rng = found
         game.load_state_dict(state)

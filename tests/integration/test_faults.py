@@ -1,5 +1,6 @@
 """A worker killed mid-run is replaced and training continues from the latest checkpoint; an
 interrupted run resumes to the same final iteration with its optimizer state."""
+import os
 import signal
 import subprocess
 import time
@@ -24,24 +25,23 @@ def test_killed_worker_is_replaced_and_training_continues_from_checkpoint(tmp_pa
                                          "train.log_every=5", "train.run_name=kill"])]
     proc = start(tmp_path, *args)
     wait_for(tmp_path / "ganpipe_runs" / "kill" / f"checkpoint_{2 * every:08d}", proc)
+    time.sleep(3)  # let that checkpoint complete; the kill lands mid-interval
     pids = _worker_pids()
     assert len(pids) >= 2, pids
-    import os
     os.kill(pids[-1], signal.SIGKILL)
-    killed_at = time.time()
     stdout, stderr = proc.communicate(timeout=400)
     assert proc.returncode == 0, stderr[-3000:]
     assert f"finished {total} iterations" in stdout
     run_id = run_id_from(stdout)
     resumed = [v for _, v in metric_history(tmp_path, run_id, "resumed_from")]
-    assert resumed[0] == 0 and len(resumed) >= 2, resumed
-    restart = resumed[1]
+    assert resumed[0] == 0 and len(resumed) == 2, resumed
+    restart = int(resumed[1])
     assert restart >= 2 * every and restart % every == 0, resumed
-    # Iterations logged before the kill, beyond the checkpoint it resumed from, are the only repeats.
+    # Work redone = iterations logged twice (the first attempt went past the checkpoint it resumed from).
     logged = [s for s, _ in metric_history(tmp_path, run_id, "iteration")]
     assert max(logged) == total
-    redone = len([s for s in logged if s > restart]) - len(set(s for s in logged if s > restart))
-    assert redone * 5 <= every, f"{redone} logged iterations repeated after restart at {restart} ({killed_at})"
+    repeated = sorted(s for s in set(logged) if logged.count(s) > 1)
+    assert all(restart < s <= restart + every for s in repeated), (restart, repeated, logged)
     state = checkpoints.load_state(tmp_path / "ganpipe_runs" / "kill" / f"checkpoint_{total:08d}")
     assert state["iteration"] == total
 
