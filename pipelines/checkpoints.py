@@ -60,7 +60,8 @@ def latest_loadable(run_dir: str | Path, world_size: int = 1) -> tuple[Path, dic
     root = Path(run_dir)
     if "://" in str(run_dir) or not root.is_dir():
         return None
-    for folder in sorted(root.glob("checkpoint_*"), reverse=True):
+    folders = [p for p in root.glob("checkpoint_*") if p.is_dir() and p.name.split("_")[-1].isdigit()]
+    for folder in sorted(folders, reverse=True):
         if not all((folder / f"rng_rank{r}.pt").is_file() for r in range(world_size)):
             continue
         try:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from gan_core.data import DataError
 
-from .config import ConfigError
+from .errors import UserError
 
 COMMANDS = {
     "run": "whole workflow: train -> evaluate -> register -> generate",
@@ -18,10 +19,6 @@ COMMANDS = {
     "ui": "MLflow UI on the configured tracking store",
 }
 NOT_BUILT = {"tune", "evaluate", "register", "generate", "ui"}
-
-
-class UserError(Exception):
-    """Raised by stages for errors the user can fix; printed as one line, exit code 2."""
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -49,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if not getattr(args, "verbose", False):
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     if args.command in NOT_BUILT:
         print(f"ganpipe {args.command}: not built yet", file=sys.stderr)
         return 2
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import commands
 
         return getattr(commands, args.command)(args)
-    except (ConfigError, DataError, UserError) as e:
+    except (DataError, UserError) as e:
         print(f"ganpipe {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,23 +7,11 @@ import sys
 from .config import load_config
 
 
-def _stage_errors():
-    from .runtime import PlacementError
-    from .tracking import TrackingError
-    from .train import TrainingError
-
-    return (PlacementError, TrackingError, TrainingError)
-
-
 def train(args: argparse.Namespace) -> int:
-    from .cli import UserError
     from .train import run_training
 
     cfg = load_config(args.config, args.overrides)
-    try:
-        out = run_training(cfg, verbose=getattr(args, "verbose", False))
-    except _stage_errors() as e:
-        raise UserError(str(e)) from None
+    out = run_training(cfg, verbose=getattr(args, "verbose", False))
     m = out.metrics
     summary = ", ".join(f"{k}={m[k]:.4g}" for k in ("loss_d", "loss_g", "d_real", "d_fake", "value") if k in m)
     print(f"train: finished {m.get('iteration', '?')} iterations ({summary})")

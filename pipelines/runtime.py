@@ -5,9 +5,10 @@ import logging
 import os
 
 from .config import Config
+from .errors import UserError
 
 
-class PlacementError(RuntimeError):
+class PlacementError(UserError):
     """The requested workers cannot be placed on the cluster."""
 
 

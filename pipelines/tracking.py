@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from .errors import UserError
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 T = TypeVar("T")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError):
     """The tracking store cannot be used; the message names the URI."""
 
 

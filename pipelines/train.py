@@ -13,10 +13,11 @@ from pathlib import Path
 
 from . import tracking
 from .config import Config, flatten
+from .errors import UserError
 from .train_loop import load_data, train_loop_per_worker
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError):
     """Training stopped (NaN loss, workers lost beyond max_failures); the message says where."""
 
 

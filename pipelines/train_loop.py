@@ -118,6 +118,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         start = int(state["iteration"])
         if rng is not None:
             checkpoints.set_rng_state(rng)
+        # Moments come from the checkpoint; learning rates and betas from the config in force.
+        for opt, lr in ((opt_g, t.lr_g), (opt_d, t.lr_d)):
+            for group in opt.param_groups:
+                group.update(lr=lr, betas=(t.beta1, t.beta2))
 
     counter = AllReduceCounter()
     if world > 1:
