@@ -10,6 +10,7 @@ G's buffers are broadcast from rank 0 (broadcast_buffers=True) so that every ran
 """
 import math
 import tempfile
+import time
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     if rank == 0:
         tracking.log_metrics(uri, run_id, {"resumed_from": start}, step=start)
     window: list[dict[str, float]] = []
+    window_start = time.perf_counter()
     counted_since = counter.elements
     epoch_seen = stream.epoch
     for it in range(start, total):
@@ -151,8 +153,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             metrics = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             metrics["value_gap"] = abs(equilibrium_gap(metrics["value"]))
             metrics["allreduced_elements"] = (counter.elements - counted_since) / len(window)
-            metrics.update(iteration=step, epoch=stream.epoch, images_seen=step * t.k * t.batch_size * world)
-            window, counted_since = [], counter.elements
+            now = time.perf_counter()
+            metrics.update(iteration=step, epoch=stream.epoch, images_seen=step * t.k * t.batch_size * world,
+                           images_per_second=len(window) * t.k * t.batch_size * world / (now - window_start))
+            window, counted_since, window_start = [], counter.elements, now
             if rank == 0:
                 tracking.log_metrics(uri, run_id, metrics, step=step)
                 if progress is not None:

@@ -3,7 +3,7 @@ exactly k * |theta_D| + |theta_G| gradient elements (D frozen during the G updat
 import pytest
 
 from gan_core import ModelSpec, build_models
-from pipelines.config import load_config
+from pipelines.config import flatten, load_config
 from pipelines.train import run_training
 
 pytestmark = pytest.mark.slow
@@ -28,3 +28,18 @@ def test_two_workers_stay_in_sync_and_allreduce_k_d_plus_g(tmp_path, ray_local, 
     assert len(digests) == 2 and digests[0] == digests[1], digests
     assert out.worker_result["replicas_identical"] is True
     assert out.metrics["iteration"] == 6
+    # The MLflow run holds every config value, the metric curves, a sample grid, the checkpoint.
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = c.get_run(out.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.k"] == str(k) and run.data.params["ray.num_workers"] == "2"
+    assert len(run.data.params) == len(flatten(cfg))
+    assert len(run.data.tags["data.fingerprint"]) == 64
+    assert [m.step for m in c.get_metric_history(out.run_id, "loss_d")] == [3, 6]
+    for key in ("loss_g", "d_real", "d_fake", "value", "value_gap"):
+        assert len(c.get_metric_history(out.run_id, key)) == 2
+    arts = {a.path for a in c.list_artifacts(out.run_id, "samples")}
+    assert arts == {"samples/iter_000006.png"}
+    assert {a.path for a in c.list_artifacts(out.run_id, "checkpoint")} == {"checkpoint/state.pt"}
