@@ -3,7 +3,7 @@ import os
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
     """One local Ray cluster for the in-process integration tests (2 CPUs, like CI)."""
     import ray

@@ -1,0 +1,12 @@
+"""Offline metrics on a feature network trained on the run's own data (no downloads)."""
+from .cas import classification_accuracy_score
+from .classifier import FeatureNet, SmallCNN, accuracy, fit_classifier, load_or_train
+from .fidelity import label_fidelity
+from .frechet import frechet_distance
+from .memorization import memorization
+from .prdc import prdc
+from .suite import cheap_metrics, full_metrics, sample_generator
+
+__all__ = ["FeatureNet", "SmallCNN", "accuracy", "fit_classifier", "load_or_train", "frechet_distance", "prdc",
+           "label_fidelity", "classification_accuracy_score", "memorization", "cheap_metrics", "full_metrics",
+           "sample_generator"]

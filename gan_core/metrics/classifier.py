@@ -1,0 +1,115 @@
+"""The feature network: a small CNN trained on the run's own real data (nothing is downloaded).
+
+Its penultimate layer gives the features for the Fréchet distance, precision/recall and
+memorization; its softmax gives the labels for label fidelity. It is cached on disk by the data
+fingerprint, so every trial and stage of the same data uses the same network.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class SmallCNN(nn.Module):
+    """Three strided conv blocks, global average pooling, a linear head; works for any size >= 8."""
+
+    def __init__(self, channels: int, num_classes: int, width: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(True),
+            nn.Conv2d(width, width * 2, 3, 2, 1), nn.BatchNorm2d(width * 2), nn.ReLU(True),
+            nn.Conv2d(width * 2, width * 4, 3, 2, 1), nn.BatchNorm2d(width * 4), nn.ReLU(True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(width * 4, num_classes)
+        self.feature_dim = width * 4
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@dataclass
+class FeatureNet:
+    """A trained SmallCNN with the facts that make it comparable across evaluations."""
+
+    model: SmallCNN
+    fingerprint: str
+    holdout_accuracy: float
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """(features, softmax probabilities) of images in [-1, 1]."""
+        self.model.eval()
+        feats, probs = [], []
+        for i in range(0, len(x), batch):
+            f = self.model.features(x[i:i + batch].float())
+            feats.append(f.numpy())
+            probs.append(F.softmax(self.model.head(f), 1).numpy())
+        return np.concatenate(feats).astype(np.float64), np.concatenate(probs)
+
+
+def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int = 4, seed: int = 0,
+                   batch: int = 64, lr: float = 3e-3, min_steps: int = 300) -> SmallCNN:
+    """Train a SmallCNN from scratch, for `epochs` but at least `min_steps` steps; deterministic for a seed."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = SmallCNN(x.shape[1], num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    batch = min(batch, len(x))
+    steps = max(min_steps, epochs * max(1, len(x) // batch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    model.train()
+    done = 0
+    while done < steps:
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x) - batch + 1, batch):
+            idx = order[i:i + batch]
+            loss = F.cross_entropy(model(x[idx].float()), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            done += 1
+            if done == steps:
+                break
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    model.eval()
+    hits = sum(int((model(x[i:i + batch].float()).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+    return hits / max(1, len(x))
+
+
+def load_or_train(train, holdout, cache_dir: str | Path, epochs: int = 4, seed: int = 0) -> tuple[FeatureNet, bool]:
+    """The cached feature network for this training data, or a new one trained and cached.
+
+    Returns (net, trained_now). The cache key is the training split's fingerprint.
+    """
+    folder = Path(cache_dir).expanduser() / train.fingerprint[:32]
+    weights, meta = folder / "classifier.pt", folder / "meta.json"
+    channels, num_classes = train.image_shape[0], train.num_classes
+    if weights.is_file() and meta.is_file():
+        info = json.loads(meta.read_text())
+        model = SmallCNN(channels, num_classes)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return FeatureNet(model.eval(), train.fingerprint, info["holdout_accuracy"]), False
+    x, y = train.tensors()
+    model = fit_classifier(x, y, num_classes, epochs, seed)
+    xh, yh = holdout.tensors()
+    acc = accuracy(model, xh, yh)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(weights)
+    meta.write_text(json.dumps({"fingerprint": train.fingerprint, "holdout_accuracy": acc, "epochs": epochs}))
+    return FeatureNet(model, train.fingerprint, acc), True

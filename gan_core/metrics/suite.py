@@ -1,0 +1,82 @@
+"""All metrics for one set of generated (image, label) samples against the real data, with the
+real-vs-real values beside them (the floor of the Fréchet distance, the ceiling of the rest)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..game import unwrap
+from .cas import classification_accuracy_score
+from .classifier import FeatureNet
+from .fidelity import label_fidelity
+from .frechet import frechet_distance
+from .memorization import memorization
+from .prdc import prdc
+
+MIN_SAMPLES = 10
+
+
+@torch.no_grad()
+def sample_generator(generator: nn.Module, n: int, label_prior: torch.Tensor | None, seed: int = 0,
+                     batch: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n samples in [-1, 1] from a fixed seed; labels drawn from `label_prior` when conditional."""
+    g = unwrap(generator)
+    was = g.training
+    g.eval()
+    device = next(g.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, g.z_dim, generator=gen)
+    y = torch.multinomial(label_prior, n, replacement=True, generator=gen) if g.num_classes else None
+    out = [g(z[i:i + batch].to(device), None if y is None else y[i:i + batch].to(device)).float().cpu()
+           for i in range(0, n, batch)]
+    g.train(was)
+    return torch.cat(out), y
+
+
+def _check_count(n: int, what: str) -> None:
+    if n < MIN_SAMPLES:
+        raise ValueError(f"{what}: {n} samples, the metrics need at least {MIN_SAMPLES}")
+
+
+def cheap_metrics(net: FeatureNet, fake_x: torch.Tensor, fake_y: torch.Tensor | None, holdout_features: np.ndarray,
+                  num_classes: int) -> dict[str, float]:
+    """The metrics computed during training: Fréchet distance and (conditional) label fidelity."""
+    _check_count(len(fake_x), "generated set")
+    feats, probs = net.embed(fake_x)
+    out = {"fd": frechet_distance(holdout_features, feats)}
+    if fake_y is not None:
+        out["label_fidelity"] = label_fidelity(probs, fake_y.numpy(), num_classes)["label_fidelity"]
+    return out
+
+
+def full_metrics(net: FeatureNet, train, holdout, fake_x: torch.Tensor, fake_y: torch.Tensor | None,
+                 seed: int = 0, cas: bool = True, prdc_k: int = 5, max_points: int = 2000) -> dict:
+    """Every metric, each with its real-data reference under the key `<name>_real`."""
+    _check_count(len(fake_x), "generated set")
+    xt, yt = train.tensors()
+    xh, yh = holdout.tensors()
+    rng = np.random.default_rng(seed)
+    n = min(len(fake_x), len(xh), max_points)
+    fi = rng.choice(len(fake_x), n, replace=False)
+    ti = rng.choice(len(xt), min(len(xt), max_points), replace=False)
+    f_fake, p_fake = net.embed(fake_x[fi])
+    f_hold, _ = net.embed(xh[:n])
+    f_train, _ = net.embed(xt[ti])
+    m: dict = {"classifier_holdout_accuracy": net.holdout_accuracy, "samples": int(n)}
+    m["fd"] = frechet_distance(f_hold, f_fake)
+    m["fd_real"] = frechet_distance(f_hold, f_train[:n])
+    m.update(prdc(f_hold, f_fake, prdc_k))
+    m.update({f"{k}_real": v for k, v in prdc(f_hold, f_train[:n], prdc_k).items()})
+    if fake_y is not None:
+        fid = label_fidelity(p_fake, fake_y[fi].numpy(), train.num_classes)
+        m["label_fidelity"], m["label_fidelity_per_class"] = fid["label_fidelity"], fid["per_class"]
+        m["label_fidelity_real"] = net.holdout_accuracy
+        if cas:
+            m.update(classification_accuracy_score(fake_x, fake_y, xt[ti], yt[ti], xh, yh, train.num_classes,
+                                                   seed=seed))
+    mem = memorization(f_train, f_hold, f_fake)
+    m["near_copy_share"], m["near_copy_share_real"] = mem["near_copy_share"], 0.01
+    m["nn_distance_fake_median"], m["nn_distance_real_median"] = (mem["nn_distance_fake_median"],
+                                                                  mem["nn_distance_holdout_median"])
+    return m

@@ -1,0 +1,92 @@
+"""Each metric on data where the answer is known."""
+import numpy as np
+import pytest
+import torch
+
+from gan_core.data import load_dataset
+from gan_core.metrics import (classification_accuracy_score, frechet_distance, label_fidelity, load_or_train,
+                              memorization, prdc)
+
+
+@pytest.fixture(scope="module")
+def digits_net(tmp_path_factory):
+    ds = load_dataset("digits")
+    train, holdout = ds.split(0.2, seed=0)
+    cache = tmp_path_factory.mktemp("features")
+    net, trained = load_or_train(train, holdout, cache)
+    return train, holdout, net, trained, cache
+
+
+def test_frechet_distance_is_zero_on_itself_and_grows_with_a_known_shift():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(20000, 4))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    for shift in (0.5, 1.0, 2.0):
+        fd = frechet_distance(a, rng.normal(size=(20000, 4)) + shift)
+        assert fd == pytest.approx(4 * shift ** 2, rel=0.05, abs=0.02)  # ||mu1 - mu2||^2, same covariance
+    # Covariance alone: N(0, I) vs N(0, 4I) in 4-d gives Tr(I + 4I - 2 * 2I) = 4.
+    assert frechet_distance(a, 2 * rng.normal(size=(20000, 4))) == pytest.approx(4.0, rel=0.05)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        frechet_distance(a[:1], a)
+
+
+def test_prdc_known_values():
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(500, 8))
+    same = prdc(real, real.copy(), k=5)
+    assert same["precision"] == 1.0 and same["recall"] == 1.0 and same["coverage"] == 1.0
+    far = prdc(real, real + 100.0, k=5)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    half = prdc(real, np.concatenate([real[:250], real[250:] + 100.0]), k=5)
+    assert half["precision"] == 0.5 and half["coverage"] >= 0.5  # the 250 matched reals are covered
+    assert half["density"] == pytest.approx(same["density"] / 2, rel=0.01)
+    # Mode collapse: all fakes on one real point -> precision 1, recall and coverage tiny.
+    collapsed = prdc(real, np.repeat(real[:1], 500, 0) + 1e-6 * rng.normal(size=(500, 8)), k=5)
+    assert collapsed["precision"] == 1.0 and collapsed["coverage"] <= 0.03 and collapsed["recall"] <= 0.01
+    with pytest.raises(ValueError, match="more than k=5"):
+        prdc(real[:3], real)
+
+
+def test_feature_net_is_accurate_and_trained_once(digits_net):
+    train, holdout, net, trained, cache = digits_net
+    assert trained and net.holdout_accuracy > 0.9, net.holdout_accuracy
+    again, trained_again = load_or_train(train, holdout, cache)
+    assert not trained_again and again.holdout_accuracy == net.holdout_accuracy
+    x, _ = holdout.tensors()
+    assert np.allclose(again.embed(x[:50])[0], net.embed(x[:50])[0])
+
+
+def test_label_fidelity_of_noise_is_near_chance_and_of_real_images_near_accuracy(digits_net):
+    train, holdout, net, _, _ = digits_net
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.rand(2000, 1, 28, 28, generator=gen) * 2 - 1
+    requested = torch.randint(0, 10, (2000,), generator=gen).numpy()
+    fid = label_fidelity(net.embed(noise)[1], requested, 10)
+    assert abs(fid["label_fidelity"] - 0.1) < 0.04, fid
+    x, y = holdout.tensors()
+    real = label_fidelity(net.embed(x)[1], y.numpy(), 10)
+    assert real["label_fidelity"] == pytest.approx(net.holdout_accuracy)
+    assert len(real["per_class"]) == 10 and min(real["per_class"]) > 0.7
+
+
+def test_cas_of_real_data_against_itself_is_near_one(digits_net):
+    train, holdout, _, _, _ = digits_net
+    xt, yt = train.tensors()
+    xh, yh = holdout.tensors()
+    out = classification_accuracy_score(xt, yt, xt, yt, xh, yh, 10, epochs=3)
+    assert out["cas_real"] > 0.85 and abs(out["cas_ratio"] - 1.0) < 0.02, out
+    shuffled = classification_accuracy_score(xt, yt[torch.randperm(len(yt))], xt, yt, xh, yh, 10, epochs=3)
+    assert shuffled["cas_ratio"] < 0.4, shuffled  # wrong labels make useless training data
+
+
+def test_memorization_flags_planted_copies(digits_net):
+    train, holdout, net, _, _ = digits_net
+    f_train = net.embed(train.tensors()[0])[0]
+    f_hold = net.embed(holdout.tensors()[0])[0]
+    planted = f_train[:30]
+    fresh = f_hold[:150]
+    out = memorization(f_train, f_hold[150:], np.concatenate([planted, fresh]))
+    flags = out["near_copy_flags"]
+    assert flags[:30].all(), "every planted copy is flagged"
+    assert flags[30:].mean() < 0.05, flags[30:].mean()
+    assert out["near_copy_share"] == pytest.approx((30 + flags[30:].sum()) / 180)
