@@ -1,8 +1,6 @@
 """Sample grids: one row per class for a conditional G, a square grid otherwise."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torchvision.utils import make_grid
@@ -30,5 +28,13 @@ def sample_grid(generator: nn.Module, per_row: int = 8, rows: int | None = None,
     return make_grid(images, nrow=per_row, normalize=True, value_range=(-1, 1), padding=2)
 
 
-def square_rows(n: int) -> int:
-    return max(1, int(math.sqrt(n)))
+def grid_by_class(x: torch.Tensor, y: torch.Tensor | None, num_classes: int, per_row: int = 8) -> torch.Tensor:
+    """One row per class of up to `per_row` images of that class (blank where there are fewer)."""
+    if y is None:
+        return make_grid(x[: per_row * per_row], nrow=per_row, normalize=True, value_range=(-1, 1), padding=2)
+    blank = -torch.ones_like(x[0])
+    tiles = []
+    for c in range(num_classes):
+        picked = list(x[y == c][:per_row])
+        tiles += picked + [blank] * (per_row - len(picked))
+    return make_grid(torch.stack(tiles), nrow=per_row, normalize=True, value_range=(-1, 1), padding=2)

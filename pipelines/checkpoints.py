@@ -27,11 +27,13 @@ def set_rng_state(state: dict) -> None:
                          state["numpy_has_gauss"], state["numpy_cached"]))
 
 
-def save(directory: str | Path, game_state: dict, iteration: int, config: dict, rank: int) -> None:
-    """Rank 0 writes the model state; every rank writes its RNG state."""
+def save(directory: str | Path, game_state: dict, iteration: int, config: dict, rank: int,
+         meta: dict | None = None) -> None:
+    """Rank 0 writes the model state (with `meta`: model spec, class names, run id); every rank its RNG."""
     directory = Path(directory)
     if rank == 0:
-        torch.save({**game_state, "iteration": iteration, "config": json.dumps(config)}, directory / STATE_FILE)
+        torch.save({**game_state, "iteration": iteration, "config": json.dumps(config),
+                    "meta": json.dumps(meta or {})}, directory / STATE_FILE)
     torch.save(rng_state(), directory / f"rng_rank{rank}.pt")
 
 

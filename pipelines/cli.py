@@ -10,7 +10,7 @@ from gan_core.data import DataError
 from .errors import UserError
 
 COMMANDS = {
-    "run": "whole workflow: train -> evaluate -> register -> generate",
+    "run": "whole workflow: train -> evaluate (register and generate to come)",
     "train": "one Ray Train run (DDP over N workers, checkpoints, MLflow tracking)",
     "tune": "one Ray Tune sweep over k, learning rates and architectures",
     "evaluate": "metrics for a generator (--model URI) or a dataset (--dataset DIR)",
@@ -18,7 +18,7 @@ COMMANDS = {
     "generate": "write a labeled synthetic dataset to Parquet",
     "ui": "MLflow UI on the configured tracking store",
 }
-NOT_BUILT = {"tune", "evaluate", "register", "generate", "ui"}
+NOT_BUILT = {"tune", "register", "generate", "ui"}
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
         if name in ("run", "train", "tune", "evaluate"):
             _config_args(p)
+        if name == "evaluate":
+            p.add_argument("--model", help="checkpoint folder or state.pt, runs:/RUN_ID, or a run id")
+            p.add_argument("--dataset", help="a dataset folder of Parquet files (the Hugging Face image layout)")
+            p.add_argument("--out", help="report folder (default: eval_reports/TIMESTAMP)")
     return parser
 
 

@@ -59,6 +59,14 @@ class TrainConfig(Section):
     run_name: str | None = None
 
 
+class EvalConfig(Section):
+    cache_dir: str = "~/.cache/ganpipe/features"
+    classifier_epochs: int = Field(4, ge=1)
+    during_training: bool = True
+    samples: int = Field(2000, ge=10, description="generated samples for `ganpipe evaluate`")
+    cas: bool = True
+
+
 class RayConfig(Section):
     address: str = ""
     num_workers: int | None = Field(None, ge=1, description="None: as many as fit the machine")
@@ -79,6 +87,7 @@ class Config(Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
     ray: RayConfig = RayConfig()
     mlflow: MLflowConfig = MLflowConfig()
 

@@ -90,6 +90,11 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> Tra
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
     data = load_data(cfg)
+    if cfg.eval.during_training:  # train the feature network once, here, so workers find it cached
+        from gan_core.metrics import load_or_train
+
+        load_or_train(*data.split(cfg.data.holdout_fraction, cfg.seed), cfg.eval.cache_dir,
+                      cfg.eval.classifier_epochs, cfg.seed)
     init_ray(cfg.ray.address, verbose)
     workers = resolve_num_workers(cfg)
     check_fits(cfg, workers)
@@ -108,9 +113,10 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> Tra
         run_config=RunConfig(
             name=run_name, storage_path=storage,
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,
-                                               checkpoint_score_attribute="iteration",
-                                               checkpoint_score_order="max"),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.train.keep_checkpoints,
+                checkpoint_score_attribute="fd" if cfg.eval.during_training else "iteration",
+                checkpoint_score_order="min" if cfg.eval.during_training else "max"),
         ),
     )
     stop = threading.Event()

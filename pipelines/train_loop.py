@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from gan_core import Game, ModelSpec, adam_pair, build_models, unwrap
 from gan_core.data import load_dataset
 from gan_core.data.stream import BatchStream
+from gan_core.metrics import TrainingProbe, load_or_train
 from gan_core.theory import equilibrium_gap
 from gan_core.visual import sample_grid
 
@@ -34,6 +35,15 @@ def model_spec(cfg: Config, image_shape: tuple, num_classes: int) -> ModelSpec:
     return ModelSpec(arch=m.arch, z_dim=m.z_dim, image_shape=tuple(image_shape),
                      num_classes=num_classes if m.conditional else None, g_width=m.g_width, d_width=m.d_width,
                      depth=m.depth, embed_dim=m.embed_dim, d_conditioning=m.d_conditioning)
+
+
+def checkpoint_meta(spec: ModelSpec, data, train, run_id: str) -> dict:
+    """What a checkpoint carries besides weights, for evaluation, registry and generation."""
+    import dataclasses
+
+    return {"spec": dataclasses.asdict(spec), "class_names": list(train.class_names),
+            "label_prior": train.label_prior().tolist(), "data_fingerprint": data.fingerprint,
+            "train_fingerprint": train.fingerprint, "data_source": data.name, "run_id": run_id}
 
 
 def load_data(cfg: Config):
@@ -97,9 +107,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     np.random.seed(cfg.seed + rank)
 
     data = load_data(cfg)
-    train, _ = data.split(cfg.data.holdout_fraction, cfg.seed)
+    train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
     x_all, y_all = train.tensors()
-    G, D = build_models(model_spec(cfg, train.image_shape, train.num_classes))
+    spec = model_spec(cfg, train.image_shape, train.num_classes)
+    G, D = build_models(spec)
+    meta = checkpoint_meta(spec, data, train, run_id)
     G, D = G.to(device), D.to(device)
     t = cfg.train
     opt_g, opt_d = adam_pair(G, D, t.lr_g, t.lr_d, (t.beta1, t.beta2))
@@ -133,8 +145,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
 
     stream = BatchStream(x_all, y_all, t.batch_size, world, rank, cfg.seed, start_batch=start * t.k, device=device)
     total = t.iterations or max(1, t.epochs * stream.batches_per_epoch // t.k)
+    probe = None
     if rank == 0:
         tracking.log_metrics(uri, run_id, {"resumed_from": start}, step=start)
+        if cfg.eval.during_training:
+            net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
+            probe = TrainingProbe(net, holdout, t.eval_samples,
+                                  train.label_prior() if spec.num_classes else None, cfg.seed)
     window: list[dict[str, float]] = []
     window_start = time.perf_counter()
     counted_since = counter.elements
@@ -149,7 +166,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             return {"status": "nan", "iteration": step, "values": bad}
         window.append(stats)
         metrics = None
-        if step % t.log_every == 0 or step == total or step % t.checkpoint_every == 0:
+        ckpt_now = step % t.checkpoint_every == 0 or step == total
+        eval_now = step % t.eval_every == 0 or ckpt_now
+        if step % t.log_every == 0 or eval_now:
             metrics = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             metrics["value_gap"] = abs(equilibrium_gap(metrics["value"]))
             metrics["allreduced_elements"] = (counter.elements - counted_since) / len(window)
@@ -157,6 +176,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             metrics.update(iteration=step, epoch=stream.epoch, images_seen=step * t.k * t.batch_size * world,
                            images_per_second=len(window) * t.k * t.batch_size * world / (now - window_start))
             window, counted_since, window_start = [], counter.elements, now
+            if probe is not None and eval_now:
+                metrics.update(probe(game.ema.model if game.ema else game.G))
             if rank == 0:
                 tracking.log_metrics(uri, run_id, metrics, step=step)
                 if progress is not None:
@@ -165,11 +186,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             grid = sample_grid(game.ema.model if game.ema else game.G, seed=cfg.seed)
             tracking.log_image(uri, run_id, grid, f"samples/iter_{step:06d}.png")
         epoch_seen = stream.epoch
-        if step % t.checkpoint_every == 0 or step == total:
+        if ckpt_now:
             with tempfile.TemporaryDirectory() as folder:
-                checkpoints.save(folder, game.state_dict(), step, cfg.model_dump(mode="json"), rank)
+                checkpoints.save(folder, game.state_dict(), step, cfg.model_dump(mode="json"), rank, meta)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
                                  checkpoint_dir_name=f"checkpoint_{step:08d}")
+        elif eval_now:  # every rank reports at the same steps (a mismatch would hang the run)
+            ray.train.report(metrics)
     if world > 1:  # G's BatchNorm statistics moved locally in the last forward; align them with rank 0
         for b in unwrap(game.G).buffers():
             dist.broadcast(b, src=0)

@@ -21,7 +21,7 @@ SOURCES = ("mnist5k", "digits", "idx:PATH", "imagefolder:PATH", "parquet:PATH", 
 DIGIT_NAMES = [str(i) for i in range(10)]
 
 
-def _check_labels(labels: np.ndarray, class_names: list[str], source: str) -> np.ndarray:
+def _check_labels(labels: np.ndarray, class_names: list[str], source: str, allow_empty: bool = False) -> np.ndarray:
     labels = np.asarray(labels).astype(np.int64)
     bad = (labels < 0) | (labels >= len(class_names))
     if bad.any():
@@ -29,6 +29,8 @@ def _check_labels(labels: np.ndarray, class_names: list[str], source: str) -> np
         raise DataError(f"{source}: label {int(labels[i])} at row {i} is outside the "
                         f"{len(class_names)} classes {class_names}")
     counts = np.bincount(labels, minlength=len(class_names))
+    if allow_empty:
+        return labels
     empty = [class_names[c] for c in np.flatnonzero(counts == 0)]
     if empty:
         raise DataError(f"{source}: class(es) {empty} have no images")
@@ -102,7 +104,7 @@ def load_imagefolder(path: str, size: int, channels: int | None, mixed_sizes: st
 
 
 def load_parquet(path: str, size: int, channels: int | None, mixed_sizes: str = "resize",
-                 class_names: list[str] | None = None, **_) -> ImageDataset:
+                 class_names: list[str] | None = None, allow_empty_classes: bool = False, **_) -> ImageDataset:
     """Parquet in the Hugging Face image layout: a file, or a folder of *.parquet (data/ inside too)."""
     import pyarrow.parquet as pq
 
@@ -131,7 +133,8 @@ def load_parquet(path: str, size: int, channels: int | None, mixed_sizes: str = 
             where.append(f"{f} row {i}")
     names = class_names or names_meta or [str(i) for i in range(max(labels) + 1)]
     arr = stack_images(images, size, channels, mixed_sizes, source, where)
-    return ImageDataset(arr, _check_labels(np.array(labels), names, source), names, root.stem)
+    labels = _check_labels(np.array(labels), names, source, allow_empty_classes)
+    return ImageDataset(arr, labels, names, root.stem)
 
 
 def load_torchvision(name: str, size: int, channels: int | None, root: str | None = None, **_) -> ImageDataset:
@@ -155,8 +158,13 @@ def load_torchvision(name: str, size: int, channels: int | None, root: str | Non
 
 
 def load_dataset(source: str, image_size: int = 28, channels: int | None = None, mixed_sizes: str = "resize",
-                 class_names: list[str] | None = None, root: str | None = None) -> ImageDataset:
-    """Load a dataset by its source string; see SOURCES for the forms accepted."""
+                 class_names: list[str] | None = None, root: str | None = None,
+                 allow_empty_classes: bool = False) -> ImageDataset:
+    """Load a dataset by its source string; see SOURCES for the forms accepted.
+
+    `allow_empty_classes` accepts classes without images (a synthetic set that asked for some
+    classes only); training data must have every class.
+    """
     kind, _, arg = source.partition(":")
     kw = dict(size=image_size, channels=channels, mixed_sizes=mixed_sizes, class_names=class_names)
     if image_size < 8:
@@ -170,7 +178,7 @@ def load_dataset(source: str, image_size: int = 28, channels: int | None = None,
     if kind == "imagefolder" and arg:
         return load_imagefolder(arg, **kw)
     if kind == "parquet" and arg:
-        return load_parquet(arg, **kw)
+        return load_parquet(arg, allow_empty_classes=allow_empty_classes, **kw)
     if kind == "torchvision" and arg:
         return load_torchvision(arg, root=root, **kw)
     raise DataError(f"data.source={source!r} is not one of {', '.join(SOURCES)}")

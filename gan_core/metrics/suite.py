@@ -73,8 +73,7 @@ def full_metrics(net: FeatureNet, train, holdout, fake_x: torch.Tensor, fake_y: 
         m["label_fidelity"], m["label_fidelity_per_class"] = fid["label_fidelity"], fid["per_class"]
         m["label_fidelity_real"] = net.holdout_accuracy
         if cas:
-            m.update(classification_accuracy_score(fake_x, fake_y, xt[ti], yt[ti], xh, yh, train.num_classes,
-                                                   seed=seed))
+            m.update(classification_accuracy_score(fake_x, fake_y, xt, yt, xh, yh, train.num_classes, seed=seed))
     mem = memorization(f_train, f_hold, f_fake)
     m["near_copy_share"], m["near_copy_share_real"] = mem["near_copy_share"], 0.01
     m["nn_distance_fake_median"], m["nn_distance_real_median"] = (mem["nn_distance_fake_median"],

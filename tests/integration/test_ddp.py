@@ -40,6 +40,9 @@ def test_two_workers_stay_in_sync_and_allreduce_k_d_plus_g(tmp_path, ray_local, 
     assert [m.step for m in c.get_metric_history(out.run_id, "loss_d")] == [3, 6]
     for key in ("loss_g", "d_real", "d_fake", "value", "value_gap"):
         assert len(c.get_metric_history(out.run_id, key)) == 2
+    # The cheap metrics of evaluation, at the checkpoint (eval_every is larger than the run).
+    assert [m.step for m in c.get_metric_history(out.run_id, "fd")] == [6]
+    assert 0 <= out.metrics["label_fidelity"] <= 1 and out.metrics["fd"] > 0
     arts = {a.path for a in c.list_artifacts(out.run_id, "samples")}
     assert arts == {"samples/iter_000006.png"}
     assert {a.path for a in c.list_artifacts(out.run_id, "checkpoint")} == {"checkpoint/state.pt"}

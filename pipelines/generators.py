@@ -1,0 +1,71 @@
+"""Resolving a generator from a URI: a checkpoint folder or state.pt, an MLflow run (`runs:/ID` or
+the bare id), returning the generator and what its checkpoint says about it."""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gan_core import ModelSpec, build_models
+
+from . import checkpoints, tracking
+from .errors import UserError
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass
+class LoadedGenerator:
+    generator: torch.nn.Module
+    meta: dict
+    config: dict
+    iteration: int
+    source: str
+
+    @property
+    def run_id(self) -> str | None:
+        return self.meta.get("run_id")
+
+    @property
+    def label_prior(self) -> torch.Tensor | None:
+        prior = self.meta.get("label_prior")
+        return torch.tensor(prior) if prior and self.generator.num_classes else None
+
+
+def generator_from_state(state: dict, source: str) -> LoadedGenerator:
+    meta = json.loads(state.get("meta", "{}"))
+    if "spec" not in meta:
+        raise UserError(f"{source}: this checkpoint does not describe its model (no spec); retrain with ganpipe")
+    spec = dict(meta["spec"])
+    spec["image_shape"] = tuple(spec["image_shape"])
+    g, _ = build_models(ModelSpec(**spec))
+    g.load_state_dict(state.get("G_ema") or state["G"])
+    return LoadedGenerator(g.eval(), meta, json.loads(state.get("config", "{}")), int(state["iteration"]), source)
+
+
+def resolve(uri: str, tracking_uri: str) -> LoadedGenerator:
+    """A checkpoint path, `runs:/RUN_ID` or a bare run id; anything else is one clear error."""
+    path = Path(uri).expanduser()
+    if path.exists():
+        try:
+            return generator_from_state(checkpoints.load_state(path), uri)
+        except FileNotFoundError:
+            raise UserError(f"--model {uri}: no checkpoint (state.pt) there") from None
+    run_id = uri[len("runs:/"):].split("/")[0] if uri.startswith("runs:/") else uri
+    if RUN_ID.match(run_id):
+        client = tracking.client(tracking_uri)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = client.download_artifacts(run_id, "checkpoint/state.pt", tmp)
+                return generator_from_state(checkpoints.load_state(local), uri)
+        except UserError:
+            raise
+        except Exception as e:  # MlflowException: unknown run, missing artifact
+            raise UserError(f"--model {uri}: MLflow run {run_id} has no checkpoint/state.pt in {tracking_uri} "
+                            f"({e.__class__.__name__})") from None
+    raise UserError(f"--model {uri!r} does not resolve: give a checkpoint folder or state.pt, runs:/RUN_ID "
+                    f"or a run id")
