@@ -35,7 +35,7 @@ def storage_root(path: str) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
-def open_mlflow_run(uri: str, cfg: Config, run_name: str, fingerprint: str) -> str:
+def open_mlflow_run(uri: str, cfg: Config, run_name: str, fingerprint: str, extra_tags: dict | None = None) -> str:
     """The MLflow run for this run name: the existing one when resuming, else a new one."""
     c = tracking.client(uri)
     exp = tracking.with_retry(lambda: c.get_experiment_by_name(cfg.mlflow.experiment))
@@ -47,7 +47,7 @@ def open_mlflow_run(uri: str, cfg: Config, run_name: str, fingerprint: str) -> s
         tracking.with_retry(lambda: c.update_run(run_id, status="RUNNING"))
         return run_id
     tags = {"ganpipe.run_name": run_name, "ganpipe.stage": "train", "data.fingerprint": fingerprint,
-            "mlflow.runName": run_name}
+            "mlflow.runName": run_name, **(extra_tags or {})}
     commit = tracking.git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -74,44 +74,39 @@ def _progress_bar(queue, stop: threading.Event, quiet: bool) -> None:
             bar = tqdm(total=msg["total"], initial=0, unit="it", disable=quiet, dynamic_ncols=True)
         bar.n = msg["iteration"]
         bar.set_postfix(loss_d=f"{msg['loss_d']:.3f}", loss_g=f"{msg['loss_g']:.3f}",
-                        D_x=f"{msg['d_real']:.2f}", D_Gz=f"{msg['d_fake']:.2f}", epoch=msg["epoch"])
+                        D_x=f"{msg['d_real']:.2f}", D_Gz=f"{msg['d_fake']:.2f}", epoch=msg["epoch"],
+                        **({"fd": f"{msg['fd']:.2f}"} if "fd" in msg else {}))
     if bar is not None:
         bar.close()
 
 
-def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> TrainOutcome:
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.util.queue import Queue
-
-    from .runtime import check_fits, init_ray, resolve_num_workers
-
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
-    tracking.check_reachable(uri)
+def prepare_data(cfg: Config):
+    """Load the data on the driver (bad input fails here, before Ray) and cache the feature network."""
     data = load_data(cfg)
-    if cfg.eval.during_training:  # train the feature network once, here, so workers find it cached
+    if cfg.eval.during_training:  # trained once, here, so that workers and trials find it cached
         from gan_core.metrics import load_or_train
 
         load_or_train(*data.split(cfg.data.holdout_fraction, cfg.seed), cfg.eval.cache_dir,
                       cfg.eval.classifier_epochs, cfg.seed)
-    init_ray(cfg.ray.address, verbose)
-    workers = resolve_num_workers(cfg)
-    check_fits(cfg, workers)
-    cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": workers})})
-    run_name = cfg.train.run_name or time.strftime("train-%Y%m%d-%H%M%S")
-    run_id = open_mlflow_run(uri, cfg, run_name, data.fingerprint)
-    storage = storage_root(cfg.ray.storage_path)
+    return data
 
-    progress = Queue(actor_options={"num_cpus": 0})
-    trainer = TorchTrainer(
+
+def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=None, callbacks=()):
+    """The TorchTrainer of one training run; `cfg.ray.num_workers` must be resolved."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .runtime import worker_resources
+
+    storage = storage_root(cfg.ray.storage_path)
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "tracking_uri": uri, "run_id": run_id,
                            "progress": progress, "run_dir": f"{storage}/{run_name}"},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.ray.use_gpu,
-                                     resources_per_worker=_resources(cfg)),
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker=worker_resources(cfg)),
         run_config=RunConfig(
-            name=run_name, storage_path=storage,
+            name=run_name, storage_path=storage, callbacks=list(callbacks),
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.train.keep_checkpoints,
@@ -119,18 +114,15 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> Tra
                 checkpoint_score_order="min" if cfg.eval.during_training else "max"),
         ),
     )
-    stop = threading.Event()
-    bar = threading.Thread(target=_progress_bar, args=(progress, stop, quiet), daemon=True)
-    bar.start()
+
+
+def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -> TrainOutcome:
+    """Run the trainer; on success log the final checkpoint and close the MLflow run."""
     try:
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError and friends: name the run and the cause
         _finish(uri, run_id, "FAILED")
         raise TrainingError(f"run {run_name!r} failed: {_root_cause(e)}") from None
-    finally:
-        stop.set()
-        bar.join(timeout=5)
-        ray.kill(progress.actor)
     ckpt = result.checkpoint.path if result.checkpoint else None
     outcome = result.return_value or {}
     if outcome.get("status") == "nan":
@@ -142,13 +134,37 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> Tra
         if state.is_file():
             tracking.with_retry(lambda: tracking.client(uri).log_artifact(run_id, str(state), "checkpoint"))
     _finish(uri, run_id, "FINISHED")
+    storage = storage_root(cfg.ray.storage_path)
     return TrainOutcome(run_id, run_name, ckpt, dict(result.metrics or {}), f"{storage}/{run_name}", outcome)
 
 
-def _resources(cfg: Config) -> dict[str, float]:
-    from .runtime import worker_resources
+def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> TrainOutcome:
+    import ray
+    from ray.util.queue import Queue
 
-    return worker_resources(cfg)
+    from .runtime import check_fits, init_ray, resolve_num_workers
+
+    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    tracking.check_reachable(uri)
+    data = prepare_data(cfg)
+    init_ray(cfg.ray.address, verbose)
+    workers = resolve_num_workers(cfg)
+    check_fits(cfg, workers)
+    cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": workers})})
+    run_name = cfg.train.run_name or time.strftime("train-%Y%m%d-%H%M%S")
+    run_id = open_mlflow_run(uri, cfg, run_name, data.fingerprint)
+
+    progress = Queue(actor_options={"num_cpus": 0})
+    trainer = build_trainer(cfg, uri, run_id, run_name, progress)
+    stop = threading.Event()
+    bar = threading.Thread(target=_progress_bar, args=(progress, stop, quiet), daemon=True)
+    bar.start()
+    try:
+        return fit_and_record(trainer, cfg, uri, run_id, run_name)
+    finally:
+        stop.set()
+        bar.join(timeout=5)
+        ray.kill(progress.actor)
 
 
 def _finish(uri: str, run_id: str, status: str) -> None:
