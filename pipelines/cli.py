@@ -10,7 +10,7 @@ from gan_core.data import DataError
 from .errors import UserError
 
 COMMANDS = {
-    "run": "whole workflow: train -> evaluate (register and generate to come)",
+    "run": "whole workflow: train -> evaluate -> register (generate to come)",
     "train": "one Ray Train run (DDP over N workers, checkpoints, MLflow tracking)",
     "tune": "one Ray Tune sweep over k, learning rates and architectures",
     "evaluate": "metrics for a generator (--model URI) or a dataset (--dataset DIR)",
@@ -18,7 +18,7 @@ COMMANDS = {
     "generate": "write a labeled synthetic dataset to Parquet",
     "ui": "MLflow UI on the configured tracking store",
 }
-NOT_BUILT = {"tune", "register", "generate", "ui"}
+NOT_BUILT = {"generate", "ui"}
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -35,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text + (" [not built yet]" if name in NOT_BUILT else ""))
         p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
-        if name in ("run", "train", "tune", "evaluate"):
+        if name in ("run", "train", "tune", "evaluate", "register"):
             _config_args(p)
+        if name == "register":
+            p.add_argument("--run", required=True, help="MLflow run id of a training run")
+            p.add_argument("--alias", default="champion", help="alias to compete for (default: champion)")
         if name == "evaluate":
             p.add_argument("--model", help="checkpoint folder or state.pt, runs:/RUN_ID, or a run id")
             p.add_argument("--dataset", help="a dataset folder of Parquet files (the Hugging Face image layout)")
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not getattr(args, "verbose", False):
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if args.command in NOT_BUILT:
         print(f"ganpipe {args.command}: not built yet", file=sys.stderr)
         return 2

@@ -67,6 +67,64 @@ class EvalConfig(Section):
     cas: bool = True
 
 
+class SpaceEntry(Section):
+    """One hyperparameter's range: exactly one of a choice list, a uniform or a log-uniform range."""
+
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "SpaceEntry":
+        given = [k for k in ("choice", "uniform", "loguniform") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of choice, uniform, loguniform (got {given or 'none'})")
+        if self.choice is not None and len(self.choice) == 0:
+            raise ValueError("empty choice list")
+        for kind in ("uniform", "loguniform"):
+            rng = getattr(self, kind)
+            if rng is not None and rng[0] > rng[1]:
+                raise ValueError(f"{kind} range low {rng[0]} is above high {rng[1]}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform range must be positive, got low {self.loguniform[0]}")
+        return self
+
+
+DEFAULT_SPACE = {
+    "train.k": {"choice": [1, 2]},
+    "train.lr_g": {"loguniform": [5e-5, 1e-3]},
+    "train.lr_d": {"loguniform": [5e-5, 1e-3]},
+    "train.beta1": {"choice": [0.0, 0.5]},
+    "train.g_loss": {"choice": ["non_saturating", "minimax"]},
+    "model.arch": {"choice": ["mlp", "dcgan"]},
+    "model.g_width": {"choice": [16, 32, 64]},
+    "model.d_width": {"choice": [16, 32, 64]},
+    "model.d_conditioning": {"choice": ["concat", "projection"]},
+    "model.z_dim": {"choice": [32, 64, 100]},
+}
+TUNE_METRICS = {"fd": "min", "label_fidelity": "max"}
+TUNABLE_SECTIONS = ("train.", "model.", "data.image_size")
+
+
+class TuneConfig(Section):
+    name: str | None = None
+    space: dict[str, SpaceEntry] = Field(default_factory=lambda: {k: SpaceEntry(**v) for k, v in DEFAULT_SPACE.items()})
+    num_samples: int = Field(8, ge=1)
+    metric: str = "fd"
+    scheduler: Literal["asha", "fifo"] = "asha"
+    search: Literal["random", "optuna"] = "random"
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    time_budget_s: float | None = Field(None, gt=0)
+    workers_per_trial: int = Field(1, ge=1)
+    grace_period: int = Field(100, ge=1, description="iterations before ASHA may stop a trial")
+    reduction_factor: int = Field(2, ge=2)
+
+
+class RegistryConfig(Section):
+    model_name: str = "gan-generator"
+    register_after_tune: bool = True
+
+
 class RayConfig(Section):
     address: str = ""
     num_workers: int | None = Field(None, ge=1, description="None: as many as fit the machine")
@@ -90,6 +148,22 @@ class Config(Section):
     eval: EvalConfig = EvalConfig()
     ray: RayConfig = RayConfig()
     mlflow: MLflowConfig = MLflowConfig()
+    tune: TuneConfig = TuneConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _tune(self) -> "Config":
+        known = set(flatten(Config.model_construct()))
+        for key in self.tune.space:
+            if key not in known or not key.startswith(TUNABLE_SECTIONS):
+                raise ValueError(f"tune.space: unknown hyperparameter {key!r} (tunable: train.*, model.*)")
+        if self.tune.metric not in TUNE_METRICS:
+            raise ValueError(f"tune.metric={self.tune.metric!r}: no trial reports it (reported: "
+                             f"{', '.join(TUNE_METRICS)})")
+        name = self.registry.model_name
+        if not name.strip() or "/" in name or ":" in name:
+            raise ValueError(f"registry.model_name={name!r}: MLflow refuses empty names and names with '/' or ':'")
+        return self
 
     @model_validator(mode="after")
     def _geometry(self) -> "Config":
@@ -137,8 +211,10 @@ def _format_error(e: ValidationError, origin: str) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key {loc!r}")
+        elif not err["loc"]:
+            parts.append(err["msg"].removeprefix("Value error, "))
         else:
-            parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+            parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
     return f"{origin}: " + "; ".join(parts)
 
 

@@ -55,7 +55,10 @@ def resolve(uri: str, tracking_uri: str) -> LoadedGenerator:
             return generator_from_state(checkpoints.load_state(path), uri)
         except FileNotFoundError:
             raise UserError(f"--model {uri}: no checkpoint (state.pt) there") from None
-    run_id = uri[len("runs:/"):].split("/")[0] if uri.startswith("runs:/") else uri
+    if uri.startswith("models:/"):
+        run_id = _registered_run(uri, tracking_uri)
+    else:
+        run_id = uri[len("runs:/"):].split("/")[0] if uri.startswith("runs:/") else uri
     if RUN_ID.match(run_id):
         client = tracking.client(tracking_uri)
         try:
@@ -67,5 +70,23 @@ def resolve(uri: str, tracking_uri: str) -> LoadedGenerator:
         except Exception as e:  # MlflowException: unknown run, missing artifact
             raise UserError(f"--model {uri}: MLflow run {run_id} has no checkpoint/state.pt in {tracking_uri} "
                             f"({e.__class__.__name__})") from None
-    raise UserError(f"--model {uri!r} does not resolve: give a checkpoint folder or state.pt, runs:/RUN_ID "
-                    f"or a run id")
+    raise UserError(f"--model {uri!r} does not resolve: give a checkpoint folder or state.pt, runs:/RUN_ID, "
+                    f"a run id, or models:/NAME@ALIAS")
+
+
+def _registered_run(uri: str, tracking_uri: str) -> str:
+    """The training run behind `models:/NAME@ALIAS` or `models:/NAME/VERSION`."""
+    from mlflow.exceptions import MlflowException
+
+    ref = uri[len("models:/"):]
+    client = tracking.client(tracking_uri)
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, number = ref.partition("/")
+            version = client.get_model_version(name, number)
+    except MlflowException as e:
+        raise UserError(f"--model {uri!r} does not resolve in {tracking_uri}: {e.message}") from None
+    return version.run_id

@@ -1,0 +1,218 @@
+"""`ganpipe tune`: a Ray Tune sweep whose trials are Ray Train runs, each a nested MLflow run.
+
+Each trial is a driver function holding no CPU (so trial drivers never starve their own workers)
+that builds a TorchTrainer; Train's reports reach Tune through TuneReportCallback and ASHA stops
+poor trials on the metric reported at each evaluation interval. Concurrency is derived from the
+cluster's CPUs and the per-trial worker count. Rerunning with the same `tune.name` resumes the
+sweep: finished trials are not run again.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import tracking
+from .config import TUNE_METRICS, Config
+from .errors import UserError
+from .train import build_trainer, fit_and_record, open_mlflow_run, prepare_data, storage_root
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    parent_run_id: str
+    trials: list[dict]
+    best: dict | None
+    metric: str
+    mode: str
+
+
+def check_sweep(cfg: Config) -> None:
+    """What a sweep needs beyond a valid config; raised before any trial starts."""
+    if cfg.tune.metric == "label_fidelity" and not cfg.model.conditional:
+        raise UserError("tune.metric='label_fidelity' needs model.conditional=true")
+    if not cfg.eval.during_training:
+        raise UserError("ganpipe tune needs eval.during_training=true: trials are scheduled on its metrics")
+    if not cfg.tune.space:
+        raise UserError("tune.space is empty: nothing to search")
+
+
+def search_space(cfg: Config) -> dict[str, Any]:
+    from ray import tune
+
+    space = {}
+    for key, entry in cfg.tune.space.items():
+        if entry.choice is not None:
+            space[key] = tune.choice(list(entry.choice))
+        elif entry.uniform is not None:
+            space[key] = tune.uniform(*entry.uniform)
+        else:
+            space[key] = tune.loguniform(*entry.loguniform)
+    return space
+
+
+def trial_config(base: dict, params: dict[str, Any]) -> Config:
+    """The base config with a trial's sampled `section.key` values applied."""
+    tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        tree[section][name] = value
+    return Config.model_validate(tree)
+
+
+def total_iterations(cfg: Config, num_train: int) -> int:
+    """Iterations a trial runs to the end (k = 1 bound when the length is given in epochs)."""
+    if cfg.train.iterations:
+        return cfg.train.iterations
+    per_worker = num_train // cfg.tune.workers_per_trial
+    return max(1, cfg.train.epochs * (per_worker // cfg.train.batch_size))
+
+
+def _trial(params: dict[str, Any], setup: dict) -> None:
+    """One trial: a Ray Train run with its own MLflow run nested under the sweep's."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = tune.get_context().get_trial_id()
+    cfg = trial_config(setup["base"], params)
+    name = f"{setup['sweep']}-{trial_id}"
+    cfg = cfg.model_copy(update={
+        "ray": cfg.ray.model_copy(update={"num_workers": setup["workers"]}),
+        "train": cfg.train.model_copy(update={"run_name": name}),
+    })
+    tags = {"mlflow.parentRunId": setup["parent"], "ganpipe.sweep": setup["sweep"], "ganpipe.trial_id": trial_id,
+            "ganpipe.stage": "tune-trial"}
+    run_id = open_mlflow_run(setup["uri"], cfg, name, setup["fingerprint"], tags)
+    fit_and_record(build_trainer(cfg, setup["uri"], run_id, name, callbacks=[TuneReportCallback()]),
+                   cfg, setup["uri"], run_id, name)
+
+
+def _concurrency(cfg: Config) -> int:
+    import ray
+
+    per_trial = cfg.tune.workers_per_trial * cfg.ray.cpus_per_worker
+    cpus = ray.cluster_resources().get("CPU", 0)
+    fits = int(cpus // per_trial)
+    if fits < 1:
+        raise UserError(f"one trial needs {cfg.tune.workers_per_trial} workers x {cfg.ray.cpus_per_worker:g} CPU "
+                        f"= {per_trial:g} CPU, but the Ray cluster has {cpus:g} CPU; lower tune.workers_per_trial")
+    return min(fits, cfg.tune.max_concurrent_trials or fits)
+
+
+def run_sweep(cfg: Config, verbose: bool = False) -> SweepOutcome:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from .runtime import init_ray
+
+    check_sweep(cfg)
+    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    tracking.check_reachable(uri)
+    data = prepare_data(cfg)
+    init_ray(cfg.ray.address, verbose)
+    concurrency = _concurrency(cfg)
+    metric, mode = cfg.tune.metric, TUNE_METRICS[cfg.tune.metric]
+    name = cfg.tune.name or time.strftime("sweep-%Y%m%d-%H%M%S")
+    cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"name": name})})
+    parent = open_mlflow_run(uri, cfg, name, data.fingerprint, {"ganpipe.stage": "tune"})
+    n_train = len(data) - round(len(data) * cfg.data.holdout_fraction)
+    max_t = total_iterations(cfg, n_train)
+    if cfg.tune.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="iteration", max_t=max_t, grace_period=min(cfg.tune.grace_period, max_t),
+                                  reduction_factor=cfg.tune.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    search_alg = None
+    if cfg.tune.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(seed=cfg.seed)
+    setup = {"base": cfg.model_dump(mode="json"), "uri": uri, "parent": parent, "sweep": name,
+             "fingerprint": data.fingerprint, "workers": cfg.tune.workers_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(_trial, setup=setup), {"CPU": 0})
+    storage = storage_root(cfg.ray.storage_path)
+    path = f"{storage}/{name}"
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=search_space(cfg),
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=cfg.tune.num_samples,
+                                        scheduler=scheduler, search_alg=search_alg,
+                                        max_concurrent_trials=concurrency, time_budget_s=cfg.tune.time_budget_s),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1 if verbose else 0),
+        )
+    grid = tuner.fit()
+    trials = summarize_trials(grid, uri, name, metric, max_t)
+    done = [t for t in trials if t.get(metric) is not None]
+    best = (min if mode == "min" else max)(done, key=lambda t: t[metric]) if done else None
+    record_sweep(uri, parent, trials, metric, max_t, best)
+    tracking.with_retry(lambda: tracking.client(uri).set_terminated(parent, "FINISHED"))
+    return SweepOutcome(name, parent, trials, best, metric, mode)
+
+
+def summarize_trials(grid, uri: str, sweep: str, metric: str, max_t: int) -> list[dict]:
+    """One row per trial: its parameters, its last metric, iterations run, its MLflow run id."""
+    c = tracking.client(uri)
+    exp_ids = [e.experiment_id for e in tracking.with_retry(c.search_experiments)]
+    exp_runs = tracking.with_retry(lambda: c.search_runs(exp_ids, f"tags.`ganpipe.sweep` = '{sweep}'"))
+    by_trial = {r.data.tags.get("ganpipe.trial_id"): r for r in exp_runs}
+    rows = []
+    for result in grid:
+        m = result.metrics or {}
+        trial_id = m.get("trial_id")
+        run = by_trial.get(trial_id)
+        iterations = int(m.get("iteration", 0) or 0)
+        rows.append({"trial_id": trial_id, "run_id": run.info.run_id if run else None,
+                     **{k: v for k, v in (result.config or {}).items()}, metric: m.get(metric),
+                     "iterations": iterations, "stopped_early": iterations < max_t and result.error is None,
+                     "error": str(result.error).splitlines()[0] if result.error else None})
+        if run is not None and run.info.status == "RUNNING":  # the scheduler stopped it
+            tracking.with_retry(lambda: c.set_tag(run.info.run_id, "ganpipe.stopped_early", "true"))
+            tracking.with_retry(lambda: c.set_terminated(run.info.run_id, "KILLED"))
+    return rows
+
+
+def record_sweep(uri: str, parent: str, trials: list[dict], metric: str, max_t: int, best: dict | None) -> None:
+    """The parent run gets the trial table, a plot of the metric against the hyperparameters, totals."""
+    import tempfile
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = tracking.client(uri)
+    keys = [k for k in (trials[0] if trials else {}) if "." in k]
+    with tempfile.TemporaryDirectory() as tmp:
+        header = ["trial_id", *keys, metric, "iterations", "stopped_early", "run_id"]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for t in trials:
+            lines.append("| " + " | ".join(_fmt(t.get(h)) for h in header) + " |")
+        (Path(tmp) / "trials.md").write_text("\n".join(lines) + "\n")
+        fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.2 * max(1, len(keys)), 3), squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            pts = [(t[key], t[metric]) for t in trials if t.get(metric) is not None]
+            xs = [p[0] if isinstance(p[0], (int, float)) else str(p[0]) for p in pts]
+            ax.scatter(xs, [p[1] for p in pts])
+            ax.set_xlabel(key)
+            if isinstance(xs[0] if xs else 0, float) and key.split(".")[-1].startswith("lr"):
+                ax.set_xscale("log")
+            ax.set_ylabel(metric)
+        fig.tight_layout()
+        fig.savefig(Path(tmp) / "metric_vs_hyperparameters.png", dpi=80)
+        plt.close(fig)
+        for f in ("trials.md", "metric_vs_hyperparameters.png"):
+            tracking.with_retry(lambda: c.log_artifact(parent, str(Path(tmp) / f), "sweep"))
+    totals = {"trials": len(trials), "trial_iterations_run": sum(t["iterations"] for t in trials),
+              "trial_iterations_full": max_t * len(trials),
+              "trials_stopped_early": sum(bool(t["stopped_early"]) for t in trials)}
+    if best is not None:
+        totals[f"best_{metric}"] = best[metric]
+        tracking.with_retry(lambda: c.set_tag(parent, "ganpipe.best_run_id", str(best["run_id"])))
+    tracking.log_metrics(uri, parent, totals, step=0)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
