@@ -243,6 +243,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ConfigError(_format_error(e, origin + (" with --set overrides" if overrides else ""))) from None
 
 
+def with_absolute_paths(cfg: Config) -> Config:
+    """Local paths made absolute, so that Ray workers and Tune trials (other working directories)
+    see the same files."""
+    import os
+
+    def absolute(p: str) -> str:
+        return p if "://" in p else str(Path(os.path.expanduser(p)).resolve())
+
+    kind, sep, arg = cfg.data.source.partition(":")
+    source = f"{kind}:{absolute(arg)}" if sep and kind in ("idx", "imagefolder", "parquet") else cfg.data.source
+    return cfg.model_copy(update={
+        "data": cfg.data.model_copy(update={"source": source}),
+        "ray": cfg.ray.model_copy(update={"storage_path": absolute(cfg.ray.storage_path)}),
+        "eval": cfg.eval.model_copy(update={"cache_dir": absolute(cfg.eval.cache_dir)}),
+    })
+
+
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 

@@ -20,12 +20,15 @@ def init_ray(address: str, verbose: bool = False) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if not verbose:
         os.environ.setdefault("RAY_TQDM", "0")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         logging.getLogger("ray").setLevel(logging.ERROR)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     if ray.is_initialized():
         return
+    # The dashboard serves the state API, which Ray Train uses to release the resources of a run
+    # whose driver died (a trial stopped by Tune's scheduler); without it they leak.
     kwargs = dict(logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=verbose,
-                  include_dashboard=False, configure_logging=True)
+                  include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=True)
     if address:
         ray.init(address=address, **kwargs)
     else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import tracking
-from .config import Config, flatten
+from .config import Config, flatten, with_absolute_paths
 from .errors import UserError
 from .train_loop import load_data, train_loop_per_worker
 
@@ -144,6 +144,7 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> Tra
 
     from .runtime import check_fits, init_ray, resolve_num_workers
 
+    cfg = with_absolute_paths(cfg)
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
     data = prepare_data(cfg)

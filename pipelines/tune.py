@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tracking
-from .config import TUNE_METRICS, Config
+from .config import TUNE_METRICS, Config, with_absolute_paths
 from .errors import UserError
 from .train import build_trainer, fit_and_record, open_mlflow_run, prepare_data, storage_root
 
@@ -108,6 +108,7 @@ def run_sweep(cfg: Config, verbose: bool = False) -> SweepOutcome:
     from .runtime import init_ray
 
     check_sweep(cfg)
+    cfg = with_absolute_paths(cfg)
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
     data = prepare_data(cfg)
@@ -120,18 +121,25 @@ def run_sweep(cfg: Config, verbose: bool = False) -> SweepOutcome:
     n_train = len(data) - round(len(data) * cfg.data.holdout_fraction)
     max_t = total_iterations(cfg, n_train)
     if cfg.tune.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="iteration", max_t=max_t, grace_period=min(cfg.tune.grace_period, max_t),
+        # max_t + 1: ASHA stops a trial that reaches max_t at once, before it could record its result;
+        # trials that get there end on their own.
+        scheduler = ASHAScheduler(time_attr="iteration", max_t=max_t + 1,
+                                  grace_period=min(cfg.tune.grace_period, max_t),
                                   reduction_factor=cfg.tune.reduction_factor)
     else:
         scheduler = FIFOScheduler()
-    search_alg = None
     if cfg.tune.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(seed=cfg.seed)
+    else:
+        from ray.tune.search import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=cfg.seed)
     setup = {"base": cfg.model_dump(mode="json"), "uri": uri, "parent": parent, "sweep": name,
              "fingerprint": data.fingerprint, "workers": cfg.tune.workers_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(_trial, setup=setup), {"CPU": 0})
+    # A trial driver asks for no CPU (a token of memory only), so its CPUs go to its workers.
+    trainable = tune.with_resources(tune.with_parameters(_trial, setup=setup), {"CPU": 0, "memory": 64 * 2**20})
     storage = storage_root(cfg.ray.storage_path)
     path = f"{storage}/{name}"
     if tune.Tuner.can_restore(path):
@@ -142,15 +150,45 @@ def run_sweep(cfg: Config, verbose: bool = False) -> SweepOutcome:
             tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=cfg.tune.num_samples,
                                         scheduler=scheduler, search_alg=search_alg,
                                         max_concurrent_trials=concurrency, time_budget_s=cfg.tune.time_budget_s),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1 if verbose else 0),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1 if verbose else 0,
+                                      callbacks=[TrialLines(metric, max_t)]),
         )
     grid = tuner.fit()
     trials = summarize_trials(grid, uri, name, metric, max_t)
-    done = [t for t in trials if t.get(metric) is not None]
+    # The best trial among those that ran to the end: a trial stopped early was already judged worse
+    # by the scheduler, and its last value comes from fewer iterations.
+    done = [t for t in trials if t.get(metric) is not None and t["iterations"] >= max_t]
     best = (min if mode == "min" else max)(done, key=lambda t: t[metric]) if done else None
     record_sweep(uri, parent, trials, metric, max_t, best)
     tracking.with_retry(lambda: tracking.client(uri).set_terminated(parent, "FINISHED"))
     return SweepOutcome(name, parent, trials, best, metric, mode)
+
+
+def _trial_lines_class():
+    from ray.tune import Callback
+
+    class TrialLines(Callback):
+        """One line per trial as it ends."""
+
+        def __init__(self, metric: str, max_t: int):
+            self.metric, self.max_t = metric, max_t
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            r = trial.last_result or {}
+            it = int(r.get("iteration", 0) or 0)
+            how = "finished" if it >= self.max_t else "stopped early"
+            value = r.get(self.metric)
+            shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
+            print(f"tune: trial {trial.trial_id} {how} at iteration {it}: {self.metric}={shown}", flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(f"tune: trial {trial.trial_id} failed (see {trial.local_path})", flush=True)
+
+    return TrialLines
+
+
+def TrialLines(metric: str, max_t: int):  # noqa: N802 - built lazily so that importing this module needs no Ray
+    return _trial_lines_class()(metric, max_t)
 
 
 def summarize_trials(grid, uri: str, sweep: str, metric: str, max_t: int) -> list[dict]:
