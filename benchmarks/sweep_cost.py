@@ -1,0 +1,55 @@
+"""What a sweep costs: trial-iterations run under ASHA vs the same trials run to the end, and what
+the best trial reached. Runs a real `ganpipe tune` sweep on this machine and appends a row to
+BENCHMARKS.md.
+
+    python benchmarks/sweep_cost.py --trials 8
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.config import load_config  # noqa: E402
+from pipelines.tune import run_sweep  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "BENCHMARKS.md"))
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp()
+    cfg = load_config(None, [
+        f"tune.num_samples={args.trials}", f"train.iterations={args.iterations}", "train.eval_every=25",
+        "train.checkpoint_every=100", "tune.grace_period=25", "train.eval_samples=300",
+        'tune.space={"train.k": {"choice": [1, 2]}, "train.lr_g": {"loguniform": [0.00005, 0.002]}, '
+        '"train.lr_d": {"loguniform": [0.00005, 0.002]}, "model.arch": {"choice": ["mlp", "dcgan"]}}',
+        f"ray.storage_path={tmp}/runs", f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", *args.overrides])
+    start = time.perf_counter()
+    out = run_sweep(cfg)
+    wall = time.perf_counter() - start
+    run = sum(t["iterations"] for t in out.trials)
+    full = args.iterations * len(out.trials)
+    best = out.best or {}
+    arch = best.get("model.arch", "?")
+    row = (f"| {datetime.date.today()} | sweep: {len(out.trials)} trials x {args.iterations} it, ASHA "
+           f"(grace 25, rf {cfg.tune.reduction_factor}), 1 worker/trial | {full} trial-iterations to the end "
+           f"| {run} run, {sum(bool(t['stopped_early']) for t in out.trials)} trials stopped early, "
+           f"{wall / 60:.1f} min | **{run / full:.2f}x** of the work | best {out.metric}="
+           f"{best.get(out.metric, float('nan')):.1f} ({arch}) | {os.cpu_count()} cores |")
+    print(row)
+    with Path(args.out).open("a") as f:
+        f.write(row + "\n")
+
+
+if __name__ == "__main__":
+    main()
