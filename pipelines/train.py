@@ -91,6 +91,19 @@ def prepare_data(cfg: Config):
     return data
 
 
+def preflight(cfg: Config, verbose: bool = False):
+    """Everything checked before Ray does work: paths made absolute, the tracking store reachable,
+    the data loadable (feature network cached); then Ray started or joined. Returns (cfg, uri, data)."""
+    from .runtime import init_ray
+
+    cfg = with_absolute_paths(cfg)
+    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    tracking.check_reachable(uri)
+    data = prepare_data(cfg)
+    init_ray(cfg.ray.address, verbose)
+    return cfg, uri, data
+
+
 def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=None, callbacks=()):
     """The TorchTrainer of one training run; `cfg.ray.num_workers` must be resolved."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -142,13 +155,9 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> Tra
     import ray
     from ray.util.queue import Queue
 
-    from .runtime import check_fits, init_ray, resolve_num_workers
+    from .runtime import check_fits, resolve_num_workers
 
-    cfg = with_absolute_paths(cfg)
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
-    tracking.check_reachable(uri)
-    data = prepare_data(cfg)
-    init_ray(cfg.ray.address, verbose)
+    cfg, uri, data = preflight(cfg, verbose)
     workers = resolve_num_workers(cfg)
     check_fits(cfg, workers)
     cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": workers})})

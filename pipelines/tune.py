@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from . import tracking
-from .config import TUNE_METRICS, Config, with_absolute_paths
+from .config import TUNE_METRICS, Config
 from .errors import UserError
-from .train import build_trainer, fit_and_record, open_mlflow_run, prepare_data, storage_root
+from .train import build_trainer, fit_and_record, open_mlflow_run, preflight, storage_root
 
 
 @dataclass
@@ -105,14 +105,8 @@ def run_sweep(cfg: Config, verbose: bool = False) -> SweepOutcome:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from .runtime import init_ray
-
     check_sweep(cfg)
-    cfg = with_absolute_paths(cfg)
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
-    tracking.check_reachable(uri)
-    data = prepare_data(cfg)
-    init_ray(cfg.ray.address, verbose)
+    cfg, uri, data = preflight(cfg, verbose)
     concurrency = _concurrency(cfg)
     metric, mode = cfg.tune.metric, TUNE_METRICS[cfg.tune.metric]
     name = cfg.tune.name or time.strftime("sweep-%Y%m%d-%H%M%S")

@@ -1,6 +1,5 @@
 """Every data source loads a small dataset made here; every bad input gets one clear DataError."""
 import io
-import json
 
 import numpy as np
 import pyarrow as pa

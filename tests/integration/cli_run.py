@@ -52,3 +52,12 @@ def run_id_from(stdout: str) -> str:
         if "MLflow run " in line:
             return line.split("MLflow run ")[1].split()[0]
     raise AssertionError(f"no run id in output: {stdout}")
+
+
+def assert_one_line_error(out: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit code 2, one line on stderr containing every needle, no traceback."""
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    err = out.stderr.strip()
+    assert "Traceback" not in err and err.count("\n") == 0, err
+    for n in needles:
+        assert n in err, err

@@ -1,18 +1,16 @@
 """`ganpipe evaluate` on a generator checkpoint and on Parquet datasets; its bad input."""
 import json
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from gan_core import Game, adam_pair, build_models
 from gan_core.data import load_dataset
 from pipelines import checkpoints
 from pipelines.config import load_config
 from pipelines.train_loop import checkpoint_meta, model_spec
-from tests.integration.cli_run import ganpipe
+from tests.integration.cli_run import assert_one_line_error, ganpipe
 from tests.test_data import write_hf_parquet
 
 pytestmark = pytest.mark.slow
@@ -81,24 +79,16 @@ def test_evaluate_real_data_as_a_dataset_sits_at_the_real_reference(tmp_path):
     assert m2["label_fidelity"] < 0.1 and m2["cas_ratio"] < 0.2, m2
 
 
-def _err(out, *needles):
-    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
-    err = out.stderr.strip()
-    assert "Traceback" not in err and err.count("\n") == 0, err
-    for n in needles:
-        assert n in err, err
-
-
 def test_evaluate_bad_input(tmp_path):
     (tmp_path / "empty").mkdir()
-    _err(ganpipe(tmp_path, "evaluate", "--dataset", str(tmp_path / "empty"), *DIGITS), "no .parquet files")
+    assert_one_line_error(ganpipe(tmp_path, "evaluate", "--dataset", str(tmp_path / "empty"), *DIGITS), "no .parquet files")
     (tmp_path / "nolabel").mkdir()
     pq.write_table(pa.table({"image": pa.array([b"x"])}), tmp_path / "nolabel" / "a.parquet")
-    _err(ganpipe(tmp_path, "evaluate", "--dataset", str(tmp_path / "nolabel"), *DIGITS),
+    assert_one_line_error(ganpipe(tmp_path, "evaluate", "--dataset", str(tmp_path / "nolabel"), *DIGITS),
          "a.parquet: missing column(s) ['label']")
-    _err(ganpipe(tmp_path, "evaluate", "--model", "models:/nothing@champion", *DIGITS), "does not resolve")
-    _err(ganpipe(tmp_path, "evaluate", "--model", "0" * 32, *DIGITS), "MLflow run 00000000", "no checkpoint")
+    assert_one_line_error(ganpipe(tmp_path, "evaluate", "--model", "models:/nothing@champion", *DIGITS), "does not resolve")
+    assert_one_line_error(ganpipe(tmp_path, "evaluate", "--model", "0" * 32, *DIGITS), "MLflow run 00000000", "no checkpoint")
     few = _real_digits_parquet(tmp_path / "few", n=5)
-    _err(ganpipe(tmp_path, "evaluate", "--dataset", str(few), *DIGITS, *_cache(tmp_path)),
+    assert_one_line_error(ganpipe(tmp_path, "evaluate", "--dataset", str(few), *DIGITS, *_cache(tmp_path)),
          "5 samples, the metrics need at least 10")
-    _err(ganpipe(tmp_path, "evaluate", *DIGITS), "exactly one of --model URI or --dataset DIR")
+    assert_one_line_error(ganpipe(tmp_path, "evaluate", *DIGITS), "exactly one of --model URI or --dataset DIR")

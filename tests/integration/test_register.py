@@ -56,7 +56,7 @@ def test_champion_moves_only_when_beaten_and_the_model_samples_labeled_images(tm
     g = mlflow.pytorch.load_model("models:/gan-generator@champion")
     x = g(torch.randn(5, 64), torch.tensor([0, 1, 2, 3, 9]))
     assert x.shape == (5, 1, 28, 28) and x.abs().max() <= 1
-    art = mlflow.artifacts.list_artifacts(artifact_uri=f"models:/gan-generator@champion")
+    art = mlflow.artifacts.list_artifacts(artifact_uri="models:/gan-generator@champion")
     assert any(a.path.endswith("data") for a in art)
     files = {a.path for a in mlflow.artifacts.list_artifacts(artifact_uri="models:/gan-generator@champion/data")}
     assert any(f.endswith("model.pt2") for f in files), files  # pickle-free export
