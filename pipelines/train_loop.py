@@ -86,12 +86,37 @@ def replica_digests(game: Game, world: int) -> list[dict[str, str]]:
     return out
 
 
-def _any_rank(flag: bool, world: int) -> bool:
+def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
     if world == 1:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=device)  # NCCL reduces device tensors only
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int) -> int:
+    """Load the newest checkpoint, Ray's or a newer complete one on disk; returns its iteration (0 if none)."""
+    import ray.train
+
+    found = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as folder:
+            found = (checkpoints.load_state(folder), checkpoints.load_rng(folder, rank))
+    on_disk = checkpoints.latest_loadable(run_dir, world) if run_dir else None
+    if on_disk is not None and (found is None or on_disk[1]["iteration"] > found[0]["iteration"]):
+        found = (on_disk[1], checkpoints.load_rng(on_disk[0], rank))
+    if found is None:
+        return 0
+    state, rng = found
+    game.load_state_dict(state)
+    if rng is not None:
+        checkpoints.set_rng_state(rng)
+    t = cfg.train  # moments come from the checkpoint; learning rates and betas from the config in force
+    for opt, lr in ((game.opt_g, t.lr_g), (game.opt_d, t.lr_d)):
+        for group in opt.param_groups:
+            group.update(lr=lr, betas=(t.beta1, t.beta2))
+    return int(state["iteration"])
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
@@ -117,24 +142,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     opt_g, opt_d = adam_pair(G, D, t.lr_g, t.lr_d, (t.beta1, t.beta2))
     game = Game(G, D, opt_g, opt_d, k=t.k, g_loss=t.g_loss, label_prior=train.label_prior(), ema_beta=t.ema_beta)
 
-    start, found = 0, None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as folder:
-            found = (checkpoints.load_state(folder), checkpoints.load_rng(folder, rank))
-    on_disk = checkpoints.latest_loadable(loop_config["run_dir"], world) if loop_config.get("run_dir") else None
-    if on_disk is not None and (found is None or on_disk[1]["iteration"] > found[0]["iteration"]):
-        found = (on_disk[1], checkpoints.load_rng(on_disk[0], rank))
-    if found is not None:
-        state, rng = found
-        game.load_state_dict(state)
-        start = int(state["iteration"])
-        if rng is not None:
-            checkpoints.set_rng_state(rng)
-        # Moments come from the checkpoint; learning rates and betas from the config in force.
-        for opt, lr in ((opt_g, t.lr_g), (opt_d, t.lr_d)):
-            for group in opt.param_groups:
-                group.update(lr=lr, betas=(t.beta1, t.beta2))
+    start = restore(game, cfg, loop_config.get("run_dir"), rank, world)
 
     counter = AllReduceCounter()
     if world > 1:
@@ -159,7 +167,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     for it in range(start, total):
         stats = game.step(stream).as_dict()
         step = it + 1
-        if _any_rank(not all(math.isfinite(v) for v in stats.values()), world):
+        if _any_rank(not all(math.isfinite(v) for v in stats.values()), world, device):
             bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
             if rank == 0:
                 tracking.log_metrics(uri, run_id, {"nan_at_iteration": step}, step=step)
