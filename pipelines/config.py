@@ -260,10 +260,6 @@ def with_absolute_paths(cfg: Config) -> Config:
     })
 
 
-def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
 def flatten(cfg: Config) -> dict[str, Any]:
     """`section.key` -> value, for logging every config value as a param."""
     out: dict[str, Any] = {}

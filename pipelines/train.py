@@ -31,10 +31,6 @@ class TrainOutcome:
     worker_result: dict
 
 
-def storage_root(path: str) -> str:
-    return path if "://" in path else str(Path(path).expanduser().resolve())
-
-
 def open_mlflow_run(uri: str, cfg: Config, run_name: str, fingerprint: str, extra_tags: dict | None = None) -> str:
     """The MLflow run for this run name: the existing one when resuming, else a new one."""
     c = tracking.client(uri)
@@ -111,7 +107,7 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
 
     from .runtime import worker_resources
 
-    storage = storage_root(cfg.ray.storage_path)
+    storage = cfg.ray.storage_path  # made absolute by preflight (with_absolute_paths)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "tracking_uri": uri, "run_id": run_id,
@@ -147,8 +143,8 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
         if state.is_file():
             tracking.with_retry(lambda: tracking.client(uri).log_artifact(run_id, str(state), "checkpoint"))
     _finish(uri, run_id, "FINISHED")
-    storage = storage_root(cfg.ray.storage_path)
-    return TrainOutcome(run_id, run_name, ckpt, dict(result.metrics or {}), f"{storage}/{run_name}", outcome)
+    return TrainOutcome(run_id, run_name, ckpt, dict(result.metrics or {}), f"{cfg.ray.storage_path}/{run_name}",
+                        outcome)
 
 
 def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> TrainOutcome:

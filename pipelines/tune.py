@@ -16,7 +16,7 @@ from typing import Any
 from . import tracking
 from .config import TUNE_METRICS, Config
 from .errors import UserError
-from .train import build_trainer, fit_and_record, open_mlflow_run, preflight, storage_root
+from .train import build_trainer, fit_and_record, open_mlflow_run, preflight
 
 
 @dataclass
@@ -134,7 +134,7 @@ def run_sweep(cfg: Config, verbose: bool = False) -> SweepOutcome:
              "fingerprint": data.fingerprint, "workers": cfg.tune.workers_per_trial}
     # A trial driver asks for no CPU (a token of memory only), so its CPUs go to its workers.
     trainable = tune.with_resources(tune.with_parameters(_trial, setup=setup), {"CPU": 0, "memory": 64 * 2**20})
-    storage = storage_root(cfg.ray.storage_path)
+    storage = cfg.ray.storage_path
     path = f"{storage}/{name}"
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
