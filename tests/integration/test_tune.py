@@ -54,16 +54,16 @@ def test_sweep_stops_trials_early_nests_runs_registers_champion_and_resumes(tmp_
     for trial_id in finished:
         (run,) = [r for r in trials if r.data.tags["ganpipe.trial_id"] == trial_id]
         assert [m.value for m in c.get_metric_history(run.info.run_id, "resumed_from")] == [0.0]
-        assert f"trial {trial_id} " not in out.stdout
+        assert f"tune: trial {trial_id} " not in out.stdout
     m = parent[0].data.metrics
     assert m["trials"] == 6 and m["trials_stopped_early"] >= 1, m
     assert m["trial_iterations_run"] < m["trial_iterations_full"] == 6 * 60
     arts = {a.path for a in c.list_artifacts(parent[0].info.run_id, "sweep")}
     assert arts == {"sweep/trials.md", "sweep/metric_vs_hyperparameters.png"}
-    assert "is champion" in out.stdout, out.stdout
-    best = parent[0].data.tags["ganpipe.best_run_id"]
+    assert "register: gan-generator version" in out.stdout, out.stdout
+    # The champion holds the best fd of the trials that ran to the end (the interrupted first
+    # process may already have registered its best so far; equal or worse versions stay challenger).
     champion = c.get_model_version_by_alias("gan-generator", "champion")
-    assert champion.run_id == best
     full = [r for r in trials if r.data.metrics.get("iteration") == 60]
     assert min(r.data.metrics["fd"] for r in full) == pytest.approx(float(champion.tags["metric_value"]))
 
