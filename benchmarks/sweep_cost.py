@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.config import load_config  # noqa: E402
-from pipelines.tune import run_sweep  # noqa: E402
+from pipelines.stages.tune import run_sweep  # noqa: E402
 
 
 def main() -> None:

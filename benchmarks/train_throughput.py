@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gan_core import Game, adam_pair, build_models  # noqa: E402
 from gan_core.data.stream import BatchStream  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from pipelines.train_loop import load_data, model_spec  # noqa: E402
+from pipelines.config.build import load_data, model_spec  # noqa: E402
 
 
 def bare_loop(cfg, iterations: int, warmup: int) -> float:
@@ -47,7 +47,7 @@ def bare_loop(cfg, iterations: int, warmup: int) -> float:
 def ray_trainer(cfg, iterations: int, warmup: int) -> tuple[float, float]:
     from mlflow.tracking import MlflowClient
 
-    from pipelines.train import run_training
+    from pipelines.stages.train import run_training
 
     tmp = tempfile.mkdtemp()
     cfg = load_config(None, [f"train.iterations={warmup + iterations}", f"train.log_every={warmup}",

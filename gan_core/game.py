@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import losses
+from .sampling import sample_latent
 
 RealBatch = tuple[torch.Tensor, torch.Tensor | None]
 
@@ -83,11 +84,7 @@ class Game:
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Fresh z ~ N(0, I) and, when conditional, labels drawn from the label prior."""
-        z = torch.randn(n, self.z_dim, generator=generator, device="cpu").to(self.device)
-        if not self.num_classes:
-            return z, None
-        y = torch.multinomial(self.label_prior, n, replacement=True, generator=generator).to(self.device)
-        return z, y
+        return sample_latent(n, self.z_dim, self.label_prior if self.num_classes else None, generator, self.device)
 
     def discriminator_step(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[float, float, float, float]:
         """One D update on a real batch and a fresh generated one; returns (loss_d, D(x), D(G(z)), V)."""

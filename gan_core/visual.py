@@ -6,6 +6,7 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from .game import unwrap
+from .sampling import sample_latent, seeded
 
 
 @torch.no_grad()
@@ -15,14 +16,13 @@ def sample_grid(generator: nn.Module, per_row: int = 8, rows: int | None = None,
     was_training = g.training
     g.eval()
     device = next(g.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
     if g.num_classes:
         rows = g.num_classes
         y = torch.arange(rows).repeat_interleave(per_row).to(device)
     else:
         rows = rows or per_row
         y = None
-    z = torch.randn(rows * per_row, g.z_dim, generator=gen).to(device)
+    z, _ = sample_latent(rows * per_row, g.z_dim, None, seeded(seed), device)
     images = g(z, y).float().cpu()
     g.train(was_training)
     return make_grid(images, nrow=per_row, normalize=True, value_range=(-1, 1), padding=2)

@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from pipelines.config import ConfigError, flatten, load_config
+from pipelines.cli import COMMANDS, main
+from pipelines.config import Config, ConfigError, describe, flatten, load_config, preset_text, set_key
 
 
 def test_quick_preset_is_the_default():
@@ -48,20 +49,79 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True)
 
 
-def test_cli_help_lists_the_commands():
+def test_console_wiring_help_and_one_line_errors():
+    """The few subprocess checks: the module entry point, its help, a user error's exit code."""
     out = _cli("--help")
     assert out.returncode == 0
-    for cmd in ("run", "train", "tune", "evaluate", "register", "generate", "ui"):
+    for cmd in COMMANDS:
         assert cmd in out.stdout
-
-
-def test_cli_unbuilt_command_says_so():
-    out = _cli("generate")
-    assert out.returncode == 2 and "not built yet" in out.stderr
-
-
-def test_cli_bad_key_is_one_line_and_nonzero():
     out = _cli("train", "--set", "train.nope=1")
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "unknown key 'train.nope'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """`ganpipe ARGS` in this process: (exit code, stdout, stderr)."""
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line(code: int, err: str, *needles: str) -> None:
+    assert code == 2, (code, err)
+    assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+
+
+@pytest.mark.parametrize("key,value", [("train.run_name", "a'b"), ("train.run_name", "../escape"),
+                                       ("tune.name", "x/../../y"), ("registry.model_name", "gans/best"),
+                                       ("train.run_name", 'a"b')])
+def test_names_that_reach_paths_or_filters_are_refused(capsys, key, value):
+    code, _, err = run_cli(capsys, "train", "--set", f"{key}={value}")
+    assert_one_line(code, err, key, "not a valid name")
+
+
+def test_schema_is_the_one_source_of_defaults():
+    """A user's own YAML without `epochs` trains as long as the preset (the schema once said 3)."""
+    assert load_config().train.epochs == 10
+    import yaml
+
+    assert Config().train.epochs == load_config().train.epochs
+    tree = yaml.safe_load(preset_text("quick")) or {}
+    schema = flatten(Config())
+    preset = flatten(Config.model_validate(tree))
+    changed = {k for k in preset if preset[k] != schema[k]}
+    given = set(flatten_tree(tree))
+    assert given == changed, "the preset holds exactly the keys it changes"
+
+
+def flatten_tree(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and not prefix.startswith("tune.space"):
+            out.update(flatten_tree(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_every_key_is_described_and_ganpipe_config_prints_them(capsys):
+    rows = describe(load_config())
+    keys = {k if not k.startswith("tune.space.") else "tune.space" for k in flatten(Config())}
+    assert {k for k, _, _ in rows} == keys and all(meaning for _, _, meaning in rows)
+    code, out, _ = run_cli(capsys, "config", "--set", "train.k=2")
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("train.k "))
+    assert " 2 " in line and "discriminator updates per generator update" in line
+    assert all(key in out for key, _, _ in rows)
+
+
+def test_set_key_is_the_one_way_to_set_a_dotted_key():
+    tree = {"train": {"k": 1}}
+    set_key(tree, "train.k", 2)
+    set_key(tree, "model.arch", "mlp")
+    assert tree == {"train": {"k": 2}, "model": {"arch": "mlp"}}
+    with pytest.raises(ConfigError, match="train.k is a value, not a section"):
+        set_key(tree, "train.k.x", 1)

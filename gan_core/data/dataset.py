@@ -50,16 +50,27 @@ class ImageDataset:
         return ImageDataset(self.images[indices], self.labels[indices], list(self.class_names),
                             f"{self.name}:{name}")
 
-    def split(self, holdout_fraction: float, seed: int = 0) -> tuple["ImageDataset", "ImageDataset"]:
-        """Deterministic stratified train/holdout split: the same data and seed give the same split."""
+    def holdout_counts(self, holdout_fraction: float) -> list[int]:
+        """Holdout images per class: round(class count x fraction). The train split holds the rest."""
         if not 0.0 < holdout_fraction < 1.0:
             raise ValueError(f"data.holdout_fraction={holdout_fraction} must be in (0, 1)")
+        counts = np.bincount(self.labels, minlength=self.num_classes)
+        return [int(round(int(c) * holdout_fraction)) for c in counts]
+
+    def split_sizes(self, holdout_fraction: float) -> tuple[int, int]:
+        """(train, holdout) sizes of `split` with this fraction."""
+        hold = sum(self.holdout_counts(holdout_fraction))
+        return len(self) - hold, hold
+
+    def split(self, holdout_fraction: float, seed: int = 0) -> tuple["ImageDataset", "ImageDataset"]:
+        """Deterministic stratified train/holdout split: the same data and seed give the same split."""
+        counts = self.holdout_counts(holdout_fraction)
         rng = np.random.default_rng(seed)
         hold = []
         for c in range(self.num_classes):
             idx = np.flatnonzero(self.labels == c)
             idx = idx[rng.permutation(len(idx))]
-            hold.append(idx[: int(round(len(idx) * holdout_fraction))])
+            hold.append(idx[: counts[c]])
         hold_idx = np.sort(np.concatenate(hold)) if hold else np.array([], dtype=np.int64)
         mask = np.ones(len(self), dtype=bool)
         mask[hold_idx] = False

@@ -11,13 +11,19 @@ import torch
 from torch.utils.data import DistributedSampler
 
 
+def batches_per_epoch(num_train: int, batch_size: int, world_size: int = 1) -> int:
+    """Batches each rank draws per epoch: a DistributedSampler without padding gives each rank
+    floor(num_train / world_size) images, cut into whole batches."""
+    return (num_train // world_size) // batch_size
+
+
 class BatchStream:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, world_size: int = 1, rank: int = 0,
                  seed: int = 0, start_batch: int = 0, device: torch.device | str = "cpu"):
         self.x, self.y, self.batch_size, self.device = x, y, batch_size, torch.device(device)
         self.sampler = DistributedSampler(range(len(x)), num_replicas=world_size, rank=rank, shuffle=True,
                                           seed=seed, drop_last=True)
-        self.batches_per_epoch = len(self.sampler) // batch_size
+        self.batches_per_epoch = batches_per_epoch(len(x), batch_size, world_size)
         if self.batches_per_epoch < 1:
             raise ValueError(f"train.batch_size={batch_size} x {world_size} workers is larger than the "
                              f"{len(x)} training images")

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..game import unwrap
+from ..sampling import sample_latent, seeded
 from .cas import classification_accuracy_score
 from .classifier import FeatureNet
 from .fidelity import label_fidelity
@@ -25,9 +26,9 @@ def sample_generator(generator: nn.Module, n: int, label_prior: torch.Tensor | N
     was = g.training
     g.eval()
     device = next(g.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, g.z_dim, generator=gen)
-    y = torch.multinomial(label_prior, n, replacement=True, generator=gen) if g.num_classes else None
+    if g.num_classes and label_prior is None:
+        label_prior = torch.full((g.num_classes,), 1.0 / g.num_classes)
+    z, y = sample_latent(n, g.z_dim, label_prior if g.num_classes else None, seeded(seed))
     out = [g(z[i:i + batch].to(device), None if y is None else y[i:i + batch].to(device)).float().cpu()
            for i in range(0, n, batch)]
     g.train(was)

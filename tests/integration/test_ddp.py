@@ -4,7 +4,7 @@ import pytest
 
 from gan_core import ModelSpec, build_models
 from pipelines.config import flatten, load_config
-from pipelines.train import run_training
+from pipelines.stages.train import run_training
 
 pytestmark = pytest.mark.slow
 

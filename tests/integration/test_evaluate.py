@@ -7,9 +7,10 @@ import pytest
 
 from gan_core import Game, adam_pair, build_models
 from gan_core.data import load_dataset
-from pipelines import checkpoints
+from pipelines.services import checkpoints
 from pipelines.config import load_config
-from pipelines.train_loop import checkpoint_meta, model_spec
+from pipelines.config.build import model_spec
+from pipelines.stages.train.worker import checkpoint_meta
 from tests.integration.cli_run import assert_one_line_error, ganpipe
 from tests.test_data import write_hf_parquet
 

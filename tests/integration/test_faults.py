@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from pipelines import checkpoints
+from pipelines.services import checkpoints
 from tests.integration.cli_run import SMALL, ganpipe, metric_history, run_id_from, set_args, start, wait_for
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ import torch
 
 from pipelines.config import load_config
 from pipelines.errors import UserError
-from pipelines.register import decide, register
+from pipelines.stages.register import decide, register
 from tests.integration.test_evaluate import _checkpoint
 
 pytestmark = pytest.mark.slow

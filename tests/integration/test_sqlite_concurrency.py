@@ -7,7 +7,7 @@ pytestmark = pytest.mark.slow
 
 
 def _writer(uri: str, run_id: str, barrier, key: str) -> None:
-    from pipelines import tracking
+    from pipelines.services import tracking
 
     barrier.wait()
     for step in range(150):

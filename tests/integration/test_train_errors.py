@@ -1,7 +1,7 @@
 """Bad input to `ganpipe train`: one clear line on stderr, a non-zero exit, nothing half done."""
 import pytest
 
-from pipelines import checkpoints
+from pipelines.services import checkpoints
 from tests.integration.cli_run import SMALL, assert_one_line_error, ganpipe, set_args
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The training loop each Ray Train worker runs: gan_core's Game under DDP, checkpoints, MLflow.
+"""What each Ray Train worker runs: the loop's rules (`loop.run_loop`) wired to DDP, Ray Train's
+reports and checkpoints, and MLflow.
 
 G and D are separate DDP modules. D is frozen during the G update (gan_core.Game), so DDP
 all-reduces D's gradients only in D's own updates: k * |theta_D| + |theta_G| elements per
@@ -8,9 +9,11 @@ mode, where BatchNorm uses the batch's own statistics, so D's running statistics
 broadcasting them at each of D's 2k + 1 forwards per iteration would be traffic for nothing.
 G's buffers are broadcast from rank 0 (broadcast_buffers=True) so that every rank samples alike.
 """
-import math
+from __future__ import annotations
+
+import dataclasses
+import hashlib
 import tempfile
-import time
 from typing import Any
 
 import numpy as np
@@ -19,36 +22,23 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gan_core import Game, ModelSpec, adam_pair, build_models, unwrap
-from gan_core.data import load_dataset
+from gan_core import Game, ModelSpec, unwrap
 from gan_core.data.stream import BatchStream
 from gan_core.metrics import TrainingProbe, load_or_train
-from gan_core.theory import equilibrium_gap
 from gan_core.visual import sample_grid
 
-from . import checkpoints, tracking
-from .config import Config
-
-
-def model_spec(cfg: Config, image_shape: tuple, num_classes: int) -> ModelSpec:
-    m = cfg.model
-    return ModelSpec(arch=m.arch, z_dim=m.z_dim, image_shape=tuple(image_shape),
-                     num_classes=num_classes if m.conditional else None, g_width=m.g_width, d_width=m.d_width,
-                     depth=m.depth, embed_dim=m.embed_dim, d_conditioning=m.d_conditioning)
+from ...config import Config
+from ...config.build import build_game, load_data
+from ...config.plan import plan_run
+from ...services import checkpoints, contract, tracking
+from .loop import run_loop
 
 
 def checkpoint_meta(spec: ModelSpec, data, train, run_id: str) -> dict:
     """What a checkpoint carries besides weights, for evaluation, registry and generation."""
-    import dataclasses
-
     return {"spec": dataclasses.asdict(spec), "class_names": list(train.class_names),
             "label_prior": train.label_prior().tolist(), "data_fingerprint": data.fingerprint,
             "train_fingerprint": train.fingerprint, "data_source": data.name, "run_id": run_id}
-
-
-def load_data(cfg: Config):
-    d = cfg.data
-    return load_dataset(d.source, d.image_size, d.channels, d.mixed_sizes, d.class_names, d.root)
 
 
 class AllReduceCounter:
@@ -69,8 +59,6 @@ def replica_digests(game: Game, world: int) -> list[dict[str, str]]:
     Equal digests prove the DDP replicas stayed in sync. D's buffers (BatchNorm running
     statistics) are per rank by design and left out.
     """
-    import hashlib
-
     def digest(tensors) -> str:
         h = hashlib.sha256()
         for t in tensors:
@@ -86,28 +74,22 @@ def replica_digests(game: Game, world: int) -> list[dict[str, str]]:
     return out
 
 
-def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
-    if world == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)  # NCCL reduces device tensors only
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
-def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int) -> int:
-    """Load the newest checkpoint, Ray's or a newer complete one on disk; returns its iteration (0 if none)."""
+def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int) -> tuple[int, float]:
+    """Load the newest undamaged checkpoint, Ray's or a newer complete one on disk; returns its
+    (iteration, training seconds), (0, 0.0) when there is none."""
     import ray.train
 
     found = None
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as folder:
-            found = (checkpoints.load_state(folder), checkpoints.load_rng(folder, rank))
+            if not checkpoints.problems(folder, world):
+                found = (checkpoints.load_state(folder), checkpoints.load_rng(folder, rank))
     on_disk = checkpoints.latest_loadable(run_dir, world) if run_dir else None
     if on_disk is not None and (found is None or on_disk[1]["iteration"] > found[0]["iteration"]):
         found = (on_disk[1], checkpoints.load_rng(on_disk[0], rank))
     if found is None:
-        return 0
+        return 0, 0.0
     state, rng = found
     game.load_state_dict(state)
     if rng is not None:
@@ -116,15 +98,58 @@ def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int)
     for opt, lr in ((game.opt_g, t.lr_g), (game.opt_d, t.lr_d)):
         for group in opt.param_groups:
             group.update(lr=lr, betas=(t.beta1, t.beta2))
-    return int(state["iteration"])
+    return int(state["iteration"]), float(state.get("train_seconds", 0.0))
+
+
+class RayHooks:
+    """The loop's hooks inside a Ray Train worker: collective checks, MLflow, Ray Train reports."""
+
+    def __init__(self, cfg: Config, uri: str, run_id: str, rank: int, world: int, device, counter,
+                 probe, progress, plan, meta: dict):
+        self.cfg, self.uri, self.run_id, self.rank, self.world = cfg, uri, run_id, rank, world
+        self.device, self.counter, self._probe, self.progress, self.plan, self.meta = \
+            device, counter, probe, progress, plan, meta
+
+    def any_rank(self, flag: bool) -> bool:
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)  # NCCL reduces device tensors only
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def allreduced_elements(self) -> int:
+        return self.counter.elements
+
+    def probe(self, game: Game) -> dict:
+        return self._probe(game.ema.model if game.ema else game.G) if self._probe is not None else {}
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        tracking.log_metrics(self.uri, self.run_id, metrics, step=step)
+        if self.progress is not None:
+            self.progress.put_nowait({"iteration": step, "total": self.plan.iterations, **metrics})
+
+    def log_grid(self, game: Game, step: int) -> None:
+        grid = sample_grid(game.ema.model if game.ema else game.G, seed=self.cfg.seed)
+        tracking.log_image(self.uri, self.run_id, grid, f"{contract.SAMPLES_DIR}/iter_{step:06d}.png")
+
+    def report(self, metrics: dict, step: int, checkpoint_state: dict | None) -> None:
+        import ray.train
+
+        if checkpoint_state is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoints.save(folder, checkpoint_state, step, self.cfg.model_dump(mode="json"), self.rank, self.meta)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                             checkpoint_dir_name=f"checkpoint_{step:08d}")
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Runs on every worker. Returns {"status": "finished" | "nan", "iteration": i}."""
+    """Runs on every worker. Returns {"status": "finished" | "nan", "iteration": i, ...}."""
     import ray.train
 
     cfg = Config.model_validate(loop_config["config"])
-    uri, run_id, progress = loop_config["tracking_uri"], loop_config["run_id"], loop_config.get("progress")
+    uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if cfg.ray.use_gpu else torch.device("cpu")
@@ -132,78 +157,39 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     np.random.seed(cfg.seed + rank)
 
     data = load_data(cfg)
+    plan = plan_run(cfg, data, world)
     train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
     x_all, y_all = train.tensors()
-    spec = model_spec(cfg, train.image_shape, train.num_classes)
-    G, D = build_models(spec)
+    game, spec = build_game(cfg, train, device)
     meta = checkpoint_meta(spec, data, train, run_id)
-    G, D = G.to(device), D.to(device)
-    t = cfg.train
-    opt_g, opt_d = adam_pair(G, D, t.lr_g, t.lr_d, (t.beta1, t.beta2))
-    game = Game(G, D, opt_g, opt_d, k=t.k, g_loss=t.g_loss, label_prior=train.label_prior(), ema_beta=t.ema_beta)
-
-    start = restore(game, cfg, loop_config.get("run_dir"), rank, world)
+    start, seconds = restore(game, cfg, loop_config.get("run_dir"), rank, world)
 
     counter = AllReduceCounter()
     if world > 1:
+        G, D = game.G, game.D
         game.G = DDP(G, broadcast_buffers=True)
         game.D = DDP(D, broadcast_buffers=False)
         game.G.register_comm_hook(counter, AllReduceCounter.hook)
         game.D.register_comm_hook(counter, AllReduceCounter.hook)
 
+    t = cfg.train
     stream = BatchStream(x_all, y_all, t.batch_size, world, rank, cfg.seed, start_batch=start * t.k, device=device)
-    total = t.iterations or max(1, t.epochs * stream.batches_per_epoch // t.k)
     probe = None
     if rank == 0:
-        tracking.log_metrics(uri, run_id, {"resumed_from": start}, step=start)
+        tracking.log_metrics(uri, run_id, {contract.RESUMED_FROM: start}, step=start)
         if cfg.eval.during_training:
             net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
             probe = TrainingProbe(net, holdout, t.eval_samples,
                                   train.label_prior() if spec.num_classes else None, cfg.seed)
-    window: list[dict[str, float]] = []
-    window_start = time.perf_counter()
-    counted_since = counter.elements
-    epoch_seen = stream.epoch
-    for it in range(start, total):
-        stats = game.step(stream).as_dict()
-        step = it + 1
-        if _any_rank(not all(math.isfinite(v) for v in stats.values()), world, device):
-            bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
-            if rank == 0:
-                tracking.log_metrics(uri, run_id, {"nan_at_iteration": step}, step=step)
-            return {"status": "nan", "iteration": step, "values": bad}
-        window.append(stats)
-        metrics = None
-        ckpt_now = step % t.checkpoint_every == 0 or step == total
-        eval_now = step % t.eval_every == 0 or ckpt_now
-        if step % t.log_every == 0 or eval_now:
-            metrics = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-            metrics["value_gap"] = abs(equilibrium_gap(metrics["value"]))
-            metrics["allreduced_elements"] = (counter.elements - counted_since) / len(window)
-            now = time.perf_counter()
-            metrics.update(iteration=step, epoch=stream.epoch, images_seen=step * t.k * t.batch_size * world,
-                           images_per_second=len(window) * t.k * t.batch_size * world / (now - window_start))
-            window, counted_since, window_start = [], counter.elements, now
-            if probe is not None and eval_now:
-                metrics.update(probe(game.ema.model if game.ema else game.G))
-            if rank == 0:
-                tracking.log_metrics(uri, run_id, metrics, step=step)
-                if progress is not None:
-                    progress.put_nowait({"iteration": step, "total": total, **metrics})
-        if rank == 0 and (stream.epoch != epoch_seen or step == total):
-            grid = sample_grid(game.ema.model if game.ema else game.G, seed=cfg.seed)
-            tracking.log_image(uri, run_id, grid, f"samples/iter_{step:06d}.png")
-        epoch_seen = stream.epoch
-        if ckpt_now:
-            with tempfile.TemporaryDirectory() as folder:
-                checkpoints.save(folder, game.state_dict(), step, cfg.model_dump(mode="json"), rank, meta)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                                 checkpoint_dir_name=f"checkpoint_{step:08d}")
-        elif eval_now:  # every rank reports at the same steps (a mismatch would hang the run)
-            ray.train.report(metrics)
+    hooks = RayHooks(cfg, uri, run_id, rank, world, device, counter, probe, loop_config.get("progress"), plan, meta)
+    result = run_loop(game, stream, plan, t, hooks, start, seconds, evaluate=cfg.eval.during_training)
+    if result.status == "nan":
+        if rank == 0:
+            tracking.log_metrics(uri, run_id, {contract.NAN_AT: result.iteration}, step=result.iteration)
+        return {"status": "nan", "iteration": result.iteration, "values": result.values}
     if world > 1:  # G's BatchNorm statistics moved locally in the last forward; align them with rank 0
         for b in unwrap(game.G).buffers():
             dist.broadcast(b, src=0)
     digests = replica_digests(game, world)
-    return {"status": "finished", "iteration": total, "replica_digests": digests,
+    return {"status": "finished", "iteration": plan.iterations, "replica_digests": digests,
             "replicas_identical": all(d == digests[0] for d in digests)}

@@ -2,9 +2,12 @@
 
 Each trial is a driver function holding no CPU (so trial drivers never starve their own workers)
 that builds a TorchTrainer; Train's reports reach Tune through TuneReportCallback and ASHA stops
-poor trials on the metric reported at each evaluation interval. Concurrency is derived from the
-cluster's CPUs and the per-trial worker count. Rerunning with the same `tune.name` resumes the
-sweep: finished trials are not run again.
+poor trials on the metric reported at each evaluation interval, comparing trials at equal cost
+(`tune.cost`: training seconds by default, or images through D) rather than at equal iterations,
+which cost more with k = 2 or a wider model. Each trial plans and reports its own length
+(`planned_iterations`), so a k = 2 trial given in epochs ends as "finished", not "stopped early".
+Concurrency is derived from the cluster's CPUs and the per-trial worker count. Rerunning with the
+same `tune.name` resumes the sweep: finished trials are not run again.
 """
 from __future__ import annotations
 
@@ -13,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import tracking
-from .config import TUNE_METRICS, Config
-from .errors import UserError
-from .train import build_trainer, fit_and_record, open_mlflow_run, preflight
+from ...config import TUNE_METRICS, Config, set_key
+from ...config.plan import plan_run
+from ...errors import UserError
+from ...services import contract, tracking
+from ..train.driver import build_trainer, fit_and_record, open_mlflow_run, preflight
+
+ASHA_MAX_T = 10 ** 12  # trials end at their own planned length; the scheduler never cuts one at max_t
 
 
 @dataclass
@@ -55,19 +61,12 @@ def search_space(cfg: Config) -> dict[str, Any]:
 
 def trial_config(base: dict, params: dict[str, Any]) -> Config:
     """The base config with a trial's sampled `section.key` values applied."""
-    tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    import copy
+
+    tree = copy.deepcopy(base)
     for key, value in params.items():
-        section, _, name = key.partition(".")
-        tree[section][name] = value
+        set_key(tree, key, value)
     return Config.model_validate(tree)
-
-
-def total_iterations(cfg: Config, num_train: int) -> int:
-    """Iterations a trial runs to the end (k = 1 bound when the length is given in epochs)."""
-    if cfg.train.iterations:
-        return cfg.train.iterations
-    per_worker = num_train // cfg.tune.workers_per_trial
-    return max(1, cfg.train.epochs * (per_worker // cfg.train.batch_size))
 
 
 def _trial(params: dict[str, Any], setup: dict) -> None:
@@ -82,9 +81,8 @@ def _trial(params: dict[str, Any], setup: dict) -> None:
         "ray": cfg.ray.model_copy(update={"num_workers": setup["workers"]}),
         "train": cfg.train.model_copy(update={"run_name": name}),
     })
-    tags = {"mlflow.parentRunId": setup["parent"], "ganpipe.sweep": setup["sweep"], "ganpipe.trial_id": trial_id,
-            "ganpipe.stage": "tune-trial"}
-    run_id = open_mlflow_run(setup["uri"], cfg, name, setup["fingerprint"], tags)
+    tags = {contract.PARENT_RUN: setup["parent"], contract.SWEEP: setup["sweep"], contract.TRIAL_ID: trial_id}
+    run_id = open_mlflow_run(setup["uri"], cfg, name, setup["data"], "tune-trial", tags)
     fit_and_record(build_trainer(cfg, setup["uri"], run_id, name, callbacks=[TuneReportCallback()]),
                    cfg, setup["uri"], run_id, name)
 
@@ -102,23 +100,21 @@ def _concurrency(cfg: Config) -> int:
 
 
 def run_sweep(cfg: Config, verbose: bool = False) -> SweepOutcome:
+    """Run (or resume) the sweep `cfg.tune` describes. Returns its trials (parameters, metric,
+    iterations run against planned, MLflow run id) and the best trial that ran to its end."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     check_sweep(cfg)
     cfg, uri, data = preflight(cfg, verbose)
+    plan_run(cfg, data, cfg.tune.workers_per_trial)  # a batch too large for the data fails here, once
     concurrency = _concurrency(cfg)
     metric, mode = cfg.tune.metric, TUNE_METRICS[cfg.tune.metric]
     name = cfg.tune.name or time.strftime("sweep-%Y%m%d-%H%M%S")
     cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"name": name})})
-    parent = open_mlflow_run(uri, cfg, name, data.fingerprint, {"ganpipe.stage": "tune"})
-    n_train = len(data) - round(len(data) * cfg.data.holdout_fraction)
-    max_t = total_iterations(cfg, n_train)
+    parent = open_mlflow_run(uri, cfg, name, data, "tune")
     if cfg.tune.scheduler == "asha":
-        # max_t + 1: ASHA stops a trial that reaches max_t at once, before it could record its result;
-        # trials that get there end on their own.
-        scheduler = ASHAScheduler(time_attr="iteration", max_t=max_t + 1,
-                                  grace_period=min(cfg.tune.grace_period, max_t),
+        scheduler = ASHAScheduler(time_attr=cfg.tune.cost, max_t=ASHA_MAX_T, grace_period=cfg.tune.grace,
                                   reduction_factor=cfg.tune.reduction_factor)
     else:
         scheduler = FIFOScheduler()
@@ -131,7 +127,8 @@ def run_sweep(cfg: Config, verbose: bool = False) -> SweepOutcome:
 
         search_alg = BasicVariantGenerator(random_state=cfg.seed)
     setup = {"base": cfg.model_dump(mode="json"), "uri": uri, "parent": parent, "sweep": name,
-             "fingerprint": data.fingerprint, "workers": cfg.tune.workers_per_trial}
+             "data": DataRef(cfg.data.source, data.fingerprint, len(data), data.num_classes, data.image_shape),
+             "workers": cfg.tune.workers_per_trial}
     # A trial driver asks for no CPU (a token of memory only), so its CPUs go to its workers.
     trainable = tune.with_resources(tune.with_parameters(_trial, setup=setup), {"CPU": 0, "memory": 64 * 2**20})
     storage = cfg.ray.storage_path
@@ -145,17 +142,37 @@ def run_sweep(cfg: Config, verbose: bool = False) -> SweepOutcome:
                                         scheduler=scheduler, search_alg=search_alg,
                                         max_concurrent_trials=concurrency, time_budget_s=cfg.tune.time_budget_s),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1 if verbose else 0,
-                                      callbacks=[TrialLines(metric, max_t)]),
+                                      callbacks=[TrialLines(metric)]),
         )
     grid = tuner.fit()
-    trials = summarize_trials(grid, uri, name, metric, max_t)
-    # The best trial among those that ran to the end: a trial stopped early was already judged worse
+    trials = summarize_trials(grid, uri, name, metric, cfg.tune.cost)
+    # The best trial among those that ran to their end: a trial stopped early was already judged worse
     # by the scheduler, and its last value comes from fewer iterations.
-    done = [t for t in trials if t.get(metric) is not None and t["iterations"] >= max_t]
+    done = [t for t in trials if t.get(metric) is not None and not t["stopped_early"] and not t["error"]]
     best = (min if mode == "min" else max)(done, key=lambda t: t[metric]) if done else None
-    record_sweep(uri, parent, trials, metric, max_t, best)
-    tracking.with_retry(lambda: tracking.client(uri).set_terminated(parent, "FINISHED"))
+    record_sweep(uri, parent, trials, metric, best)
+    tracking.client(uri).set_terminated(parent, "FINISHED")
     return SweepOutcome(name, parent, trials, best, metric, mode)
+
+
+@dataclass
+class DataRef:
+    """What a trial's MLflow run records of the sweep's data (no images travel to trials)."""
+
+    source: str
+    fingerprint: str
+    n: int
+    num_classes: int
+    image_shape: tuple
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def finished(result: dict) -> bool:
+    """A trial ran to its end: its last report is at its own planned length."""
+    it, planned = int(result.get("iteration", 0) or 0), int(result.get("planned_iterations", 0) or 0)
+    return planned > 0 and it >= planned
 
 
 def _trial_lines_class():
@@ -164,13 +181,13 @@ def _trial_lines_class():
     class TrialLines(Callback):
         """One line per trial as it ends."""
 
-        def __init__(self, metric: str, max_t: int):
-            self.metric, self.max_t = metric, max_t
+        def __init__(self, metric: str):
+            self.metric = metric
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             r = trial.last_result or {}
             it = int(r.get("iteration", 0) or 0)
-            how = "finished" if it >= self.max_t else "stopped early"
+            how = "finished" if finished(r) else "stopped early"
             value = r.get(self.metric)
             shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
             print(f"tune: trial {trial.trial_id} {how} at iteration {it}: {self.metric}={shown}", flush=True)
@@ -181,33 +198,35 @@ def _trial_lines_class():
     return TrialLines
 
 
-def TrialLines(metric: str, max_t: int):  # noqa: N802 - built lazily so that importing this module needs no Ray
-    return _trial_lines_class()(metric, max_t)
+def TrialLines(metric: str):  # noqa: N802 - built lazily so that importing this module needs no Ray
+    return _trial_lines_class()(metric)
 
 
-def summarize_trials(grid, uri: str, sweep: str, metric: str, max_t: int) -> list[dict]:
-    """One row per trial: its parameters, its last metric, iterations run, its MLflow run id."""
+def summarize_trials(grid, uri: str, sweep: str, metric: str, cost: str) -> list[dict]:
+    """One row per trial: its parameters, its last metric, iterations run and planned, its MLflow run id."""
     c = tracking.client(uri)
-    exp_ids = [e.experiment_id for e in tracking.with_retry(c.search_experiments)]
-    exp_runs = tracking.with_retry(lambda: c.search_runs(exp_ids, f"tags.`ganpipe.sweep` = '{sweep}'"))
-    by_trial = {r.data.tags.get("ganpipe.trial_id"): r for r in exp_runs}
+    exp_ids = [e.experiment_id for e in c.search_experiments()]
+    exp_runs = c.search_runs(exp_ids, contract.filter_eq(contract.SWEEP, sweep))
+    by_trial = {r.data.tags.get(contract.TRIAL_ID): r for r in exp_runs}
     rows = []
     for result in grid:
         m = result.metrics or {}
         trial_id = m.get("trial_id")
         run = by_trial.get(trial_id)
-        iterations = int(m.get("iteration", 0) or 0)
         rows.append({"trial_id": trial_id, "run_id": run.info.run_id if run else None,
                      **{k: v for k, v in (result.config or {}).items()}, metric: m.get(metric),
-                     "iterations": iterations, "stopped_early": iterations < max_t and result.error is None,
+                     "iterations": int(m.get("iteration", 0) or 0),
+                     "planned_iterations": int(m.get("planned_iterations", 0) or 0),
+                     "cost": m.get(cost),
+                     "stopped_early": not finished(m) and result.error is None,
                      "error": str(result.error).splitlines()[0] if result.error else None})
         if run is not None and run.info.status == "RUNNING":  # the scheduler stopped it
-            tracking.with_retry(lambda: c.set_tag(run.info.run_id, "ganpipe.stopped_early", "true"))
-            tracking.with_retry(lambda: c.set_terminated(run.info.run_id, "KILLED"))
+            c.set_tag(run.info.run_id, contract.STOPPED_EARLY, "true")
+            c.set_terminated(run.info.run_id, "KILLED")
     return rows
 
 
-def record_sweep(uri: str, parent: str, trials: list[dict], metric: str, max_t: int, best: dict | None) -> None:
+def record_sweep(uri: str, parent: str, trials: list[dict], metric: str, best: dict | None) -> None:
     """The parent run gets the trial table, a plot of the metric against the hyperparameters, totals."""
     import tempfile
 
@@ -218,7 +237,7 @@ def record_sweep(uri: str, parent: str, trials: list[dict], metric: str, max_t: 
     c = tracking.client(uri)
     keys = [k for k in (trials[0] if trials else {}) if "." in k]
     with tempfile.TemporaryDirectory() as tmp:
-        header = ["trial_id", *keys, metric, "iterations", "stopped_early", "run_id"]
+        header = ["trial_id", *keys, metric, "iterations", "planned_iterations", "stopped_early", "run_id"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for t in trials:
             lines.append("| " + " | ".join(_fmt(t.get(h)) for h in header) + " |")
@@ -236,13 +255,13 @@ def record_sweep(uri: str, parent: str, trials: list[dict], metric: str, max_t: 
         fig.savefig(Path(tmp) / "metric_vs_hyperparameters.png", dpi=80)
         plt.close(fig)
         for f in ("trials.md", "metric_vs_hyperparameters.png"):
-            tracking.with_retry(lambda: c.log_artifact(parent, str(Path(tmp) / f), "sweep"))
+            c.log_artifact(parent, str(Path(tmp) / f), contract.SWEEP_DIR)
     totals = {"trials": len(trials), "trial_iterations_run": sum(t["iterations"] for t in trials),
-              "trial_iterations_full": max_t * len(trials),
+              "trial_iterations_full": sum(t["planned_iterations"] for t in trials),
               "trials_stopped_early": sum(bool(t["stopped_early"]) for t in trials)}
     if best is not None:
         totals[f"best_{metric}"] = best[metric]
-        tracking.with_retry(lambda: c.set_tag(parent, "ganpipe.best_run_id", str(best["run_id"])))
+        c.set_tag(parent, contract.BEST_RUN_ID, str(best["run_id"]))
     tracking.log_metrics(uri, parent, totals, step=0)
 
 

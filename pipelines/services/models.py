@@ -1,5 +1,6 @@
-"""Resolving a generator from a URI: a checkpoint folder or state.pt, an MLflow run (`runs:/ID` or
-the bare id), returning the generator and what its checkpoint says about it."""
+"""Model URIs: a checkpoint folder or state.pt, an MLflow run (`runs:/ID` or the bare id) or a
+registered version (`models:/NAME@ALIAS`, `models:/NAME/VERSION`), resolved to the generator and
+what its checkpoint says about it."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import torch
 
 from gan_core import ModelSpec, build_models
 
-from . import checkpoints, tracking
-from .errors import UserError
+from ..errors import UserError
+from . import checkpoints, contract, tracking
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -43,7 +44,11 @@ def generator_from_state(state: dict, source: str) -> LoadedGenerator:
     spec = dict(meta["spec"])
     spec["image_shape"] = tuple(spec["image_shape"])
     g, _ = build_models(ModelSpec(**spec))
-    g.load_state_dict(state.get("G_ema") or state["G"])
+    try:
+        g.load_state_dict(state.get("G_ema") or state["G"])
+    except RuntimeError as e:
+        raise UserError(f"{source}: the generator weights do not fit its model spec ({str(e).splitlines()[0]})") \
+            from None
     return LoadedGenerator(g.eval(), meta, json.loads(state.get("config", "{}")), int(state["iteration"]), source)
 
 
@@ -51,10 +56,7 @@ def resolve(uri: str, tracking_uri: str) -> LoadedGenerator:
     """A checkpoint path, `runs:/RUN_ID` or a bare run id; anything else is one clear error."""
     path = Path(uri).expanduser()
     if path.exists():
-        try:
-            return generator_from_state(checkpoints.load_state(path), uri)
-        except FileNotFoundError:
-            raise UserError(f"--model {uri}: no checkpoint (state.pt) there") from None
+        return generator_from_state(checkpoints.load_state(path), uri)
     if uri.startswith("models:/"):
         run_id = _registered_run(uri, tracking_uri)
     else:
@@ -63,7 +65,7 @@ def resolve(uri: str, tracking_uri: str) -> LoadedGenerator:
         client = tracking.client(tracking_uri)
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                local = client.download_artifacts(run_id, "checkpoint/state.pt", tmp)
+                local = client.download_artifacts(run_id, contract.CHECKPOINT_STATE, tmp)
                 return generator_from_state(checkpoints.load_state(local), uri)
         except UserError:
             raise

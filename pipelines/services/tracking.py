@@ -1,5 +1,5 @@
-"""MLflow tracking: the tracking URI, a reachability check before any work, and writes that retry
-when SQLite reports "database is locked" (several processes writing one file)."""
+"""MLflow tracking: the tracking URI, a reachability check before any work, and a client whose every
+call retries when SQLite reports "database is locked" (several processes writing one file)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from .errors import UserError
+from ..errors import UserError
+from . import contract
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 T = TypeVar("T")
@@ -59,10 +60,34 @@ def with_retry(fn: Callable[[], T], attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
-def client(uri: str):
-    from mlflow.tracking import MlflowClient
+class Client:
+    """MlflowClient with retries built in: every method call goes through `with_retry`."""
 
-    return MlflowClient(tracking_uri=uri)
+    def __init__(self, uri: str):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self._client = MlflowClient(tracking_uri=uri)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return lambda *args, **kwargs: with_retry(lambda: attr(*args, **kwargs))
+
+
+def client(uri: str) -> Client:
+    return Client(uri)
+
+
+def experiment_id(uri: str, name: str) -> str:
+    """The experiment's id, created if needed, marked as a model-training experiment for MLflow's UI."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp else c.create_experiment(name)
+    if exp is None or exp.tags.get(contract.EXPERIMENT_KIND_TAG) != contract.EXPERIMENT_KIND:
+        c.set_experiment_tag(exp_id, contract.EXPERIMENT_KIND_TAG, contract.EXPERIMENT_KIND)
+    return exp_id
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
@@ -70,7 +95,21 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
 
     ts = int(time.time() * 1000)
     batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
-    with_retry(lambda: client(uri).log_batch(run_id, metrics=batch))
+    client(uri).log_batch(run_id, metrics=batch)
+
+
+def log_dataset_input(uri: str, run_id: str, name: str, fingerprint: str, source: str, context: str,
+                      profile: dict | None = None) -> None:
+    """Record the run's data as an MLflow dataset input (the runs table's Dataset column), with the
+    content fingerprint as its digest (MLflow keeps 36 characters of it)."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    ds = Dataset(name=name, digest=fingerprint[:32], source_type="ganpipe", source=json.dumps({"source": source}),
+                 profile=json.dumps(profile or {}))
+    client(uri).log_inputs(run_id, datasets=[DatasetInput(ds, [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
 
 def log_image(uri: str, run_id: str, image, artifact_file: str) -> None:
@@ -83,7 +122,7 @@ def log_image(uri: str, run_id: str, image, artifact_file: str) -> None:
         path = Path(tmp) / Path(artifact_file).name
         save_image(image, path)
         folder = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
-        with_retry(lambda: client(uri).log_artifact(run_id, str(path), folder))
+        client(uri).log_artifact(run_id, str(path), folder)
 
 
 def git_commit() -> str | None:

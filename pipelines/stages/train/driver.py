@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tracking
-from .config import Config, flatten, with_absolute_paths
-from .errors import UserError
-from .train_loop import load_data, train_loop_per_worker
+from ...config import Config, flatten, with_absolute_paths
+from ...config.build import load_data
+from ...errors import UserError
+from ...services import checkpoints, contract, tracking
+from .worker import train_loop_per_worker
 
 
 class TrainingError(UserError):
@@ -31,28 +32,30 @@ class TrainOutcome:
     worker_result: dict
 
 
-def open_mlflow_run(uri: str, cfg: Config, run_name: str, fingerprint: str, extra_tags: dict | None = None) -> str:
-    """The MLflow run for this run name: the existing one when resuming, else a new one."""
+def open_mlflow_run(uri: str, cfg: Config, run_name: str, data, stage: str, extra_tags: dict | None = None) -> str:
+    """The MLflow run for this run name: the existing one when resuming, else a new one with every
+    config value as a param, the data as a dataset input and the contract's tags."""
     c = tracking.client(uri)
-    exp = tracking.with_retry(lambda: c.get_experiment_by_name(cfg.mlflow.experiment))
-    exp_id = exp.experiment_id if exp else tracking.with_retry(lambda: c.create_experiment(cfg.mlflow.experiment))
-    found = tracking.with_retry(lambda: c.search_runs([exp_id], f"tags.`ganpipe.run_name` = '{run_name}'",
-                                                      max_results=1))
+    exp_id = tracking.experiment_id(uri, cfg.mlflow.experiment)
+    found = c.search_runs([exp_id], contract.filter_eq(contract.RUN_NAME, run_name), max_results=1)
     if found:
         run_id = found[0].info.run_id
-        tracking.with_retry(lambda: c.update_run(run_id, status="RUNNING"))
+        c.update_run(run_id, status="RUNNING")
         return run_id
-    tags = {"ganpipe.run_name": run_name, "ganpipe.stage": "train", "data.fingerprint": fingerprint,
-            "mlflow.runName": run_name, **(extra_tags or {})}
+    tags = {contract.RUN_NAME: run_name, contract.STAGE: stage, contract.DATA_FINGERPRINT: data.fingerprint,
+            contract.RUN_DISPLAY_NAME: run_name, **(extra_tags or {})}
     commit = tracking.git_commit()
     if commit:
-        tags["mlflow.source.git.commit"] = commit
-    run = tracking.with_retry(lambda: c.create_run(exp_id, tags=tags, run_name=run_name))
+        tags[contract.GIT_COMMIT] = commit
+    run = c.create_run(exp_id, tags=tags, run_name=run_name)
     from mlflow.entities import Param
 
     params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
     for i in range(0, len(params), 100):
-        tracking.with_retry(lambda: c.log_batch(run.info.run_id, params=params[i:i + 100]))
+        c.log_batch(run.info.run_id, params=params[i:i + 100])
+    tracking.log_dataset_input(uri, run.info.run_id, cfg.data.source, data.fingerprint, cfg.data.source, "training",
+                               {"images": len(data), "classes": data.num_classes,
+                                "image_shape": list(data.image_shape)})
     return run.info.run_id
 
 
@@ -69,6 +72,7 @@ def _progress_bar(queue, stop: threading.Event, quiet: bool) -> None:
         if bar is None:
             bar = tqdm(total=msg["total"], initial=0, unit="it", disable=quiet, dynamic_ncols=True)
         bar.n = msg["iteration"]
+        bar.total = msg["total"]
         bar.set_postfix(loss_d=f"{msg['loss_d']:.3f}", loss_g=f"{msg['loss_g']:.3f}",
                         D_x=f"{msg['d_real']:.2f}", D_Gz=f"{msg['d_fake']:.2f}", epoch=msg["epoch"],
                         **({"fd": f"{msg['fd']:.2f}"} if "fd" in msg else {}))
@@ -90,13 +94,13 @@ def prepare_data(cfg: Config):
 def preflight(cfg: Config, verbose: bool = False):
     """Everything checked before Ray does work: paths made absolute, the tracking store reachable,
     the data loadable (feature network cached); then Ray started or joined. Returns (cfg, uri, data)."""
-    from .runtime import init_ray
+    from ...services.runtime import init_ray
 
     cfg = with_absolute_paths(cfg)
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
     data = prepare_data(cfg)
-    init_ray(cfg.ray.address, verbose)
+    init_ray(cfg.ray.address, verbose, cfg.ray.connect_timeout_s)
     return cfg, uri, data
 
 
@@ -105,7 +109,9 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from .runtime import worker_resources
+    from gan_core.metrics import TRAINING_METRICS
+
+    from ...services.runtime import worker_resources
 
     storage = cfg.ray.storage_path  # made absolute by preflight (with_absolute_paths)
     return TorchTrainer(
@@ -119,8 +125,8 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.train.keep_checkpoints,
-                checkpoint_score_attribute="fd" if cfg.eval.during_training else "iteration",
-                checkpoint_score_order="min" if cfg.eval.during_training else "max"),
+                checkpoint_score_attribute=cfg.tune.metric if cfg.eval.during_training else "iteration",
+                checkpoint_score_order=TRAINING_METRICS[cfg.tune.metric] if cfg.eval.during_training else "max"),
         ),
     )
 
@@ -141,7 +147,7 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
     if ckpt:
         state = Path(ckpt) / "state.pt"
         if state.is_file():
-            tracking.with_retry(lambda: tracking.client(uri).log_artifact(run_id, str(state), "checkpoint"))
+            tracking.client(uri).log_artifact(run_id, str(state), contract.CHECKPOINT_DIR)
     _finish(uri, run_id, "FINISHED")
     return TrainOutcome(run_id, run_name, ckpt, dict(result.metrics or {}), f"{cfg.ray.storage_path}/{run_name}",
                         outcome)
@@ -151,14 +157,15 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> Tra
     import ray
     from ray.util.queue import Queue
 
-    from .runtime import check_fits, resolve_num_workers
+    from ...services.runtime import check_fits, resolve_num_workers
 
     cfg, uri, data = preflight(cfg, verbose)
     workers = resolve_num_workers(cfg)
     check_fits(cfg, workers)
     cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": workers})})
     run_name = cfg.train.run_name or time.strftime("train-%Y%m%d-%H%M%S")
-    run_id = open_mlflow_run(uri, cfg, run_name, data.fingerprint)
+    check_resumable(f"{cfg.ray.storage_path}/{run_name}", workers)
+    run_id = open_mlflow_run(uri, cfg, run_name, data, "train")
 
     progress = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(cfg, uri, run_id, run_name, progress)
@@ -173,8 +180,20 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> Tra
         ray.kill(progress.actor)
 
 
+def check_resumable(run_dir: str, world: int) -> None:
+    """Name every damaged checkpoint of a run being resumed; refuse when no good one is left."""
+    import sys
+
+    good, damaged = checkpoints.scan(run_dir, world)
+    for folder, found in damaged.items():
+        print(f"train: warning: checkpoint {folder} is skipped: {'; '.join(found)}", file=sys.stderr)
+    if damaged and not good:
+        raise TrainingError(f"every checkpoint of {run_dir} is damaged ({', '.join(p.name for p in damaged)}); "
+                            f"remove them to start over, or choose another train.run_name")
+
+
 def _finish(uri: str, run_id: str, status: str) -> None:
-    tracking.with_retry(lambda: tracking.client(uri).set_terminated(run_id, status))
+    tracking.client(uri).set_terminated(run_id, status)
 
 
 def _root_cause(e: BaseException) -> str:

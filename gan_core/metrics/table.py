@@ -1,0 +1,50 @@
+"""The table of metrics: name, direction, meaning and the key of the real-data reference.
+
+Everything that ranks or prints a metric reads it here: the config (which metrics a sweep may
+optimize), the evaluation table, checkpoint ranking and the registry's champion rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    direction: str | None  # "min", "max", or None when neither end is better (shown as `better`)
+    meaning: str
+    reference: str | None  # key of the real-data value computed beside it
+    better: str  # how the printed table says which way is good
+    during_training: bool = False  # computed by the training probe (and so usable by a sweep)
+    reference_value: float | None = None  # a fixed real-data value, where it is one by definition
+
+    def real_value(self, metrics: dict) -> float | None:
+        """The real-data value beside this metric in a set of computed metrics."""
+        return metrics.get(self.reference) if self.reference else self.reference_value
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("fd", "min", "Fréchet distance, generated vs real holdout (feature net)", "fd_real", "lower", True),
+    Metric("precision", "max", "share of samples inside the real manifold", "precision_real", "higher"),
+    Metric("recall", "max", "share of real images inside the generated manifold", "recall_real", "higher"),
+    Metric("density", None, "real neighbourhoods holding each sample, / k", "density_real", "~1"),
+    Metric("coverage", "max", "share of real images with a sample nearby", "coverage_real", "higher"),
+    Metric("label_fidelity", "max", "classifier agrees with the requested label", "label_fidelity_real", "higher",
+           True),
+    Metric("cas", "max", "accuracy on real holdout of a classifier trained on samples", "cas_real", "higher"),
+    Metric("cas_ratio", "max", "CAS / real-trained accuracy", None, "higher", reference_value=1.0),
+    Metric("near_copy_share", "min", "samples closer to a training image than 99% of real holdout",
+           "near_copy_share_real", "lower"),
+    Metric("nn_distance_fake_median", None, "median distance to the nearest training image",
+           "nn_distance_real_median", "~real"),
+)}
+
+TRAINING_METRICS: dict[str, str] = {m.name: m.direction for m in METRICS.values() if m.during_training}
+
+
+def is_better(name: str, new: float, old: float) -> bool:
+    """Whether `new` is strictly better than `old` for metric `name`."""
+    direction = METRICS[name].direction
+    if direction is None:
+        raise ValueError(f"metric {name!r} has no better direction")
+    return new < old if direction == "min" else new > old

@@ -1,0 +1,61 @@
+"""The one sampler of latent vectors z and labels y: training, metrics, sample grids, the model
+export and the batch stage all draw through it.
+
+Two ways to draw:
+- `sample_latent(n, ...)`: n rows from a torch.Generator (or the global RNG), for training.
+- `latent_rows(ids, seed, ...)`: rows addressed by their index: row i depends on (seed, i) only,
+  whatever the batch it falls in, so a dataset of N rows is the same however it is split up.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+BLOCK = 1024  # rows per independently seeded block of `latent_rows`
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU torch.Generator seeded with `seed`."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+def sample_latent(n: int, z_dim: int, label_prior: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """z ~ N(0, I) of shape (n, z_dim) and, when `label_prior` is given, labels drawn from it."""
+    z = torch.randn(n, z_dim, generator=generator)
+    y = None
+    if label_prior is not None:
+        y = torch.multinomial(label_prior, n, replacement=True, generator=generator).to(device)
+    return z.to(device), y
+
+
+def _block(seed: int, block: int, z_dim: int) -> torch.Tensor:
+    # numpy's SeedSequence mixes (seed, block) into independent streams.
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(block), int(z_dim)])))
+    return torch.from_numpy(rng.standard_normal((BLOCK, z_dim), dtype=np.float32))
+
+
+def latent_rows(ids: np.ndarray | torch.Tensor, seed: int, z_dim: int) -> torch.Tensor:
+    """z for the given row ids: row i's vector depends on (seed, i, z_dim) only."""
+    ids = np.asarray(ids, dtype=np.int64)
+    out = torch.empty(len(ids), z_dim)
+    if len(ids) == 0:
+        return out
+    blocks = ids // BLOCK
+    for b in np.unique(blocks):
+        sel = np.flatnonzero(blocks == b)
+        out[torch.from_numpy(sel)] = _block(seed, int(b), z_dim)[torch.from_numpy(ids[sel] % BLOCK)]
+    return out
+
+
+def labels_for_rows(ids: np.ndarray | torch.Tensor, counts: list[int], seed: int) -> torch.Tensor:
+    """Labels for the given row ids of a dataset with exactly `counts[c]` rows of class c: the
+    labels are laid out class by class and shuffled by a permutation fixed by (seed, total)."""
+    total = int(sum(counts))
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) and (ids.min() < 0 or ids.max() >= total):
+        raise ValueError(f"row ids must lie in [0, {total})")
+    layout = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    perm = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), total, 1]))).permutation(total)
+    return torch.from_numpy(layout[perm][ids])

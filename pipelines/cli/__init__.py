@@ -1,0 +1,75 @@
+"""`ganpipe` command line: the parser is built from one command table; a user error is one line on
+stderr and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    config: bool = True  # takes [CONFIG] and --set
+    args: tuple = field(default_factory=tuple)  # (flags, kwargs) pairs for add_argument
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("whole workflow: train -> evaluate -> register"),
+    "train": Command("one Ray Train run (DDP over N workers, checkpoints, MLflow tracking)"),
+    "tune": Command("one Ray Tune sweep over k, learning rates and architectures"),
+    "evaluate": Command("metrics for a generator (--model URI) or a dataset (--dataset DIR)", args=(
+        (("--model",), {"help": "checkpoint folder or state.pt, runs:/RUN_ID, a run id, or models:/NAME@ALIAS"}),
+        (("--dataset",), {"help": "a dataset folder of Parquet files (the Hugging Face image layout)"}),
+        (("--out",), {"help": "report folder (default: eval_reports/TIMESTAMP)"}),
+    )),
+    "register": Command("register a run's generator in the MLflow registry", args=(
+        (("--run",), {"required": True, "help": "MLflow run id of a training run"}),
+        (("--alias",), {"default": "champion", "help": "alias to compete for (default: champion)"}),
+    )),
+    "config": Command("print the resolved config, each key with its meaning"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganpipe", description="Train GANs on Ray, track them in MLflow, "
+                                     "and turn them into labeled synthetic datasets.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show details and Ray's own logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+        if cmd.config:
+            p.add_argument("config", nargs="?", default=None, help="YAML config file or preset name (default: quick)")
+            p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a config key, e.g. --set train.k=2 (repeatable)")
+        for flags, kwargs in cmd.args:
+            p.add_argument(*flags, **kwargs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if not getattr(args, "verbose", False):
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from gan_core.data import DataError
+
+    try:
+        from . import commands
+
+        return getattr(commands, args.command)(args)
+    except (DataError, UserError) as e:
+        print(f"ganpipe {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ganpipe {args.command}: interrupted", file=sys.stderr)
+        return 130
+

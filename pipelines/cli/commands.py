@@ -1,0 +1,81 @@
+"""The CLI's sub-commands: parse, call the stage or workflow, print; each returns an exit code."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..config import describe, load_config
+from ..workflow import say_evaluation, say_registration, say_training
+
+
+def _cfg(args: argparse.Namespace):
+    return load_config(args.config, args.overrides)
+
+
+def _verbose(args: argparse.Namespace) -> bool:
+    return getattr(args, "verbose", False)
+
+
+def train(args: argparse.Namespace) -> int:
+    from ..stages.train import run_training
+
+    say_training(run_training(_cfg(args), verbose=_verbose(args)))
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from ..stages.evaluate import evaluate as run_evaluation, table
+
+    say_evaluation(run_evaluation(_cfg(args), args.model, args.dataset, args.out), table)
+    return 0
+
+
+def register(args: argparse.Namespace) -> int:
+    from ..stages.register import register as run_register
+
+    say_registration(run_register(_cfg(args), args.run, args.alias, _verbose(args)))
+    return 0
+
+
+def _short(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def tune(args: argparse.Namespace) -> int:
+    from ..stages.register import register as run_register
+    from ..stages.tune import run_sweep
+
+    cfg = _cfg(args)
+    out = run_sweep(cfg, _verbose(args))
+    stopped = sum(bool(t["stopped_early"]) for t in out.trials)
+    errors = sum(bool(t["error"]) for t in out.trials)
+    print(f"tune: sweep {out.name}: {len(out.trials)} trials, {stopped} stopped early by the scheduler, "
+          f"{errors} failed; MLflow parent run {out.parent_run_id}")
+    if out.best is None:
+        print("tune: no trial ran to its end with the metric; nothing to register", file=sys.stderr)
+        return 1
+    params = ", ".join(f"{k}={_short(v)}" for k, v in out.best.items() if "." in k)
+    print(f"tune: best trial {out.best['trial_id']} {out.metric}={out.best[out.metric]:.4g} ({params}); "
+          f"MLflow run {out.best['run_id']}")
+    if cfg.registry.register_after_tune:
+        say_registration(run_register(cfg, out.best["run_id"], verbose=_verbose(args)))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..workflow import run_workflow
+
+    run_workflow(_cfg(args), _verbose(args))
+    return 0
+
+
+def config(args: argparse.Namespace) -> int:
+    """The resolved config: every key, its value and what it means."""
+    rows = describe(_cfg(args))
+    width = max(len(k) for k, _, _ in rows)
+    for key, value, meaning in rows:
+        shown = json.dumps(value) if not isinstance(value, str) else value
+        print(f"{key:<{width}}  {shown}\n{'':<{width}}  # {meaning}" if len(shown) > 40 else
+              f"{key:<{width}}  {shown:<40}  # {meaning}")
+    return 0

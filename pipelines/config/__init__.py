@@ -1,0 +1,369 @@
+"""The configuration schema (pydantic), presets shipped as YAML, and `--set a.b=value` overrides."""
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gan_core.metrics.table import TRAINING_METRICS
+
+from ..errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A user error in a config file or override; the message names the file, key or value."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_RULE = "1-100 characters: letters, digits, '.', '_', '-', starting with a letter or digit"
+
+
+def check_name(value: str | None, key: str) -> str | None:
+    """Names that reach paths and MLflow search filters: a safe alphabet, no '..'."""
+    if value is None:
+        return value
+    if not NAME_PATTERN.match(value) or ".." in value:
+        raise ValueError(f"{value!r} is not a valid name for {key} ({NAME_RULE})")
+    return value
+
+
+def _described(cls):
+    """Every key of a section carries a description (checked at import)."""
+    missing = [k for k, f in cls.model_fields.items() if not f.description and not isinstance(f.default, Section)
+               and k not in SECTION_KEYS]
+    if missing:
+        raise TypeError(f"{cls.__name__}: keys without a description: {missing}")
+    return cls
+
+
+SECTION_KEYS = {"data", "model", "train", "eval", "ray", "mlflow", "tune", "registry"}
+
+
+@_described
+class DataConfig(Section):
+    source: str = Field("mnist5k", description="mnist5k | digits | idx:PATH | imagefolder:PATH | parquet:PATH | "
+                                              "torchvision:NAME")
+    image_size: int = Field(28, ge=8, le=256, description="images are resized to this many pixels a side")
+    channels: Literal[1, 3] | None = Field(None, description="1 or 3; inferred from the data when unset")
+    mixed_sizes: Literal["resize", "error"] = Field("resize", description="images of mixed sizes: resize or refuse")
+    class_names: list[str] | None = Field(None, description="names of the classes, for sources that carry none")
+    holdout_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of each class held out for evaluation")
+    root: str | None = Field(None, description="download folder of torchvision sources")
+
+
+@_described
+class ModelConfig(Section):
+    arch: Literal["mlp", "dcgan"] = Field("dcgan", description="mlp (the original GAN) or dcgan")
+    conditional: bool = Field(True, description="condition G and D on the label (conditional GAN)")
+    z_dim: int = Field(64, ge=1, description="size of the latent vector z")
+    g_width: int = Field(32, ge=1, description="G's width (channels of its last hidden layer)")
+    d_width: int = Field(32, ge=1, description="D's width (channels of its first layer)")
+    depth: int | None = Field(None, ge=1, description="stride-2 layers (dcgan) or hidden layers (mlp); "
+                                                      "unset: from the image size")
+    embed_dim: int = Field(16, ge=1, description="size of G's label embedding")
+    d_conditioning: Literal["concat", "projection"] = Field(
+        "concat", description="how D sees the label: one-hot channels (concat) or a projection term")
+
+
+@_described
+class TrainConfig(Section):
+    k: int = Field(1, ge=1, description="discriminator updates per generator update")
+    batch_size: int = Field(64, ge=2, description="per worker; the global batch is this x workers")
+    lr_g: float = Field(2e-4, gt=0, description="Adam learning rate of G")
+    lr_d: float = Field(2e-4, gt=0, description="Adam learning rate of D")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 of both optimizers")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of both optimizers")
+    g_loss: Literal["non_saturating", "minimax"] = Field(
+        "non_saturating", description="G ascends log D(G(z)) (non_saturating) or descends log(1 - D(G(z))) (minimax)")
+    ema_beta: float | None = Field(None, gt=0, lt=1, description="keep an EMA of G's weights with this beta; "
+                                                                "unset: none")
+    epochs: int = Field(10, ge=1, description="passes over the training split by D (k batches per iteration)")
+    iterations: int | None = Field(None, ge=1, description="run length in iterations; overrides epochs when set")
+    log_every: int = Field(25, ge=1, description="iterations between logged loss means")
+    eval_every: int = Field(100, ge=1, description="iterations between training-time metrics (fd, label fidelity)")
+    checkpoint_every: int = Field(100, ge=1, description="iterations between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept, the best by tune.metric")
+    eval_samples: int = Field(500, ge=10, description="generated samples for the training-time metrics")
+    run_name: str | None = Field(None, description="the run's name; the same name resumes it (default: time stamp)")
+
+    @field_validator("run_name")
+    @classmethod
+    def _name(cls, v):
+        return check_name(v, "train.run_name")
+
+
+@_described
+class EvalConfig(Section):
+    cache_dir: str = Field("~/.cache/ganpipe/features", description="where feature networks are cached")
+    classifier_epochs: int = Field(4, ge=1, description="epochs of the feature network's training")
+    during_training: bool = Field(True, description="compute fd and label fidelity during training")
+    samples: int = Field(2000, ge=10, description="generated samples for `ganpipe evaluate` and the registry's "
+                                                  "evaluation protocol")
+    cas: bool = Field(True, description="train a classifier on generated samples (CAS) in `ganpipe evaluate`")
+
+
+class SpaceEntry(Section):
+    """One hyperparameter's range: exactly one of a choice list, a uniform or a log-uniform range."""
+
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "SpaceEntry":
+        given = [k for k in ("choice", "uniform", "loguniform") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of choice, uniform, loguniform (got {given or 'none'})")
+        if self.choice is not None and len(self.choice) == 0:
+            raise ValueError("empty choice list")
+        for kind in ("uniform", "loguniform"):
+            rng = getattr(self, kind)
+            if rng is not None and rng[0] > rng[1]:
+                raise ValueError(f"{kind} range low {rng[0]} is above high {rng[1]}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform range must be positive, got low {self.loguniform[0]}")
+        return self
+
+
+DEFAULT_SPACE = {
+    "train.k": {"choice": [1, 2]},
+    "train.lr_g": {"loguniform": [5e-5, 1e-3]},
+    "train.lr_d": {"loguniform": [5e-5, 1e-3]},
+    "train.beta1": {"choice": [0.0, 0.5]},
+    "train.g_loss": {"choice": ["non_saturating", "minimax"]},
+    "model.arch": {"choice": ["mlp", "dcgan"]},
+    "model.g_width": {"choice": [16, 32, 64]},
+    "model.d_width": {"choice": [16, 32, 64]},
+    "model.d_conditioning": {"choice": ["concat", "projection"]},
+    "model.z_dim": {"choice": [32, 64, 100]},
+}
+TUNE_METRICS = TRAINING_METRICS  # a sweep optimizes what the training probe reports
+TUNABLE_SECTIONS = ("train.", "model.", "data.image_size")
+# The cost a scheduler compares trials by, and the unit of tune.grace_period.
+COSTS = {"train_seconds": "seconds of training (forward and backward passes, evaluation excluded)",
+         "d_images": "images through D: (2k + 1) x batch x workers per iteration",
+         "iteration": "iterations (unfair across k and widths; for reproducible tests)"}
+
+GRACE_DEFAULTS = {"train_seconds": 20.0, "d_images": 20000.0, "iteration": 100.0}
+
+
+@_described
+class TuneConfig(Section):
+    name: str | None = Field(None, description="the sweep's name; the same name resumes it (default: time stamp)")
+    space: dict[str, SpaceEntry] = Field(default_factory=lambda: {k: SpaceEntry(**v) for k, v in DEFAULT_SPACE.items()},
+                                         description="config key -> {choice: [...]} | {uniform: [lo, hi]} | "
+                                                     "{loguniform: [lo, hi]}")
+    num_samples: int = Field(8, ge=1, description="trials")
+    metric: str = Field("fd", description="what ranks checkpoints, trials and registered versions: fd (lower is "
+                                          "better) or label_fidelity (higher)")
+    scheduler: Literal["asha", "fifo"] = Field("asha", description="asha stops poor trials early; fifo runs all")
+    search: Literal["random", "optuna"] = Field("random", description="random search or optuna (TPE)")
+    max_concurrent_trials: int | None = Field(None, ge=1, description="unset: as many as the cluster's CPUs fit")
+    time_budget_s: float | None = Field(None, gt=0, description="stop the sweep after this many seconds")
+    workers_per_trial: int = Field(1, ge=1, description="Ray Train workers of each trial")
+    cost: Literal["train_seconds", "d_images", "iteration"] = Field(
+        "train_seconds", description="what ASHA compares trials by: " + "; ".join(f"{k}: {v}" for k, v in COSTS.items()))
+    grace_period: float | None = Field(None, gt=0, description="cost (in tune.cost's unit) a trial may spend "
+                                                              "before ASHA may stop it; unset: " +
+                                       ", ".join(f"{v:g} for {k}" for k, v in GRACE_DEFAULTS.items()))
+    reduction_factor: int = Field(2, ge=2, description="ASHA keeps 1 / this of the trials at each rung")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        return check_name(v, "tune.name")
+
+    @property
+    def grace(self) -> float:
+        """ASHA's grace period in tune.cost's unit."""
+        return self.grace_period if self.grace_period is not None else GRACE_DEFAULTS[self.cost]
+
+
+@_described
+class RegistryConfig(Section):
+    model_name: str = Field("gan-generator", description="registered model name in MLflow")
+    register_after_tune: bool = Field(True, description="register the sweep's best trial when it ends")
+
+
+@_described
+class RayConfig(Section):
+    address: str = Field("", description="empty: a fresh local Ray; else a cluster (HOST:PORT, ray://HOST:10001, auto)")
+    connect_timeout_s: float = Field(15, gt=0, description="seconds to wait for a cluster address to answer")
+    num_workers: int | None = Field(None, ge=1, description="DDP workers; unset: as many as fit the machine")
+    use_gpu: bool = Field(False, description="one GPU per worker (NCCL); CPU workers use gloo")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker")
+    gpus_per_worker: float = Field(1.0, ge=0, description="GPUs reserved per worker when ray.use_gpu")
+    storage_path: str = Field("ganpipe_runs", description="checkpoints and Ray's run state; a shared path or s3:// "
+                                                          "on a cluster")
+    max_failures: int = Field(2, ge=-1, description="worker failures a run survives (-1: any number)")
+
+
+@_described
+class MLflowConfig(Section):
+    tracking_uri: str | None = Field(None, description="unset: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+    experiment: str = Field("ganpipe", description="MLflow experiment of every run")
+
+
+@_described
+class Config(Section):
+    seed: int = Field(0, description="seeds rank r with seed + r, the split, the probes and the evaluation")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    ray: RayConfig = RayConfig()
+    mlflow: MLflowConfig = MLflowConfig()
+    tune: TuneConfig = TuneConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _tune(self) -> "Config":
+        known = set(flatten(Config.model_construct()))
+        for key in self.tune.space:
+            if key not in known or not key.startswith(TUNABLE_SECTIONS):
+                raise ValueError(f"tune.space: unknown hyperparameter {key!r} (tunable: train.*, model.*)")
+        if self.tune.metric not in TUNE_METRICS:
+            raise ValueError(f"tune.metric={self.tune.metric!r}: no trial reports it (reported: "
+                             f"{', '.join(TUNE_METRICS)})")
+        check_name(self.registry.model_name, "registry.model_name")
+        return self
+
+    @model_validator(mode="after")
+    def _geometry(self) -> "Config":
+        if self.model.arch == "dcgan":
+            from gan_core.models.dcgan import resolve_depth
+
+            try:
+                resolve_depth(self.data.image_size, self.model.depth)
+            except ValueError as e:
+                raise ValueError(f"{e} (data.image_size={self.data.image_size})") from None
+        return self
+
+
+def describe(cfg: Config) -> list[tuple[str, Any, str]]:
+    """(key, value, description) for every key of the resolved config, in schema order."""
+    rows = []
+
+    def walk(prefix: str, model: BaseModel) -> None:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            key = f"{prefix}{name}"
+            if isinstance(value, Section) and name in SECTION_KEYS:
+                walk(key + ".", value)
+            else:
+                shown = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+                if isinstance(value, dict):
+                    shown = {k: (v.model_dump(mode="json", exclude_none=True) if isinstance(v, BaseModel) else v)
+                             for k, v in value.items()}
+                rows.append((key, shown, field.description or ""))
+
+    walk("", cfg)
+    return rows
+
+
+PRESETS = ("quick",)
+
+
+def preset_text(name: str) -> str:
+    return resources.files("pipelines.config.presets").joinpath(f"{name}.yaml").read_text()
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.k=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def set_key(tree: dict, dotted: str | list[str], value: Any) -> None:
+    """Set `section.key` (any depth) in a config tree; the one way every override is applied."""
+    keys = dotted.split(".") if isinstance(dotted, str) else dotted
+    node = tree
+    for i, k in enumerate(keys[:-1]):
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{'.'.join(keys[:i + 1])} is a value, not a section (setting {'.'.join(keys)})")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def _format_error(e: ValidationError, origin: str) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {loc!r}")
+        elif not err["loc"]:
+            parts.append(err["msg"].removeprefix("Value error, "))
+        else:
+            parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
+    return f"{origin}: " + "; ".join(parts)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or a preset name, default `quick`), apply overrides, validate."""
+    if path is None or str(path) in PRESETS:
+        name = "quick" if path is None else str(path)
+        origin, text = f"preset {name!r}", preset_text(name)
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist (presets: {', '.join(PRESETS)})")
+        origin, text = str(p), p.read_text()
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{origin}: not valid YAML ({e})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections")
+    for item in overrides:
+        keys, value = _parse_override(item)
+        set_key(tree, keys, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, origin + (" with --set overrides" if overrides else ""))) from None
+
+
+def with_absolute_paths(cfg: Config) -> Config:
+    """Local paths made absolute, so that Ray workers and Tune trials (other working directories)
+    see the same files."""
+    import os
+
+    def absolute(p: str) -> str:
+        return p if "://" in p else str(Path(os.path.expanduser(p)).resolve())
+
+    kind, sep, arg = cfg.data.source.partition(":")
+    source = f"{kind}:{absolute(arg)}" if sep and kind in ("idx", "imagefolder", "parquet") else cfg.data.source
+    return cfg.model_copy(update={
+        "data": cfg.data.model_copy(update={"source": source}),
+        "ray": cfg.ray.model_copy(update={"storage_path": absolute(cfg.ray.storage_path)}),
+        "eval": cfg.eval.model_copy(update={"cache_dir": absolute(cfg.eval.cache_dir)}),
+    })
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """`section.key` -> value, for logging every config value as a param."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = node
+
+    walk("", cfg.model_dump(mode="json"))
+    return out

@@ -1,0 +1,38 @@
+"""Building G, D, their optimizers and the game from a config: the one place that maps config keys
+to gan_core objects (used by the training worker, the benchmarks and the tests)."""
+from __future__ import annotations
+
+import torch
+
+from gan_core import Game, ModelSpec, adam_pair, build_models
+
+from . import Config
+
+
+def model_spec(cfg: Config, image_shape: tuple, num_classes: int) -> ModelSpec:
+    """The ModelSpec of `cfg.model` for images of `image_shape` and `num_classes` classes."""
+    m = cfg.model
+    return ModelSpec(arch=m.arch, z_dim=m.z_dim, image_shape=tuple(image_shape),
+                     num_classes=num_classes if m.conditional else None, g_width=m.g_width, d_width=m.d_width,
+                     depth=m.depth, embed_dim=m.embed_dim, d_conditioning=m.d_conditioning)
+
+
+def build_game(cfg: Config, train, device: torch.device | str = "cpu") -> tuple[Game, ModelSpec]:
+    """(Game, spec) for a training split `train` (an ImageDataset): models on `device`, Adam pair,
+    k, the G loss, the label prior of the data, the EMA generator if configured."""
+    spec = model_spec(cfg, train.image_shape, train.num_classes)
+    g, d = build_models(spec)
+    g, d = g.to(device), d.to(device)
+    t = cfg.train
+    opt_g, opt_d = adam_pair(g, d, t.lr_g, t.lr_d, (t.beta1, t.beta2))
+    game = Game(g, d, opt_g, opt_d, k=t.k, g_loss=t.g_loss,
+                label_prior=train.label_prior() if spec.num_classes else None, ema_beta=t.ema_beta)
+    return game, spec
+
+
+def load_data(cfg: Config):
+    """The configured dataset (an ImageDataset); bad input raises DataError naming the file or value."""
+    from gan_core.data import load_dataset
+
+    d = cfg.data
+    return load_dataset(d.source, d.image_size, d.channels, d.mixed_sizes, d.class_names, d.root)

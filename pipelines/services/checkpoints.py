@@ -1,0 +1,158 @@
+"""Checkpoint files: the game's state (G, D, optimizers, EMA), the iteration, RNG states, the config.
+
+A checkpoint directory holds `state.pt` (written by rank 0) and `rng_rank{R}.pt` (one per rank, so
+that every rank continues its own random stream); each file has a `FILE.sha256` beside it, written
+after the file itself. Reading verifies the checksum first: a damaged or cut-short file is named and
+passed over, never loaded. Loading uses torch.load(weights_only=True).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+STATE_FILE = "state.pt"
+SUM_SUFFIX = ".sha256"
+
+
+class CheckpointError(UserError):
+    """A file that is not a readable ganpipe checkpoint; the message names it."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_with_checksum(obj, path: Path) -> None:
+    """torch.save to `path`, then its sha256 beside it (the checksum's presence marks it complete)."""
+    torch.save(obj, path)
+    tmp = path.with_name(path.name + SUM_SUFFIX + ".tmp")
+    tmp.write_text(sha256_file(path) + "\n")
+    os.replace(tmp, path.with_name(path.name + SUM_SUFFIX))
+
+
+def verify(path: str | Path) -> str | None:
+    """None when `path` matches its checksum; else what is wrong with it."""
+    path = Path(path)
+    side = path.with_name(path.name + SUM_SUFFIX)
+    if not path.is_file():
+        return f"{path.name} is missing"
+    if not side.is_file():
+        return f"{path.name} has no checksum (written incompletely)"
+    if sha256_file(path) != side.read_text().strip():
+        return f"{path.name} does not match its sha256 (damaged)"
+    return None
+
+
+def rng_state() -> dict:
+    """torch's and numpy's global RNG states, as tensors and numbers (loadable with weights_only)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+            "numpy_pos": int(pos), "numpy_has_gauss": int(has_gauss), "numpy_cached": float(cached)}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_cached"]))
+
+
+def save(directory: str | Path, game_state: dict, iteration: int, config: dict, rank: int,
+         meta: dict | None = None) -> None:
+    """Rank 0 writes the model state (with `meta`: model spec, class names, run id); every rank its RNG."""
+    directory = Path(directory)
+    if rank == 0:
+        write_with_checksum({**game_state, "iteration": iteration, "config": json.dumps(config),
+                             "meta": json.dumps(meta or {})}, directory / STATE_FILE)
+    write_with_checksum(rng_state(), directory / f"rng_rank{rank}.pt")
+
+
+def _load(path: Path, what: str) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # random bytes, a truncated zip, a pickle that weights_only refuses
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path}: not a readable {what} ({e.__class__.__name__}: {first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a {what} (holds a {type(state).__name__})")
+    return state
+
+
+def load_state(directory: str | Path) -> dict:
+    """The model state of a checkpoint directory (or a state.pt path). A file that fails its checksum
+    or is not a ganpipe checkpoint raises CheckpointError naming it."""
+    path = Path(directory)
+    path = path / STATE_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint state here")
+    if path.with_name(path.name + SUM_SUFFIX).is_file():
+        problem = verify(path)
+        if problem:
+            raise CheckpointError(f"{path}: {problem}")
+    state = _load(path, "ganpipe checkpoint")
+    if "G" not in state or "iteration" not in state:
+        raise CheckpointError(f"{path}: not a ganpipe checkpoint (no generator state or iteration)")
+    return state
+
+
+def load_rng(directory: str | Path, rank: int) -> dict | None:
+    path = Path(directory) / f"rng_rank{rank}.pt"
+    return _load(path, "RNG state") if path.is_file() else None
+
+
+def problems(folder: str | Path, world_size: int) -> list[str]:
+    """What keeps a checkpoint folder from being resumed from by `world_size` ranks (empty: nothing)."""
+    folder = Path(folder)
+    names = [STATE_FILE, *(f"rng_rank{r}.pt" for r in range(world_size))]
+    return [p for p in (verify(folder / n) for n in names) if p]
+
+
+def checkpoint_folders(run_dir: str | Path) -> list[Path]:
+    """`checkpoint_*` folders of a local run directory, newest first."""
+    root = Path(run_dir)
+    if "://" in str(run_dir) or not root.is_dir():
+        return []
+    folders = [p for p in root.glob("checkpoint_*") if p.is_dir() and p.name.split("_")[-1].isdigit()]
+    return sorted(folders, reverse=True)
+
+
+def scan(run_dir: str | Path, world_size: int = 1) -> tuple[list[Path], dict[Path, list[str]]]:
+    """(good folders newest first, {damaged folder: its problems}) of a run directory."""
+    good, damaged = [], {}
+    for folder in checkpoint_folders(run_dir):
+        found = problems(folder, world_size)
+        if found:
+            damaged[folder] = found
+        else:
+            good.append(folder)
+    return good, damaged
+
+
+def latest_loadable(run_dir: str | Path, world_size: int = 1) -> tuple[Path, dict] | None:
+    """The newest complete, undamaged `checkpoint_*` folder of a local run directory, with its state.
+
+    Ray hands a restarted worker group its latest *registered* checkpoint, which can lag behind
+    what is on disk (or be none) when a worker is lost while checkpoints are being registered.
+    Complete means: every file (state and each rank's RNG) matches its checksum and loads; a damaged
+    folder is named in a warning and passed over.
+    """
+    good, damaged = scan(run_dir, world_size)
+    for folder, found in damaged.items():
+        warnings.warn(f"checkpoint {folder} skipped: {'; '.join(found)}", stacklevel=2)
+    for folder in good:
+        try:
+            return folder, load_state(folder)
+        except CheckpointError as e:
+            warnings.warn(f"checkpoint {folder} skipped: {e}", stacklevel=2)
+    return None

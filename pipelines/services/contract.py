@@ -1,0 +1,63 @@
+"""The MLflow contract: every tag, artifact path and model-version tag ganpipe writes, by name.
+
+Stages, the registry and every reader (evaluation, generation, the UI) import these names; a
+value that reaches a search filter goes through `filter_eq`.
+"""
+from __future__ import annotations
+
+# Experiment
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # MLflow's UI: a model-training experiment, not GenAI
+
+# Run tags
+RUN_NAME = "ganpipe.run_name"
+STAGE = "ganpipe.stage"  # train | tune | tune-trial
+SWEEP = "ganpipe.sweep"
+TRIAL_ID = "ganpipe.trial_id"
+STOPPED_EARLY = "ganpipe.stopped_early"
+BEST_RUN_ID = "ganpipe.best_run_id"
+PLANNED_ITERATIONS = "ganpipe.planned_iterations"
+DATA_FINGERPRINT = "data.fingerprint"
+EVAL_PROTOCOL = "ganpipe.eval_protocol"  # the protocol of the eval_* metrics on the run
+PARENT_RUN = "mlflow.parentRunId"
+RUN_DISPLAY_NAME = "mlflow.runName"
+GIT_COMMIT = "mlflow.source.git.commit"
+
+# Artifact paths
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_STATE = "checkpoint/state.pt"
+SAMPLES_DIR = "samples"
+EVALUATION_DIR = "evaluation"
+SWEEP_DIR = "sweep"
+MODEL_NAME = "generator"  # the logged model's name inside a run
+
+# Metric names written besides the training metrics
+EVAL_PREFIX = "eval_"
+RESUMED_FROM = "resumed_from"
+NAN_AT = "nan_at_iteration"
+
+# Model-version tags (what the batch stage and the UI read)
+V_Z_DIM = "z_dim"
+V_NUM_CLASSES = "num_classes"
+V_CLASS_NAMES = "class_names"
+V_IMAGE_SHAPE = "image_shape"
+V_DATA_FINGERPRINT = "data_fingerprint"
+V_LABEL_PRIOR = "label_prior"
+V_METRIC_NAME = "metric_name"
+V_METRIC_VALUE = "metric_value"
+V_EVAL_PROTOCOL = "eval_protocol"
+V_RUN_ID = "run_id"
+V_ITERATION = "iteration"
+VERSION_TAGS = (V_Z_DIM, V_NUM_CLASSES, V_CLASS_NAMES, V_IMAGE_SHAPE, V_DATA_FINGERPRINT, V_LABEL_PRIOR,
+                V_METRIC_NAME, V_METRIC_VALUE, V_EVAL_PROTOCOL, V_RUN_ID, V_ITERATION)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def filter_eq(key: str, value: str) -> str:
+    """`tags.`key` = 'value'` for MLflow's search filter. Values are names validated by the config
+    (no quotes); a quote here is a programming error, refused rather than pasted."""
+    if "'" in value or "\\" in value:
+        raise ValueError(f"{key}={value!r}: quotes cannot reach an MLflow filter")
+    return f"tags.`{key}` = '{value}'"

@@ -1,0 +1,110 @@
+"""Ray runtime: start a fresh local Ray or join a cluster (with a timeout), quietly; size the worker
+group; refuse what cannot fit."""
+from __future__ import annotations
+
+import logging
+import os
+
+from ..config import Config
+from ..errors import UserError
+
+
+class PlacementError(UserError):
+    """The requested workers cannot be placed on the cluster."""
+
+
+class ClusterUnreachable(UserError):
+    """A Ray cluster address that does not answer."""
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    rest = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def check_address(address: str, timeout_s: float) -> str:
+    """The address to join, after checking that something answers there within `timeout_s`.
+
+    `auto` is resolved the way Ray resolves it (RAY_ADDRESS, then the last `ray start` on this
+    machine); an address that does not answer is one clear error naming it."""
+    resolved = address
+    if address == "auto":
+        from ray._private.services import get_ray_address_from_environment
+
+        try:
+            resolved = get_ray_address_from_environment("auto", None)
+        except ConnectionError:
+            raise ClusterUnreachable("ray.address='auto': no running Ray cluster found on this machine "
+                                     "(start one with `ray start --head`, or leave ray.address empty "
+                                     "for a local Ray)") from None
+    hp = _host_port(resolved)
+    if hp is None:
+        raise ClusterUnreachable(f"ray.address={address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    import socket
+
+    try:
+        socket.create_connection(hp, timeout=timeout_s).close()
+    except OSError as e:
+        raise ClusterUnreachable(f"Ray cluster at {resolved} does not answer within {timeout_s:g}s "
+                                 f"({e.__class__.__name__}); check ray.address") from None
+    return resolved
+
+
+def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.0) -> None:
+    """Join the cluster at `address` or, when it is empty, start a fresh local Ray (never a stale
+    cluster found on disk; RAY_ADDRESS, when exported, counts as an address). Ray's own logs stay
+    out of the default output."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if not verbose:
+        os.environ.setdefault("RAY_TQDM", "0")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        logging.getLogger("ray").setLevel(logging.ERROR)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if ray.is_initialized():
+        return
+    # The dashboard serves the state API, which Ray Train uses to release the resources of a run
+    # whose driver died (a trial stopped by Tune's scheduler); without it they leak.
+    kwargs = dict(logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=verbose,
+                  include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=True)
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        ray.init(address=check_address(address, connect_timeout_s), **kwargs)
+    else:
+        ray.init(address="local", **kwargs)
+
+
+def worker_resources(cfg: Config) -> dict[str, float]:
+    res = {"CPU": cfg.ray.cpus_per_worker}
+    if cfg.ray.use_gpu:
+        res["GPU"] = cfg.ray.gpus_per_worker
+    return res
+
+
+def resolve_num_workers(cfg: Config) -> int:
+    """The configured count, or as many workers as the cluster's CPUs (and GPUs) hold."""
+    import ray
+
+    if cfg.ray.num_workers:
+        return cfg.ray.num_workers
+    total = ray.cluster_resources()
+    fit = [int(total.get(k, 0) // v) for k, v in worker_resources(cfg).items() if v > 0]
+    return max(1, min(fit) if fit else 1)
+
+
+def check_fits(cfg: Config, num_workers: int) -> None:
+    """A clear error instead of a run that waits forever for resources that do not exist."""
+    import ray
+
+    total = ray.cluster_resources()
+    for key, per in worker_resources(cfg).items():
+        need, have = per * num_workers, total.get(key, 0.0)
+        if need > have:
+            raise PlacementError(
+                f"{num_workers} workers x {per:g} {key} = {need:g} {key}, but the Ray cluster has {have:g} "
+                f"{key}; lower ray.num_workers or ray.cpus_per_worker, or add nodes")

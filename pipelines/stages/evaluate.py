@@ -1,0 +1,141 @@
+"""`ganpipe evaluate`: every metric for a generator or a Parquet dataset, a printed table, and a
+report (Markdown, per-class sample grid, metrics.json) logged to MLflow when a run is known."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gan_core.data import load_dataset
+from gan_core.metrics import METRICS, full_metrics, load_or_train, sample_generator
+from gan_core.visual import grid_by_class
+
+from ..config import Config
+from ..config.build import load_data
+from ..errors import UserError
+from ..services import contract, tracking
+from ..services.models import LoadedGenerator, resolve
+
+
+@dataclass
+class EvalResult:
+    metrics: dict
+    report: Path
+    run_id: str | None
+    protocol: str = ""
+
+
+def table(metrics: dict) -> str:
+    """The printed table: every metric of the metric table that was computed, with its real-data value."""
+    lines = [f"{'metric':<24}{'value':>10}{'real data':>12}  better  meaning"]
+    for m in METRICS.values():
+        if m.name in metrics:
+            ref = m.real_value(metrics)
+            lines.append(f"{m.name:<24}{metrics[m.name]:>10.4f}{'' if ref is None else f'{ref:>12.4f}'}  "
+                         f"{m.better:<6}  {m.meaning}")
+    lines.append(f"feature network accuracy on real holdout: {metrics['classifier_holdout_accuracy']:.4f} "
+                 f"({metrics['samples']} samples per set)")
+    return "\n".join(ln for ln in lines if ln)
+
+
+def _report(out: Path, metrics: dict, subject: str, class_names: list[str]) -> Path:
+    md = [f"# Evaluation of {subject}", "", f"{time.strftime('%Y-%m-%d %H:%M:%S')}", "",
+          "![samples, one row per class](samples_per_class.png)", "", "```", table(metrics), "```", ""]
+    if "label_fidelity_per_class" in metrics:
+        md += ["| class | label fidelity |", "|---|---|"]
+        md += [f"| {n} | {v:.3f} |" for n, v in zip(class_names, metrics["label_fidelity_per_class"])]
+    path = out / "report.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
+
+
+def protocol(cfg: Config, n_samples: int) -> str:
+    """The evaluation protocol as a string: numbers computed under the same protocol compare."""
+    return (f"samples={n_samples};seed={cfg.seed};holdout={cfg.data.holdout_fraction};cas={int(cfg.eval.cas)};"
+            f"classifier_epochs={cfg.eval.classifier_epochs}")
+
+
+def generator_config(cfg: Config, loaded: LoadedGenerator) -> Config:
+    """The config a generator was trained with, under the tracking and evaluation settings in force."""
+    return Config.model_validate({**loaded.config, "mlflow": cfg.mlflow.model_dump(), "eval": cfg.eval.model_dump()})
+
+
+def evaluate_generator(cfg: Config, loaded: LoadedGenerator, model: str, out_dir: str | None,
+                       uri: str) -> EvalResult:
+    """Every metric of a loaded generator against the data it was trained on (refused when that data's
+    fingerprint has changed), under the fixed protocol; logged to its MLflow run when it has one."""
+    cfg = generator_config(cfg, loaded)
+    data = load_data(cfg)
+    if data.fingerprint != loaded.meta.get("data_fingerprint"):
+        raise UserError(f"--model {model}: data {cfg.data.source!r} has changed since this generator was trained "
+                        f"(fingerprint {data.fingerprint[:12]} vs {str(loaded.meta.get('data_fingerprint'))[:12]})")
+    # CAS trains on as many generated samples as the real training split holds.
+    n_train, _ = data.split_sizes(cfg.data.holdout_fraction)
+    n = max(cfg.eval.samples, n_train) if cfg.eval.cas else cfg.eval.samples
+    fake_x, fake_y = sample_generator(loaded.generator, n, loaded.label_prior, cfg.seed)
+    subject = f"generator {model} (iteration {loaded.iteration})"
+    return _measure(cfg, data, fake_x, fake_y, subject, out_dir, model, uri, loaded.run_id, loaded.iteration,
+                    protocol(cfg, n))
+
+
+def evaluate_once(cfg: Config, loaded: LoadedGenerator, model: str, uri: str, out_dir: str | None) -> dict:
+    """The protocol's metrics of a generator with an MLflow run: read back from the run when it was
+    already evaluated under the same protocol at the same iteration, else computed (and logged).
+    Returns the metrics with the key `protocol`."""
+    gcfg = generator_config(cfg, loaded)
+    data = load_data(gcfg)
+    n_train, _ = data.split_sizes(gcfg.data.holdout_fraction)
+    n = max(gcfg.eval.samples, n_train) if gcfg.eval.cas else gcfg.eval.samples
+    proto = protocol(gcfg, n)
+    if loaded.run_id:
+        run = tracking.client(uri).get_run(loaded.run_id)
+        if run.data.tags.get(contract.EVAL_PROTOCOL) == f"{proto};iteration={loaded.iteration}":
+            prefix = contract.EVAL_PREFIX
+            return {**{k[len(prefix):]: v for k, v in run.data.metrics.items() if k.startswith(prefix)},
+                    "protocol": proto}
+    res = evaluate_generator(cfg, loaded, model, out_dir, uri)
+    return {**res.metrics, "protocol": res.protocol}
+
+
+def evaluate(cfg: Config, model: str | None, dataset: str | None, out_dir: str | None) -> EvalResult:
+    """`ganpipe evaluate`: a generator URI (checkpoint, run, registered version) or a Parquet dataset
+    folder in; metrics (with real-data references), report.md, samples_per_class.png and
+    metrics.json in `out_dir` out."""
+    if bool(model) == bool(dataset):
+        raise UserError("give exactly one of --model URI or --dataset DIR")
+    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    if model:
+        tracking.check_reachable(uri)
+        return evaluate_generator(cfg, resolve(model, uri), model, out_dir, uri)
+    data = load_data(cfg)
+    synth = load_dataset(f"parquet:{dataset}", data.image_shape[1], data.image_shape[0], "resize",
+                         data.class_names, allow_empty_classes=True)
+    fake_x, fake_y = synth.tensors()
+    return _measure(cfg, data, fake_x, fake_y, f"dataset {dataset}", out_dir, dataset, uri, None, 0,
+                    protocol(cfg, len(fake_x)))
+
+
+def _measure(cfg: Config, data, fake_x, fake_y, subject: str, out_dir: str | None, what: str, uri: str,
+             run_id: str | None, step: int, proto: str) -> EvalResult:
+    from torchvision.utils import save_image
+
+    train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
+    net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
+    try:
+        metrics = full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=cfg.eval.cas)
+    except ValueError as e:
+        raise UserError(f"{what}: {e}") from None
+    out = Path(out_dir or f"eval_reports/{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_image(grid_by_class(fake_x, fake_y, train.num_classes), out / "samples_per_class.png")
+    (out / "metrics.json").write_text(json.dumps({**metrics, "protocol": proto}, indent=2))
+    report = _report(out, metrics, subject, train.class_names)
+    if run_id:
+        c = tracking.client(uri)
+        for f in ("report.md", "samples_per_class.png", "metrics.json"):
+            c.log_artifact(run_id, str(out / f), contract.EVALUATION_DIR)
+        scalars = {f"{contract.EVAL_PREFIX}{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        tracking.log_metrics(uri, run_id, scalars, step=step)
+        c.set_tag(run_id, contract.EVAL_PROTOCOL, f"{proto};iteration={step}")
+    return EvalResult(metrics, report, run_id, proto)

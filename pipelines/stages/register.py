@@ -1,0 +1,147 @@
+"""`ganpipe register`: log a run's generator as an MLflow model (pt2, pickle-free), register it,
+evaluate it under the fixed protocol, and give it the alias `champion` only when it beats the
+current champion on the same metric, data fingerprint and protocol; otherwise `challenger`."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from gan_core import sample_latent, seeded
+from gan_core.metrics import is_better
+
+from ..config import Config, check_name
+from ..errors import UserError
+from ..services import contract, tracking
+from ..services.models import resolve
+from .evaluate import evaluate_once
+
+
+@dataclass
+class Registration:
+    name: str
+    version: str
+    alias: str
+    reason: str
+    metrics: dict | None = None
+
+
+def _validate_name(name: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except MlflowException as e:
+        raise UserError(f"registry.model_name={name!r}: {e.message}") from None
+
+
+def decide(new_value: float, champion: dict | None, metric: str, fingerprint: str,
+           protocol: str | None = None) -> tuple[str, str]:
+    """(alias, reason) for a new version given the champion's tags (None when there is none).
+    Values compare only under the same metric, data fingerprint and evaluation protocol."""
+    if champion is None:
+        return contract.CHAMPION, "there is no champion yet"
+    if champion.get(contract.V_METRIC_NAME) != metric:
+        return contract.CHALLENGER, f"the champion was chosen by {champion.get(contract.V_METRIC_NAME)!r}, not {metric!r}"
+    if champion.get(contract.V_DATA_FINGERPRINT) != fingerprint:
+        return contract.CHALLENGER, "the champion was trained on other data (fingerprint differs)"
+    if protocol is not None and champion.get(contract.V_EVAL_PROTOCOL) != protocol:
+        return contract.CHALLENGER, (f"the champion was evaluated under another protocol "
+                                     f"({champion.get(contract.V_EVAL_PROTOCOL)}, not {protocol})")
+    old = float(champion[contract.V_METRIC_VALUE])
+    better = is_better(metric, new_value, old)
+    verb = "beats" if better else "does not beat"
+    return (contract.CHAMPION if better else contract.CHALLENGER), \
+        f"{metric} {new_value:.4g} {verb} the champion's {old:.4g}"
+
+
+def _example_and_signature(g):
+    """Tensor signature (z, and y when conditional) with a dynamic batch, as pt2 export needs."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    n = 4
+    z, _ = sample_latent(n, g.z_dim, None, seeded(0))
+    inputs = [TensorSpec(np.dtype(np.float32), (-1, g.z_dim), "z")]
+    example = [z.numpy()]
+    if g.num_classes:
+        example.append((np.arange(n) % g.num_classes).astype(np.int64))
+        inputs.append(TensorSpec(np.dtype(np.int64), (-1,), "y"))
+    outputs = [TensorSpec(np.dtype(np.float32), (-1, *g.image_shape), "images")]
+    return example, ModelSignature(Schema(inputs), Schema(outputs))
+
+
+def _existing_version(c, name: str, run_id: str, iteration: int):
+    """The version already registered from this run at this iteration, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:
+        return None
+    for v in versions:
+        if v.tags.get(contract.V_ITERATION) == str(iteration):
+            return v
+    return None
+
+
+def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: bool = False) -> Registration:
+    """A training run's generator (from its checkpoint artifact) in, a registered model version out:
+    logged as a pt2 model, tagged with what the batch stage needs, evaluated under the fixed protocol
+    (`ganpipe evaluate`'s code, `eval.samples` samples, seed `seed`), and given `alias` only when it
+    beats the current holder on the same metric, data and protocol (else `challenger`). Registering
+    the same run at the same iteration again returns the existing version."""
+    import mlflow
+
+    name, metric = cfg.registry.model_name, cfg.tune.metric
+    _validate_name(name)
+    try:
+        check_name(alias, "--alias")
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    tracking.check_reachable(uri)
+    loaded = resolve(run_id, uri)
+    c = tracking.client(uri)
+    existing = _existing_version(c, name, run_id, loaded.iteration)
+    if existing is not None:
+        aliases = list(getattr(existing, "aliases", []) or [])
+        return Registration(name, str(existing.version), aliases[0] if aliases else contract.CHALLENGER,
+                            f"run {run_id} at iteration {loaded.iteration} is already version {existing.version}")
+    metrics = evaluate_once(cfg, loaded, run_id, uri, f"eval_reports/{run_id}")
+    if metric not in metrics:
+        raise UserError(f"--run {run_id}: the evaluation has no {metric!r} metric to be compared by")
+    value = float(metrics[metric])
+    g = loaded.generator
+    example, signature = _example_and_signature(g)
+    mlflow.set_tracking_uri(uri)
+    quiet = contextlib.redirect_stderr(io.StringIO()) if not verbose else contextlib.nullcontext()
+    with mlflow.start_run(run_id=run_id), quiet:  # MLflow prints its own registration lines to stderr
+        info = mlflow.pytorch.log_model(g, name=contract.MODEL_NAME, signature=signature, input_example=example,
+                                        serialization_format="pt2", registered_model_name=name)
+    version = str(info.registered_model_version)
+    meta = loaded.meta
+    tags = {contract.V_Z_DIM: g.z_dim, contract.V_NUM_CLASSES: g.num_classes or 0,
+            contract.V_CLASS_NAMES: json.dumps(meta["class_names"]),
+            contract.V_IMAGE_SHAPE: json.dumps(list(g.image_shape)),
+            contract.V_DATA_FINGERPRINT: meta["data_fingerprint"], contract.V_LABEL_PRIOR: json.dumps(meta["label_prior"]),
+            contract.V_METRIC_NAME: metric, contract.V_METRIC_VALUE: value,
+            contract.V_EVAL_PROTOCOL: metrics["protocol"], contract.V_RUN_ID: run_id,
+            contract.V_ITERATION: loaded.iteration}
+    for k, v in tags.items():
+        c.set_model_version_tag(name, version, k, str(v))
+    from mlflow.exceptions import MlflowException
+
+    try:
+        current = c.get_model_version_by_alias(name, alias)
+        champion = dict(current.tags) if str(current.version) != version else None
+    except MlflowException:  # the alias does not exist yet
+        champion = None
+    chosen, reason = decide(value, champion, metric, meta["data_fingerprint"], metrics["protocol"])
+    chosen = alias if chosen == contract.CHAMPION else contract.CHALLENGER
+    c.set_registered_model_alias(name, chosen, version)
+    return Registration(name, version, chosen, reason, metrics)

@@ -1,0 +1,98 @@
+"""The rules of the training loop, apart from Ray: every rank runs `run_loop` with its own `Hooks`.
+
+- A non-finite loss on any rank stops every rank at the same iteration (`any_rank`).
+- Every rank reports at the same iterations (Ray Train hangs on a mismatch): at each evaluation
+  interval and at each checkpoint, the last iteration included.
+- Losses are averaged over a window of `log_every` iterations (closed early at an evaluation).
+- Checkpoints every `checkpoint_every` iterations and at the end; sample grids at each new epoch.
+- The run's cost so far (training seconds and images through D) rides along with every report,
+  so that a scheduler can compare trials of different k and widths fairly.
+
+The Ray worker (`worker.py`) supplies the hooks; unit tests drive the same function in-process.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from gan_core import Game
+from gan_core.theory import equilibrium_gap
+
+from ...config import TrainConfig
+from ...config.plan import RunPlan
+
+
+class Hooks(Protocol):
+    rank: int
+
+    def any_rank(self, flag: bool) -> bool: ...
+    def log_metrics(self, metrics: dict, step: int) -> None: ...  # rank 0
+    def log_grid(self, game: Game, step: int) -> None: ...  # rank 0
+    def probe(self, game: Game) -> dict: ...  # rank 0, at evaluations
+    def allreduced_elements(self) -> int: ...
+    def report(self, metrics: dict, step: int, checkpoint_state: dict | None) -> None: ...  # every rank
+
+
+@dataclass
+class LoopResult:
+    status: str  # "finished" | "nan"
+    iteration: int
+    values: dict = field(default_factory=dict)  # the non-finite values, when status is "nan"
+    last_metrics: dict = field(default_factory=dict)
+
+
+def schedule(step: int, plan: RunPlan, t: TrainConfig) -> tuple[bool, bool, bool]:
+    """(log, evaluate, checkpoint) at iteration `step` (1-based): the same on every rank."""
+    ckpt = step % t.checkpoint_every == 0 or step == plan.iterations
+    evaluate = step % t.eval_every == 0 or ckpt
+    log = step % t.log_every == 0 or evaluate
+    return log, evaluate, ckpt
+
+
+def run_loop(game: Game, stream, plan: RunPlan, t: TrainConfig, hooks: Hooks, start: int = 0,
+             train_seconds: float = 0.0, evaluate: bool = True) -> LoopResult:
+    """Iterations start+1 .. plan.iterations of the game on `stream`."""
+    window: list[dict[str, float]] = []
+    window_start = time.perf_counter()
+    counted_since = hooks.allreduced_elements()
+    epoch_seen = stream.epoch
+    last: dict = {}
+    for it in range(start, plan.iterations):
+        t0 = time.perf_counter()
+        stats = game.step(stream).as_dict()
+        train_seconds += time.perf_counter() - t0
+        step = it + 1
+        if hooks.any_rank(not all(math.isfinite(v) for v in stats.values())):
+            bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
+            return LoopResult("nan", step, bad, last)
+        window.append(stats)
+        log_now, eval_now, ckpt_now = schedule(step, plan, t)
+        metrics = None
+        if log_now:
+            metrics = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            metrics["value_gap"] = abs(equilibrium_gap(metrics["value"]))
+            elements = hooks.allreduced_elements()
+            metrics["allreduced_elements"] = (elements - counted_since) / len(window)
+            now = time.perf_counter()
+            metrics.update(iteration=step, planned_iterations=plan.iterations, epoch=stream.epoch,
+                           images_seen=step * plan.real_images_per_iteration,
+                           d_images=step * plan.d_images_per_iteration, train_seconds=train_seconds,
+                           images_per_second=len(window) * plan.real_images_per_iteration / (now - window_start))
+            window, counted_since, window_start = [], elements, now
+            if hooks.rank == 0:
+                if evaluate and eval_now:
+                    metrics.update(hooks.probe(game))
+                hooks.log_metrics(metrics, step)
+            last = metrics
+        if hooks.rank == 0 and (stream.epoch != epoch_seen or step == plan.iterations):
+            hooks.log_grid(game, step)
+        epoch_seen = stream.epoch
+        if ckpt_now:
+            hooks.report(metrics, step, {**game.state_dict(), "train_seconds": train_seconds})
+        elif eval_now:
+            hooks.report(metrics, step, None)
+    return LoopResult("finished", plan.iterations, {}, last)

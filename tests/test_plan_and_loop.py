@@ -1,0 +1,145 @@
+"""The run planner and the training loop's rules, driven in-process through the loop's seam."""
+import math
+
+import pytest
+import torch
+
+from gan_core.data import load_dataset
+from gan_core.data.stream import BatchStream
+from pipelines.config import load_config
+from pipelines.config.build import build_game
+from pipelines.config.plan import plan_run
+from pipelines.stages.train.loop import run_loop, schedule
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.mark.parametrize("k,world", [(1, 1), (2, 1), (1, 2), (2, 2), (3, 2)])
+def test_plan_matches_what_the_stream_draws(digits, k, world):
+    cfg = load_config(None, ["data.source=digits", f"train.k={k}", "train.epochs=3", "train.batch_size=32"])
+    plan = plan_run(cfg, digits, world)
+    train, holdout = digits.split(cfg.data.holdout_fraction, cfg.seed)
+    assert (plan.n_train, plan.n_holdout) == (len(train), len(holdout))  # per-class rounding, not n x fraction
+    x, y = train.tensors()
+    streams = [BatchStream(x, y, 32, world, r, cfg.seed) for r in range(world)]
+    assert all(s.batches_per_epoch == plan.batches_per_epoch for s in streams)
+    # An iteration draws k real batches: epochs x batches / k iterations, and that many epochs seen.
+    assert plan.iterations == 3 * plan.batches_per_epoch // k
+    for _ in range(plan.iterations * k):
+        next(streams[0])
+    assert streams[0].epoch == 3 or (streams[0].epoch == 2 and (3 * plan.batches_per_epoch) % k)
+    assert plan.d_images_per_iteration == (2 * k + 1) * 32 * world
+
+
+def test_iterations_override_epochs(digits):
+    cfg = load_config(None, ["data.source=digits", "train.k=2", "train.iterations=7"])
+    assert plan_run(cfg, digits, 2).iterations == 7
+
+
+def test_batch_larger_than_the_data_is_one_clear_error(digits):
+    from pipelines.config import ConfigError
+
+    cfg = load_config(None, ["data.source=digits", "train.batch_size=1000"])
+    with pytest.raises(ConfigError, match="train.batch_size=1000 x 2 workers is larger than the 1618"):
+        plan_run(cfg, digits, 2)
+
+
+class FakeHooks:
+    """The loop's hooks for one rank, recording what the Ray worker would do."""
+
+    def __init__(self, rank=0, nan_from=None, other_rank_nan=False):
+        self.rank, self.nan_from, self.other_rank_nan = rank, nan_from, other_rank_nan
+        self.logged, self.grids, self.reports, self.probes, self.checks = [], [], [], 0, 0
+
+    def any_rank(self, flag):
+        self.checks += 1
+        return flag or (self.other_rank_nan and self.checks >= 3)
+
+    def allreduced_elements(self):
+        return 0
+
+    def probe(self, game):
+        self.probes += 1
+        return {"fd": 1.0}
+
+    def log_metrics(self, metrics, step):
+        self.logged.append((step, metrics))
+
+    def log_grid(self, game, step):
+        self.grids.append(step)
+
+    def report(self, metrics, step, checkpoint_state):
+        self.reports.append((step, checkpoint_state is not None, metrics))
+
+
+def _setup(digits, *extra):
+    cfg = load_config(None, ["data.source=digits", "model.arch=mlp", "model.g_width=8", "model.d_width=8",
+                             "train.batch_size=32", "train.log_every=2", "train.eval_every=4",
+                             "train.checkpoint_every=6", "train.iterations=14", *extra])
+    train, _ = digits.split(cfg.data.holdout_fraction, cfg.seed)
+    game, _ = build_game(cfg, train)
+    x, y = train.tensors()
+    return cfg, game, BatchStream(x, y, cfg.train.batch_size, seed=cfg.seed), plan_run(cfg, digits, 1)
+
+
+def test_every_rank_reports_at_the_same_steps_with_checkpoints_on_cadence(digits):
+    cfg, game, stream, plan = _setup(digits)
+    ranks = [FakeHooks(rank=0), FakeHooks(rank=1)]
+    results = []
+    for hooks in ranks:
+        torch.manual_seed(0)
+        _, game, stream, plan = _setup(digits)
+        results.append(run_loop(game, stream, plan, cfg.train, hooks))
+    assert [r.status for r in results] == ["finished", "finished"]
+    steps = [[(s, ck) for s, ck, _ in h.reports] for h in ranks]
+    assert steps[0] == steps[1] == [(4, False), (6, True), (8, False), (12, True), (14, True)]
+    # Only rank 0 logs, probes and draws grids; logs every log_every and at every evaluation.
+    assert ranks[1].logged == [] and ranks[1].probes == 0 and ranks[1].grids == []
+    assert [s for s, _ in ranks[0].logged] == [2, 4, 6, 8, 10, 12, 14]
+    assert ranks[0].probes == 5 and 14 in ranks[0].grids
+    m = dict(ranks[0].logged[-1][1])
+    assert m["planned_iterations"] == 14 and m["iteration"] == 14 and m["fd"] == 1.0
+    assert m["d_images"] == 14 * 3 * 32 and m["images_seen"] == 14 * 32 and m["train_seconds"] > 0
+    assert all(math.isfinite(v) for v in m.values())
+    for step in range(1, 15):
+        assert schedule(step, plan, cfg.train)[2] == (step in (6, 12, 14))
+
+
+def test_window_means_are_the_means_of_the_iterations_in_the_window(digits):
+    cfg, game, stream, plan = _setup(digits, "train.iterations=4", "train.log_every=4")
+    torch.manual_seed(0)
+    per_step = []
+    step = game.step
+
+    def recording(s):
+        out = step(s)
+        per_step.append(out.loss_d)
+        return out
+
+    game.step = recording
+    hooks = FakeHooks()
+    run_loop(game, stream, plan, cfg.train, hooks)
+    (_, metrics), = hooks.logged
+    assert metrics["loss_d"] == pytest.approx(sum(per_step) / 4)
+
+
+def test_a_nan_on_any_rank_stops_every_rank_at_the_same_iteration(digits):
+    cfg, game, stream, plan = _setup(digits)
+    out = run_loop(game, stream, plan, cfg.train, FakeHooks(rank=1, other_rank_nan=True))
+    assert (out.status, out.iteration) == ("nan", 3)
+    cfg, game, stream, plan = _setup(digits, "train.lr_d=1e30", "train.lr_g=1e30")
+    hooks = FakeHooks()
+    out = run_loop(game, stream, plan, cfg.train, hooks)
+    assert out.status == "nan" and out.values and all(not math.isfinite(v) for v in out.values.values())
+    assert all(s < out.iteration for s, _, _ in hooks.reports)
+
+
+def test_a_resumed_loop_continues_its_cost_and_ends_at_the_plan(digits):
+    cfg, game, stream, plan = _setup(digits)
+    hooks = FakeHooks()
+    out = run_loop(game, stream, plan, cfg.train, hooks, start=12, train_seconds=100.0)
+    assert out.status == "finished" and [s for s, _, _ in hooks.reports] == [14]
+    assert hooks.reports[0][2]["train_seconds"] > 100.0
