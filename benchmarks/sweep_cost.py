@@ -30,7 +30,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     cfg = load_config(None, [
         f"tune.num_samples={args.trials}", f"train.iterations={args.iterations}", "train.eval_every=25",
-        "train.checkpoint_every=100", "tune.grace_period=25", "train.eval_samples=300",
+        "train.checkpoint_every=100", "train.eval_samples=300",
         'tune.space={"train.k": {"choice": [1, 2]}, "train.lr_g": {"loguniform": [0.00005, 0.002]}, '
         '"train.lr_d": {"loguniform": [0.00005, 0.002]}, "model.arch": {"choice": ["mlp", "dcgan"]}}',
         f"ray.storage_path={tmp}/runs", f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", *args.overrides])
@@ -38,11 +38,11 @@ def main() -> None:
     out = run_sweep(cfg)
     wall = time.perf_counter() - start
     run = sum(t["iterations"] for t in out.trials)
-    full = args.iterations * len(out.trials)
+    full = sum(t["planned_iterations"] for t in out.trials)
     best = out.best or {}
     arch = best.get("model.arch", "?")
-    row = (f"| {datetime.date.today()} | sweep: {len(out.trials)} trials x {args.iterations} it, ASHA "
-           f"(grace 25, rf {cfg.tune.reduction_factor}), 1 worker/trial | {full} trial-iterations to the end "
+    row = (f"| {datetime.date.today()} | sweep: {len(out.trials)} trials x {args.iterations} it, ASHA on "
+           f"{cfg.tune.cost} (grace {cfg.tune.grace:g}, rf {cfg.tune.reduction_factor}), 1 worker/trial | {full} trial-iterations to the end "
            f"| {run} run, {sum(bool(t['stopped_early']) for t in out.trials)} trials stopped early, "
            f"{wall / 60:.1f} min | **{run / full:.2f}x** of the work | best {out.metric}="
            f"{best.get(out.metric, float('nan')):.1f} ({arch}) | {os.cpu_count()} cores |")

@@ -21,10 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan_core import Game, adam_pair, build_models  # noqa: E402
 from gan_core.data.stream import BatchStream  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from pipelines.config.build import load_data, model_spec  # noqa: E402
+from pipelines.config.build import build_game, load_data  # noqa: E402
 
 
 def bare_loop(cfg, iterations: int, warmup: int) -> float:
@@ -32,9 +31,8 @@ def bare_loop(cfg, iterations: int, warmup: int) -> float:
     torch.manual_seed(cfg.seed)
     train, _ = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
     x, y = train.tensors()
-    g, d = build_models(model_spec(cfg, train.image_shape, train.num_classes))
+    game, _ = build_game(cfg, train)
     t = cfg.train
-    game = Game(g, d, *adam_pair(g, d, t.lr_g, t.lr_d, (t.beta1, t.beta2)), k=t.k, label_prior=train.label_prior())
     stream = BatchStream(x, y, t.batch_size, seed=cfg.seed)
     for _ in range(warmup):
         game.step(stream)

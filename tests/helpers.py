@@ -14,3 +14,20 @@ class FixedSampler(nn.Module):
 
     def forward(self, z, y=None):
         return (self.mean + self.std * z).view(-1, 1, 1, 1) + 0.0 * self.dummy
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`ganpipe ARGS` in this process (no interpreter or Ray start-up): (exit code, stdout, stderr)."""
+    from pipelines.cli import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line(code: int, err: str, *needles: str) -> None:
+    """Exit code 2, one line on stderr containing every needle, no traceback."""
+    assert code == 2, (code, err[-2000:])
+    assert err.strip().count("\n") == 0 and "Traceback" not in err, err[-2000:]
+    for n in needles:
+        assert n in err, err

@@ -3,7 +3,9 @@ import sys
 
 import pytest
 
-from pipelines.cli import COMMANDS, main
+from tests.helpers import assert_one_line, run_cli
+
+from pipelines.cli import COMMANDS
 from pipelines.config import Config, ConfigError, describe, flatten, load_config, preset_text, set_key
 
 
@@ -59,20 +61,6 @@ def test_console_wiring_help_and_one_line_errors():
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "unknown key 'train.nope'" in out.stderr
     assert "Traceback" not in out.stderr
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    """`ganpipe ARGS` in this process: (exit code, stdout, stderr)."""
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def assert_one_line(code: int, err: str, *needles: str) -> None:
-    assert code == 2, (code, err)
-    assert err.strip().count("\n") == 0 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
 
 
 @pytest.mark.parametrize("key,value", [("train.run_name", "a'b"), ("train.run_name", "../escape"),

@@ -66,17 +66,15 @@ def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         logging.getLogger("ray").setLevel(logging.ERROR)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-    if ray.is_initialized():
-        return
     # The dashboard serves the state API, which Ray Train uses to release the resources of a run
     # whose driver died (a trial stopped by Tune's scheduler); without it they leak.
     kwargs = dict(logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=verbose,
                   include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=True)
     address = address or os.environ.get("RAY_ADDRESS", "")
-    if address:
-        ray.init(address=check_address(address, connect_timeout_s), **kwargs)
-    else:
-        ray.init(address="local", **kwargs)
+    resolved = check_address(address, connect_timeout_s) if address else "local"
+    if ray.is_initialized():  # a workflow's earlier stage (or a test session) already started it
+        return
+    ray.init(address=resolved, **kwargs)
 
 
 def worker_resources(cfg: Config) -> dict[str, float]:

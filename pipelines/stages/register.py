@@ -16,7 +16,7 @@ from gan_core.metrics import is_better
 from ..config import Config, check_name
 from ..errors import UserError
 from ..services import contract, tracking
-from ..services.models import resolve
+from ..services.models import RUN_ID, resolve
 from .evaluate import evaluate_once
 
 
@@ -103,6 +103,9 @@ def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: 
         check_name(alias, "--alias")
     except ValueError as e:
         raise UserError(str(e)) from None
+    run_id = run_id.removeprefix("runs:/").split("/")[0]
+    if not RUN_ID.match(run_id):
+        raise UserError(f"--run {run_id!r}: expected an MLflow run id (32 hex digits) or runs:/RUN_ID")
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
     loaded = resolve(run_id, uri)

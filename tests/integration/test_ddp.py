@@ -4,6 +4,7 @@ import pytest
 
 from gan_core import ModelSpec, build_models
 from pipelines.config import flatten, load_config
+from pipelines.services import contract
 from pipelines.stages.train import run_training
 
 pytestmark = pytest.mark.slow
@@ -46,3 +47,10 @@ def test_two_workers_stay_in_sync_and_allreduce_k_d_plus_g(tmp_path, ray_local, 
     arts = {a.path for a in c.list_artifacts(out.run_id, "samples")}
     assert arts == {"samples/iter_000006.png"}
     assert {a.path for a in c.list_artifacts(out.run_id, "checkpoint")} == {"checkpoint/state.pt"}
+    # MLflow's UI: a model-training experiment, and the run's data in its Dataset column.
+    exp = c.get_experiment(run.info.experiment_id)
+    assert exp.tags[contract.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    (ds,) = run.inputs.dataset_inputs
+    assert ds.dataset.name == "mnist5k" and ds.dataset.digest == run.data.tags["data.fingerprint"][:32]
+    assert [t.value for t in ds.tags] == ["training"]
+    assert out.metrics["planned_iterations"] == 6 and out.metrics["d_images"] == 6 * (2 * k + 1) * 16 * 2

@@ -20,3 +20,8 @@ def test_ganpipe_run_with_no_arguments_trains_the_quick_preset(tmp_path):
     assert len(d_x) == 14 and all(0 < v < 1 for _, v in d_x)
     ips = metric_history(tmp_path, run_id, "images_per_second")
     assert all(v > 0 for _, v in ips)
+    # Evaluated once, under the registry's protocol, and registered as the first champion.
+    assert "evaluate: report eval_reports/" in out.stdout
+    assert "register: gan-generator version 1 is champion (there is no champion yet)" in out.stdout
+    assert [ln for ln in out.stdout.splitlines() if ln.startswith("fd ")], out.stdout
+    assert len(metric_history(tmp_path, run_id, "eval_fd")) == 1  # the registry reused the evaluation

@@ -1,63 +1,83 @@
-"""Registry: champion only when better on the same metric and data; pt2 model loads and samples."""
+"""Registry: the champion is chosen on one fixed evaluation protocol and moves only when beaten on
+the same metric, data and protocol; registering a run twice keeps one version; the pt2 model loads
+and samples."""
 import pytest
 import torch
 
 from pipelines.config import load_config
 from pipelines.errors import UserError
+from pipelines.services import contract
 from pipelines.stages.register import decide, register
 from tests.integration.test_evaluate import _checkpoint
 
 pytestmark = pytest.mark.slow
+PROTO = "samples=200;seed=0"
 
 
 def test_decide_rules():
-    champ = {"metric_name": "fd", "metric_value": "10.0", "data_fingerprint": "abc"}
-    assert decide(5.0, None, "fd", "abc")[0] == "champion"
-    assert decide(5.0, champ, "fd", "abc") == ("champion", "fd 5 beats the champion's 10")
-    assert decide(12.0, champ, "fd", "abc") == ("challenger", "fd 12 does not beat the champion's 10")
-    assert decide(1.0, champ, "fd", "other")[0] == "challenger"
-    assert decide(0.9, champ, "label_fidelity", "abc")[0] == "challenger"
-    lf = {"metric_name": "label_fidelity", "metric_value": "0.5", "data_fingerprint": "abc"}
-    assert decide(0.9, lf, "label_fidelity", "abc")[0] == "champion"  # higher is better there
+    champ = {"metric_name": "fd", "metric_value": "10.0", "data_fingerprint": "abc", "eval_protocol": PROTO}
+    assert decide(5.0, None, "fd", "abc", PROTO)[0] == "champion"
+    assert decide(5.0, champ, "fd", "abc", PROTO) == ("champion", "fd 5 beats the champion's 10")
+    assert decide(12.0, champ, "fd", "abc", PROTO) == ("challenger", "fd 12 does not beat the champion's 10")
+    assert decide(1.0, champ, "fd", "other", PROTO)[0] == "challenger"
+    assert decide(0.9, champ, "label_fidelity", "abc", PROTO)[0] == "challenger"
+    alias, reason = decide(1.0, champ, "fd", "abc", "samples=500;seed=0")
+    assert alias == "challenger" and "another protocol" in reason
+    lf = {"metric_name": "label_fidelity", "metric_value": "0.5", "data_fingerprint": "abc", "eval_protocol": PROTO}
+    assert decide(0.9, lf, "label_fidelity", "abc", PROTO)[0] == "champion"  # higher is better there
 
 
-def _run_with_checkpoint(tmp_path, uri, fd, sub):
+def _run_with_checkpoint(tmp_path, uri, seed, sub, noisy_fd):
+    """A run whose training probe logged a (misleading) fd, with a checkpoint artifact."""
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=uri)
     exp = c.get_experiment_by_name("ganpipe") or c.get_experiment(c.create_experiment("ganpipe"))
     run = c.create_run(exp.experiment_id)
-    folder = _checkpoint(tmp_path / sub)
-    c.log_artifact(run.info.run_id, str(folder / "state.pt"), "checkpoint")
-    c.log_metric(run.info.run_id, "fd", fd)
+    folder = _checkpoint(tmp_path / sub, seed, run.info.run_id)
+    c.log_artifact(run.info.run_id, str(folder / "state.pt"), contract.CHECKPOINT_DIR)
+    c.log_metric(run.info.run_id, "fd", noisy_fd)
     return run.info.run_id
 
 
-def test_champion_moves_only_when_beaten_and_the_model_samples_labeled_images(tmp_path):
+def test_champion_is_chosen_on_the_protocol_moves_only_when_beaten_and_samples_labeled_images(tmp_path,
+                                                                                         feature_cache):
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config(None, [f"mlflow.tracking_uri={uri}", "data.source=digits"])
-    for sub in ("a", "b", "c"):
-        (tmp_path / sub).mkdir()
-    first = register(cfg, _run_with_checkpoint(tmp_path, uri, 20.0, "a"))
-    assert (first.version, first.alias) == ("1", "champion")
-    worse = register(cfg, _run_with_checkpoint(tmp_path, uri, 25.0, "b"))
-    assert (worse.version, worse.alias) == ("2", "challenger") and "does not beat" in worse.reason
-    better = register(cfg, _run_with_checkpoint(tmp_path, uri, 15.0, "c"))
-    assert (better.version, better.alias) == ("3", "champion")
-    from mlflow.tracking import MlflowClient
+    cfg = load_config(None, [f"mlflow.tracking_uri={uri}", "data.source=digits", "eval.samples=200",
+                             "eval.cas=false", f"eval.cache_dir={feature_cache}"])
     c = MlflowClient(tracking_uri=uri)
-    v = c.get_model_version_by_alias("gan-generator", "champion")
-    assert str(v.version) == "3" and v.tags["metric_value"] == "15.0" and v.tags["z_dim"] == "64"
-    assert v.tags["class_names"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
+    regs, best = [], None
+    for i, seed in enumerate((0, 1, 2, 3)):
+        # The training probe's fd says the opposite of the truth: the registry must not read it.
+        run_id = _run_with_checkpoint(tmp_path, uri, seed, f"r{i}", noisy_fd=float(i))
+        reg = register(cfg, run_id)
+        value = reg.metrics["fd"]
+        assert reg.metrics["protocol"] == "samples=200;seed=0;holdout=0.1;cas=0;classifier_epochs=4"
+        v = c.get_model_version(reg.name, reg.version)
+        assert float(v.tags["metric_value"]) == value and v.tags["eval_protocol"] == reg.metrics["protocol"]
+        assert c.get_run(run_id).data.metrics["eval_fd"] == pytest.approx(value)  # the same evaluation, logged
+        expected = "champion" if best is None or value < best else "challenger"
+        assert reg.alias == expected, (reg, best)
+        best = value if best is None else min(best, value)
+        regs.append((run_id, reg))
+    assert len({round(r.metrics["fd"], 6) for _, r in regs}) == 4
+    champion = c.get_model_version_by_alias("gan-generator", "champion")
+    assert float(champion.tags["metric_value"]) == best
+    # Registering a run again returns its version: no second version, no second evaluation.
+    run_id, first = regs[0]
+    again = register(cfg, run_id)
+    assert again.version == first.version and "already version" in again.reason
+    assert len(c.search_model_versions("name = 'gan-generator'")) == 4
+    v = champion
+    assert v.tags["z_dim"] == "64" and v.tags["class_names"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
     assert len(v.tags["data_fingerprint"]) == 64 and v.tags["image_shape"] == "[1, 28, 28]"
     mlflow.set_tracking_uri(uri)
     g = mlflow.pytorch.load_model("models:/gan-generator@champion")
     x = g(torch.randn(5, 64), torch.tensor([0, 1, 2, 3, 9]))
     assert x.shape == (5, 1, 28, 28) and x.abs().max() <= 1
-    art = mlflow.artifacts.list_artifacts(artifact_uri="models:/gan-generator@champion")
-    assert any(a.path.endswith("data") for a in art)
     files = {a.path for a in mlflow.artifacts.list_artifacts(artifact_uri="models:/gan-generator@champion/data")}
     assert any(f.endswith("model.pt2") for f in files), files  # pickle-free export
 
@@ -67,3 +87,7 @@ def test_register_bad_input(tmp_path):
     cfg = load_config(None, [f"mlflow.tracking_uri={uri}"])
     with pytest.raises(UserError, match="no checkpoint"):
         register(cfg, "0" * 32)
+    with pytest.raises(UserError, match="not a valid name for --alias"):
+        register(cfg, "0" * 32, alias="x'y")
+    with pytest.raises(UserError, match="expected an MLflow run id"):
+        register(cfg, "a' or name = 'b")

@@ -1,38 +1,63 @@
-"""Bad input to `ganpipe train`: one clear line on stderr, a non-zero exit, nothing half done."""
+"""Bad input to `ganpipe train`, in process: one clear line on stderr, exit 2, nothing half done;
+a NaN loss, a damaged checkpoint and a dead cluster address."""
+import socket
+
 import pytest
 
 from pipelines.services import checkpoints
-from tests.integration.cli_run import SMALL, assert_one_line_error, ganpipe, set_args
+from tests.helpers import assert_one_line, run_cli
+from tests.integration.cli_run import SMALL, metric_history, run_id_from, set_args
 
 pytestmark = pytest.mark.slow
 
 
-def test_unknown_key_and_missing_dataset(tmp_path):
-    assert_one_line_error(ganpipe(tmp_path, "train", "--set", "train.epochz=1"), "unknown key 'train.epochz'")
-    missing = tmp_path / "no-such-folder"
-    assert_one_line_error(ganpipe(tmp_path, "train", "--set", f"data.source=imagefolder:{missing}"),
+def test_unknown_key_missing_dataset_and_unreachable_tracking_server(workdir, capsys):
+    assert_one_line(*run_cli(capsys, "train", "--set", "train.epochz=1")[::2], "unknown key 'train.epochz'")
+    missing = workdir / "no-such-folder"
+    assert_one_line(*run_cli(capsys, "train", "--set", f"data.source=imagefolder:{missing}")[::2],
                     str(missing), "does not exist")
-    assert not (tmp_path / "ganpipe_runs").exists()
+    code, _, err = run_cli(capsys, "train", "--set", "mlflow.tracking_uri=http://127.0.0.1:9")
+    assert_one_line(code, err, "http://127.0.0.1:9", "unreachable")
+    assert not (workdir / "ganpipe_runs").exists()
 
 
-def test_unreachable_tracking_server_fails_before_training(tmp_path):
-    out = ganpipe(tmp_path, "train", "--set", "mlflow.tracking_uri=http://127.0.0.1:9", timeout=60)
-    assert_one_line_error(out, "http://127.0.0.1:9", "unreachable")
-    assert not (tmp_path / "ganpipe_runs").exists()
+def test_a_dead_cluster_address_is_one_error_not_a_hang(workdir, capsys):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    code, _, err = run_cli(capsys, "train", "--set", f"ray.address=127.0.0.1:{port}",
+                           "--set", "ray.connect_timeout_s=2")
+    assert_one_line(code, err, f"Ray cluster at 127.0.0.1:{port} does not answer within 2s", "ray.address")
 
 
-def test_more_workers_than_the_cluster_places(tmp_path):
-    out = ganpipe(tmp_path, "train", "--set", "ray.num_workers=16", timeout=120)
-    assert_one_line_error(out, "16 workers", "the Ray cluster has 2 CPU")
+def test_more_workers_than_the_cluster_places(workdir, capsys, ray_local):
+    code, _, err = run_cli(capsys, "train", "--set", "ray.num_workers=16")
+    assert_one_line(code, err, "16 workers", "the Ray cluster has 2 CPU")
 
 
-def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(tmp_path):
-    base = SMALL + ["train.run_name=nan", "train.checkpoint_every=10"]
-    ok = ganpipe(tmp_path, "train", *set_args(base + ["train.iterations=10"]))
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    # Same run, resumed with a learning rate that overflows the weights at once.
-    out = ganpipe(tmp_path, "train", *set_args(base + ["train.iterations=30", "train.lr_d=1e30", "train.lr_g=1e30"]))
-    assert_one_line_error(out, "NaN/inf at iteration 11", "checkpoint_00000010")
-    run = tmp_path / "ganpipe_runs" / "nan"
-    assert sorted(p.name for p in run.glob("checkpoint_0*")) == ["checkpoint_00000010"]
-    assert checkpoints.load_state(run / "checkpoint_00000010")["iteration"] == 10
+def test_damaged_checkpoint_is_skipped_for_the_newest_good_and_a_nan_keeps_the_last_good(workdir, capsys,
+                                                                                      ray_local):
+    base = SMALL + ["train.run_name=faults", "train.checkpoint_every=10", "train.eval_every=10",
+                    "train.keep_checkpoints=3"]
+    code, _, err = run_cli(capsys, "train", *set_args(base + ["train.iterations=20"]))
+    assert code == 0, err[-2000:]
+    run = workdir / "ganpipe_runs" / "faults"
+    state = run / "checkpoint_00000020" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # cut short, as a full disk would leave it
+    code, out, err = run_cli(capsys, "train", *set_args(base + ["train.iterations=30"]))
+    assert code == 0, err[-3000:]
+    assert "checkpoint_00000020 is skipped: state.pt does not match its sha256" in err
+    assert "finished 30 iterations" in out
+    resumed = [v for _, v in metric_history(workdir, run_id_from(out), "resumed_from")]
+    assert resumed == [0.0, 10.0], resumed
+    assert checkpoints.load_state(run / "checkpoint_00000030")["iteration"] == 30
+    import shutil
+
+    shutil.rmtree(run / "checkpoint_00000020")
+    # The same run, resumed with a learning rate that overflows the weights at once.
+    code, _, err = run_cli(capsys, "train", *set_args(base + ["train.iterations=50", "train.lr_d=1e30",
+                                                             "train.lr_g=1e30"]))
+    assert_one_line(code, err, "NaN/inf at iteration 31", "checkpoint_00000030")
+    assert checkpoints.load_state(run / "checkpoint_00000030")["iteration"] == 30
+    assert not list(run.glob("checkpoint_0000004*"))

@@ -9,7 +9,6 @@ mode, where BatchNorm uses the batch's own statistics, so D's running statistics
 broadcasting them at each of D's 2k + 1 forwards per iteration would be traffic for nothing.
 G's buffers are broadcast from rank 0 (broadcast_buffers=True) so that every rank samples alike.
 """
-from __future__ import annotations
 
 import dataclasses
 import hashlib

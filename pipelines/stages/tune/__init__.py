@@ -145,7 +145,7 @@ def run_sweep(cfg: Config, verbose: bool = False) -> SweepOutcome:
                                       callbacks=[TrialLines(metric)]),
         )
     grid = tuner.fit()
-    trials = summarize_trials(grid, uri, name, metric, cfg.tune.cost)
+    trials = summarize_trials(grid, uri, name, metric, cfg.tune.cost, storage)
     # The best trial among those that ran to their end: a trial stopped early was already judged worse
     # by the scheduler, and its last value comes from fewer iterations.
     done = [t for t in trials if t.get(metric) is not None and not t["stopped_early"] and not t["error"]]
@@ -202,7 +202,7 @@ def TrialLines(metric: str):  # noqa: N802 - built lazily so that importing this
     return _trial_lines_class()(metric)
 
 
-def summarize_trials(grid, uri: str, sweep: str, metric: str, cost: str) -> list[dict]:
+def summarize_trials(grid, uri: str, sweep: str, metric: str, cost: str, storage: str) -> list[dict]:
     """One row per trial: its parameters, its last metric, iterations run and planned, its MLflow run id."""
     c = tracking.client(uri)
     exp_ids = [e.experiment_id for e in c.search_experiments()]
@@ -220,10 +220,21 @@ def summarize_trials(grid, uri: str, sweep: str, metric: str, cost: str) -> list
                      "cost": m.get(cost),
                      "stopped_early": not finished(m) and result.error is None,
                      "error": str(result.error).splitlines()[0] if result.error else None})
-        if run is not None and run.info.status == "RUNNING":  # the scheduler stopped it
-            c.set_tag(run.info.run_id, contract.STOPPED_EARLY, "true")
-            c.set_terminated(run.info.run_id, "KILLED")
+        if run is not None and run.info.status == "RUNNING":
+            if finished(m):  # stopped by the scheduler at its very last report: it ran to its end
+                _complete(c, run.info.run_id, f"{storage}/{sweep}-{trial_id}", int(m["iteration"]))
+            else:
+                c.set_tag(run.info.run_id, contract.STOPPED_EARLY, "true")
+                c.set_terminated(run.info.run_id, "KILLED")
     return rows
+
+
+def _complete(c, run_id: str, run_dir: str, iteration: int) -> None:
+    """Record a trial that reached its planned length as a finished run, with its final checkpoint."""
+    state = Path(run_dir) / f"checkpoint_{iteration:08d}" / "state.pt"
+    if state.is_file():
+        c.log_artifact(run_id, str(state), contract.CHECKPOINT_DIR)
+    c.set_terminated(run_id, "FINISHED")
 
 
 def record_sweep(uri: str, parent: str, trials: list[dict], metric: str, best: dict | None) -> None:

@@ -1,0 +1,204 @@
+"""Checkpoint files with checksums, the Ray runtime's address rules, the layers' import direction,
+the z/y sampler and the metric table."""
+import ast
+import pickle
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gan_core import labels_for_rows, latent_rows
+from gan_core.metrics import METRICS, TRAINING_METRICS, is_better
+from pipelines.services import checkpoints
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ckpt(folder: Path, iteration: int, world: int = 2) -> Path:
+    folder.mkdir(parents=True)
+    state = {"G": {"w": torch.ones(3) * iteration}, "D": {}, "opt_g": {}, "opt_d": {}}
+    for rank in range(world):
+        checkpoints.save(folder, state, iteration, {"seed": 0}, rank, {"run_id": "r"})
+    return folder
+
+
+def test_checkpoints_carry_checksums_and_a_damaged_one_is_skipped_for_the_newest_good(tmp_path):
+    run = tmp_path / "run"
+    _ckpt(run / "checkpoint_00000010", 10)
+    newest = _ckpt(run / "checkpoint_00000020", 20)
+    assert (newest / "state.pt.sha256").is_file() and (newest / "rng_rank1.pt.sha256").is_file()
+    assert checkpoints.latest_loadable(run, 2)[1]["iteration"] == 20
+    data = bytearray((newest / "state.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    (newest / "state.pt").write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="checkpoint_00000020 skipped: state.pt does not match its sha256"):
+        folder, state = checkpoints.latest_loadable(run, 2)
+    assert folder.name == "checkpoint_00000010" and state["iteration"] == 10
+    good, damaged = checkpoints.scan(run, 2)
+    assert [p.name for p in good] == ["checkpoint_00000010"] and list(damaged) == [newest]
+    with pytest.raises(checkpoints.CheckpointError, match="checkpoint_00000020/state.pt: state.pt does not match"):
+        checkpoints.load_state(newest)
+    # A folder cut short (a rank's file without its checksum) is incomplete, not loaded.
+    (run / "checkpoint_00000010" / "rng_rank1.pt.sha256").unlink()
+    with pytest.warns(UserWarning, match="rng_rank1.pt has no checksum"):
+        assert checkpoints.latest_loadable(run, 2) is None
+
+
+def test_driver_names_damaged_checkpoints_and_refuses_when_none_is_good(tmp_path, capsys):
+    from pipelines.stages.train.driver import TrainingError, check_resumable
+
+    run = tmp_path / "run"
+    _ckpt(run / "checkpoint_00000010", 10)
+    bad = _ckpt(run / "checkpoint_00000020", 20)
+    (bad / "rng_rank0.pt").write_bytes(b"cut")
+    check_resumable(str(run), 2)
+    assert "checkpoint_00000020 is skipped: rng_rank0.pt does not match its sha256" in capsys.readouterr().err
+    (run / "checkpoint_00000010" / "state.pt").write_bytes(b"cut")
+    with pytest.raises(TrainingError, match="every checkpoint of .* is damaged"):
+        check_resumable(str(run), 2)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_error_naming_it(tmp_path):
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(checkpoints.CheckpointError, match=r"noise\.pt: not a readable ganpipe checkpoint"):
+        checkpoints.load_state(noise)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"G": Evil(), "iteration": 1}, evil, pickle_module=pickle)
+    with pytest.raises(checkpoints.CheckpointError, match=r"evil\.pt: not a readable ganpipe checkpoint"):
+        checkpoints.load_state(evil)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.ones(2)}, other)
+    with pytest.raises(checkpoints.CheckpointError, match=r"other\.pt: not a ganpipe checkpoint"):
+        checkpoints.load_state(other)
+
+
+def test_evaluate_cli_names_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    from pipelines.cli import main
+
+    noise = tmp_path / "some.pt"
+    noise.write_bytes(b"\x00\x01random bytes" * 50)
+    code = main(["evaluate", "--model", str(noise), "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path}/m.db"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "some.pt: not a readable ganpipe checkpoint" in err
+
+
+def test_an_empty_address_starts_a_fresh_local_ray_never_a_stale_one(monkeypatch):
+    """ray.init() with no address joins the last `ray start` found on disk (a dead one hangs)."""
+    import ray
+
+    from pipelines.services import runtime
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    runtime.init_ray("")
+    assert calls[-1]["address"] == "local"
+
+
+def _dead_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_joining_a_dead_cluster_is_one_clear_error_within_the_timeout(form):
+    from pipelines.services.runtime import ClusterUnreachable, check_address
+
+    address = form.format(port=_dead_port())
+    start = time.monotonic()
+    with pytest.raises(ClusterUnreachable, match=f"Ray cluster at {address} does not answer"):
+        check_address(address, 2.0)
+    assert time.monotonic() - start < 5
+    with pytest.raises(ClusterUnreachable, match="expected HOST:PORT"):
+        check_address("somewhere", 1.0)
+
+
+LAYERS = {"errors": 0, "config": 1, "services": 2, "stages": 3, "workflow": 4, "jobs": 4, "cli": 5, "ui": 5}
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """(absolute module, line) of every import in a pipelines module."""
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module.removesuffix(".__init__")
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            out.append((name, node.lineno))
+    return out
+
+
+def test_pipelines_imports_point_down_the_layers_only():
+    wrong = []
+    for path in sorted((ROOT / "pipelines").rglob("*.py")):
+        parts = path.relative_to(ROOT / "pipelines").parts
+        if parts[0] == "__init__.py":
+            continue
+        mine = LAYERS[parts[0].removesuffix(".py")]
+        for name, line in _imports(path):
+            if name.startswith("pipelines."):
+                theirs = LAYERS[name.split(".")[1]]
+                if theirs > mine:
+                    wrong.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert wrong == []
+
+
+def test_the_import_check_sees_an_upward_import(tmp_path, monkeypatch):
+    fake = ROOT / "pipelines" / "services" / "_probe_upward.py"
+    fake.write_text("from ..stages import train\n")
+    try:
+        with pytest.raises(AssertionError, match="_probe_upward.py:1 imports pipelines.stages"):
+            test_pipelines_imports_point_down_the_layers_only()
+    finally:
+        fake.unlink()
+
+
+def test_row_latents_depend_on_seed_and_row_only():
+    ids = np.arange(0, 3000)
+    whole = latent_rows(ids, seed=7, z_dim=16)
+    pieces = torch.cat([latent_rows(ids[i:i + 333], 7, 16) for i in range(0, 3000, 333)])
+    assert torch.equal(whole, pieces)
+    shuffled = np.random.default_rng(0).permutation(ids)
+    assert torch.equal(latent_rows(shuffled, 7, 16), whole[shuffled])
+    assert not torch.equal(latent_rows(ids[:10], 8, 16), whole[:10])
+    assert abs(float(whole.mean())) < 0.05 and abs(float(whole.std()) - 1) < 0.05
+
+
+def test_row_labels_have_the_exact_counts_asked_for():
+    counts = [5, 0, 17, 3]
+    ids = np.arange(25)
+    y = labels_for_rows(ids, counts, seed=1)
+    assert np.bincount(y.numpy(), minlength=4).tolist() == counts
+    assert torch.equal(labels_for_rows(ids[10:20], counts, 1), y[10:20])
+    with pytest.raises(ValueError, match=r"row ids must lie in \[0, 25\)"):
+        labels_for_rows(np.array([25]), counts, 1)
+
+
+def test_metric_table_directions():
+    assert TRAINING_METRICS == {"fd": "min", "label_fidelity": "max"}
+    assert is_better("fd", 1.0, 2.0) and not is_better("fd", 2.0, 1.0)
+    assert is_better("label_fidelity", 0.9, 0.8)
+    assert all(m.meaning and m.better for m in METRICS.values())
+    with pytest.raises(ValueError, match="density"):
+        is_better("density", 1.0, 0.5)
