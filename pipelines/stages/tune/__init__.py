@@ -220,6 +220,8 @@ def summarize_trials(grid, uri: str, sweep: str, metric: str, cost: str, storage
                      "cost": m.get(cost),
                      "stopped_early": not finished(m) and result.error is None,
                      "error": str(result.error).splitlines()[0] if result.error else None})
+        if run is not None and finished(m) and run.data.tags.get(contract.STOPPED_EARLY):
+            c.delete_tag(run.info.run_id, contract.STOPPED_EARLY)  # interrupted before, resumed to its end
         if run is not None and run.info.status == "RUNNING":
             if finished(m):  # stopped by the scheduler at its very last report: it ran to its end
                 _complete(c, run.info.run_id, f"{storage}/{sweep}-{trial_id}", int(m["iteration"]))
