@@ -18,9 +18,14 @@ class FixedSampler(nn.Module):
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """`ganpipe ARGS` in this process (no interpreter or Ray start-up): (exit code, stdout, stderr)."""
-    from pipelines.cli import main
+    import os
 
-    code = main(list(args))
+    from pipelines.cli import COMMANDS, main
+
+    folder = os.environ.get("GANPIPE_TEST_FEATURES")  # the session's feature-network cache
+    extra = ["--set", f"eval.cache_dir={folder}"] if folder and args and COMMANDS.get(args[0]) and \
+        COMMANDS[args[0]].config else []
+    code = main([*args, *extra])
     out = capsys.readouterr()
     return code, out.out, out.err
 

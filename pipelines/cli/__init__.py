@@ -3,6 +3,7 @@ stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +30,16 @@ COMMANDS: dict[str, Command] = {
     "register": Command("register a run's generator in the MLflow registry", args=(
         (("--run",), {"required": True, "help": "MLflow run id of a training run"}),
         (("--alias",), {"default": "champion", "help": "alias to compete for (default: champion)"}),
+    )),
+    "generate": Command("write a labeled synthetic dataset (Parquet, on Ray Data) from a generator", args=(
+        (("--model",), {"required": True, "help": "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID, a run "
+                                                  "id, or a checkpoint"}),
+        (("--rows",), {"type": int, "help": "rows in all (optional with explicit --labels counts)"}),
+        (("--out",), {"required": True, "help": "the dataset folder"}),
+        (("--labels",), {"default": "balanced", "help": "balanced (default), proportional, or counts like "
+                                                        "0=500,3=2000"}),
+        (("--seed",), {"type": int, "default": 0, "help": "row i depends on (seed, i) only (default 0)"}),
+        (("--overwrite",), {"action": "store_true", "help": "replace a different dataset already in --out"}),
     )),
     "config": Command("print the resolved config, each key with its meaning"),
 }
@@ -60,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "verbose", False):
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # when mlflow was imported already
     from gan_core.data import DataError
 
     try:

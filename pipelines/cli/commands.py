@@ -70,6 +70,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def generate(args: argparse.Namespace) -> int:
+    from ..stages.generate import generate as run_generate
+    from ..stages.evaluate import table
+
+    res = run_generate(_cfg(args), args.model, args.rows, args.out, args.labels, args.seed, args.overwrite,
+                       _verbose(args))
+    print(table(res.metrics))
+    counts = ", ".join(str(c) for c in res.counts)
+    print(f"generate: {res.rows} rows ({counts} per class) in {len(res.files)} files, {res.written} written now; "
+          f"card {res.out / 'README.md'}; MLflow run {res.run_id}")
+    return 0
+
+
 def config(args: argparse.Namespace) -> int:
     """The resolved config: every key, its value and what it means."""
     rows = describe(_cfg(args))

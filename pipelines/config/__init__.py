@@ -44,7 +44,7 @@ def _described(cls):
     return cls
 
 
-SECTION_KEYS = {"data", "model", "train", "eval", "ray", "mlflow", "tune", "registry"}
+SECTION_KEYS = {"data", "model", "train", "eval", "ray", "mlflow", "tune", "registry", "generate"}
 
 
 @_described
@@ -194,6 +194,23 @@ class RegistryConfig(Section):
 
 
 @_described
+class GenerateConfig(Section):
+    rows_per_file: int = Field(16384, ge=256, description="rows per Parquet file (a multiple of 256, the "
+                                                          "generator's forward block)")
+    actors: int | None = Field(None, ge=1, description="generator replicas (Ray Data actors); unset: as many "
+                                                       "as the cluster's CPUs fit")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per generator replica")
+    eval_samples: int = Field(2000, ge=10, description="rows of the dataset evaluated for its card")
+
+    @field_validator("rows_per_file")
+    @classmethod
+    def _aligned(cls, v):
+        if v % 256:
+            raise ValueError(f"{v} is not a multiple of 256")
+        return v
+
+
+@_described
 class RayConfig(Section):
     address: str = Field("", description="empty: a fresh local Ray; else a cluster (HOST:PORT, ray://HOST:10001, auto)")
     connect_timeout_s: float = Field(15, gt=0, description="seconds to wait for a cluster address to answer")
@@ -223,6 +240,7 @@ class Config(Section):
     mlflow: MLflowConfig = MLflowConfig()
     tune: TuneConfig = TuneConfig()
     registry: RegistryConfig = RegistryConfig()
+    generate: GenerateConfig = GenerateConfig()
 
     @model_validator(mode="after")
     def _tune(self) -> "Config":

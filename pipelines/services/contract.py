@@ -20,6 +20,7 @@ PLANNED_ITERATIONS = "ganpipe.planned_iterations"
 DATA_FINGERPRINT = "data.fingerprint"
 EVAL_PROTOCOL = "ganpipe.eval_protocol"  # the protocol of the eval_* metrics on the run
 PARENT_RUN = "mlflow.parentRunId"
+SOURCE_RUN = "ganpipe.model_run_id"  # on a generate run: the training run of the generator it used
 RUN_DISPLAY_NAME = "mlflow.runName"
 GIT_COMMIT = "mlflow.source.git.commit"
 
@@ -50,6 +51,16 @@ V_RUN_ID = "run_id"
 V_ITERATION = "iteration"
 VERSION_TAGS = (V_Z_DIM, V_NUM_CLASSES, V_CLASS_NAMES, V_IMAGE_SHAPE, V_DATA_FINGERPRINT, V_LABEL_PRIOR,
                 V_METRIC_NAME, V_METRIC_VALUE, V_EVAL_PROTOCOL, V_RUN_ID, V_ITERATION)
+
+V_DATASETS = "ganpipe.datasets"  # JSON list of dataset folders made from this version
+
+# Dataset folders written by `ganpipe generate`
+DATASET_DATA_DIR = "data"
+DATASET_MANIFEST = "manifest.json"
+DATASET_CARD = "README.md"
+DATASET_EVALUATION_DIR = "evaluation"
+DATASET_STATE_DIR = ".ganpipe"  # the request a folder is being written for (resume key)
+DATASET_ARTIFACTS = "dataset"  # artifact path of the card and manifest on the generate run
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

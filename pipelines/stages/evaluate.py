@@ -75,7 +75,7 @@ def evaluate_generator(cfg: Config, loaded: LoadedGenerator, model: str, out_dir
     n = max(cfg.eval.samples, n_train) if cfg.eval.cas else cfg.eval.samples
     fake_x, fake_y = sample_generator(loaded.generator, n, loaded.label_prior, cfg.seed)
     subject = f"generator {model} (iteration {loaded.iteration})"
-    return _measure(cfg, data, fake_x, fake_y, subject, out_dir, model, uri, loaded.run_id, loaded.iteration,
+    return measure(cfg, data, fake_x, fake_y, subject, out_dir, model, uri, loaded.run_id, loaded.iteration,
                     protocol(cfg, n))
 
 
@@ -112,12 +112,14 @@ def evaluate(cfg: Config, model: str | None, dataset: str | None, out_dir: str |
     synth = load_dataset(f"parquet:{dataset}", data.image_shape[1], data.image_shape[0], "resize",
                          data.class_names, allow_empty_classes=True)
     fake_x, fake_y = synth.tensors()
-    return _measure(cfg, data, fake_x, fake_y, f"dataset {dataset}", out_dir, dataset, uri, None, 0,
+    return measure(cfg, data, fake_x, fake_y, f"dataset {dataset}", out_dir, dataset, uri, None, 0,
                     protocol(cfg, len(fake_x)))
 
 
-def _measure(cfg: Config, data, fake_x, fake_y, subject: str, out_dir: str | None, what: str, uri: str,
+def measure(cfg: Config, data, fake_x, fake_y, subject: str, out_dir: str | Path | None, what: str, uri: str,
              run_id: str | None, step: int, proto: str) -> EvalResult:
+    """Every metric of generated (fake_x, fake_y) against `data` under the protocol `proto`; the report
+    in `out_dir`, and on the MLflow run `run_id` when given."""
     from torchvision.utils import save_image
 
     train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)

@@ -15,8 +15,8 @@ def _numel(module):
 
 
 @pytest.mark.parametrize("k,arch", [(2, "dcgan")])
-def test_two_workers_stay_in_sync_and_allreduce_k_d_plus_g(tmp_path, ray_local, k, arch):
-    cfg = load_config(None, [
+def test_two_workers_stay_in_sync_and_allreduce_k_d_plus_g(tmp_path, ray_local, feature_cache, k, arch):
+    cfg = load_config(None, [f"eval.cache_dir={feature_cache}",
         f"model.arch={arch}", "model.g_width=8", "model.d_width=8", f"train.k={k}", "train.iterations=6",
         "train.log_every=3", "train.checkpoint_every=6", "train.batch_size=16", "ray.num_workers=2",
         f"ray.storage_path={tmp_path / 'runs'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",

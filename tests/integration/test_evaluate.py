@@ -21,11 +21,11 @@ def _cache(feature_cache):
     return ["--set", f"eval.cache_dir={feature_cache}"]
 
 
-def _checkpoint(folder, seed: int = 0, run_id: str = ""):
+def _checkpoint(folder, seed: int = 0, run_id: str = "", overrides=()):
     import torch
 
     torch.manual_seed(seed)
-    cfg = load_config(None, ["data.source=digits", "model.g_width=8", "model.d_width=8"])
+    cfg = load_config(None, ["data.source=digits", "model.g_width=8", "model.d_width=8", *overrides])
     data = load_dataset("digits")
     train, _ = data.split(cfg.data.holdout_fraction, cfg.seed)
     game, spec = build_game(cfg, train)

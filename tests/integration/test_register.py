@@ -50,7 +50,7 @@ def test_champion_is_chosen_on_the_protocol_moves_only_when_beaten_and_samples_l
                              "eval.cas=false", f"eval.cache_dir={feature_cache}"])
     c = MlflowClient(tracking_uri=uri)
     regs, best = [], None
-    for i, seed in enumerate((0, 1, 2, 3)):
+    for i, seed in enumerate((0, 1, 2)):
         # The training probe's fd says the opposite of the truth: the registry must not read it.
         run_id = _run_with_checkpoint(tmp_path, uri, seed, f"r{i}", noisy_fd=float(i))
         reg = register(cfg, run_id)
@@ -63,14 +63,15 @@ def test_champion_is_chosen_on_the_protocol_moves_only_when_beaten_and_samples_l
         assert reg.alias == expected, (reg, best)
         best = value if best is None else min(best, value)
         regs.append((run_id, reg))
-    assert len({round(r.metrics["fd"], 6) for _, r in regs}) == 4
+    assert len({round(r.metrics["fd"], 6) for _, r in regs}) == 3
+    assert {r.alias for _, r in regs} == {"champion", "challenger"}  # both outcomes are exercised
     champion = c.get_model_version_by_alias("gan-generator", "champion")
     assert float(champion.tags["metric_value"]) == best
     # Registering a run again returns its version: no second version, no second evaluation.
     run_id, first = regs[0]
     again = register(cfg, run_id)
     assert again.version == first.version and "already version" in again.reason
-    assert len(c.search_model_versions("name = 'gan-generator'")) == 4
+    assert len(c.search_model_versions("name = 'gan-generator'")) == 3
     v = champion
     assert v.tags["z_dim"] == "64" and v.tags["class_names"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
     assert len(v.tags["data_fingerprint"]) == 64 and v.tags["image_shape"] == "[1, 28, 28]"

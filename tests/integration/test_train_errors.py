@@ -52,12 +52,11 @@ def test_damaged_checkpoint_is_skipped_for_the_newest_good_and_a_nan_keeps_the_l
     resumed = [v for _, v in metric_history(workdir, run_id_from(out), "resumed_from")]
     assert resumed == [0.0, 10.0], resumed
     assert checkpoints.load_state(run / "checkpoint_00000030")["iteration"] == 30
-    import shutil
-
-    shutil.rmtree(run / "checkpoint_00000020")
     # The same run, resumed with a learning rate that overflows the weights at once.
     code, _, err = run_cli(capsys, "train", *set_args(base + ["train.iterations=50", "train.lr_d=1e30",
                                                              "train.lr_g=1e30"]))
-    assert_one_line(code, err, "NaN/inf at iteration 31", "checkpoint_00000030")
+    warning, last = err.strip().splitlines()  # the damaged checkpoint is still named
+    assert "checkpoint_00000020 is skipped" in warning
+    assert_one_line(code, last, "NaN/inf at iteration 31", "checkpoint_00000030")
     assert checkpoints.load_state(run / "checkpoint_00000030")["iteration"] == 30
     assert not list(run.glob("checkpoint_0000004*"))

@@ -154,6 +154,8 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
 
 
 def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> TrainOutcome:
+    """`ganpipe train`: a config in; one Ray Train run (resumed when `train.run_name` exists) out, as
+    its MLflow run id, run name, newest checkpoint folder, final metrics and the workers' result."""
     import ray
     from ray.util.queue import Queue
 
@@ -189,7 +191,7 @@ def check_resumable(run_dir: str, world: int) -> None:
         print(f"train: warning: checkpoint {folder} is skipped: {'; '.join(found)}", file=sys.stderr)
     if damaged and not good:
         raise TrainingError(f"every checkpoint of {run_dir} is damaged ({', '.join(p.name for p in damaged)}); "
-                            f"remove them to start over, or choose another train.run_name")
+                            f"remove {run_dir} to start over, or choose another train.run_name")
 
 
 def _finish(uri: str, run_id: str, status: str) -> None:

@@ -1,0 +1,262 @@
+"""`ganpipe generate`: a generator (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID, a checkpoint)
+in; a labeled synthetic dataset folder out:
+
+    DIR/data/train-XXXXX-of-YYYYY.parquet   Hugging Face image layout + id, verifier label, confidence
+    DIR/README.md                            the dataset card (what made it, counts, grid, evaluation)
+    DIR/evaluation/                          the dataset's own evaluation (report, grid, metrics.json)
+    DIR/manifest.json                        every file with its rows and sha256, written last
+
+Shards are written on Ray Data by an actor pool of generator replicas; each file is complete or
+absent, so a rerun of the same request writes only what is missing and ends with the same manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...config import Config
+from ...errors import UserError
+from ...services import contract, tracking
+from ...services.models import LoadedGenerator, resolve
+from .labels import label_counts
+from .writer import ShardWriter, file_complete, shard_name, sum_path
+
+
+@dataclass
+class GenerateResult:
+    out: Path
+    rows: int
+    counts: list[int]
+    files: list[dict]
+    written: int  # files written by this call (the rest were already complete)
+    node_ids: list[str]
+    metrics: dict
+    run_id: str | None
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ganpipe")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _prepare_out(out: Path, request: dict, overwrite: bool) -> None:
+    """Create the folder (checking it is writable); refuse one that holds another request."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    try:
+        (out / contract.DATASET_DATA_DIR).mkdir(parents=True, exist_ok=True)
+        (out / contract.DATASET_STATE_DIR).mkdir(exist_ok=True)
+        probe = out / contract.DATASET_STATE_DIR / ".writable"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write there ({e.strerror or e.__class__.__name__})") from None
+    state = out / contract.DATASET_STATE_DIR / "request.json"
+    if state.is_file():
+        old = json.loads(state.read_text())
+        if old.get("key") != request["key"] and not overwrite:
+            raise UserError(f"--out {out} holds another dataset (made by {old.get('model')!r}, seed "
+                            f"{old.get('seed')}, {old.get('rows')} rows); choose another folder or pass --overwrite")
+        if old.get("key") != request["key"]:
+            for item in (contract.DATASET_DATA_DIR, contract.DATASET_EVALUATION_DIR):
+                shutil.rmtree(out / item, ignore_errors=True)
+            for item in (contract.DATASET_MANIFEST, contract.DATASET_CARD):
+                (out / item).unlink(missing_ok=True)
+            (out / contract.DATASET_DATA_DIR).mkdir()
+    elif (out / contract.DATASET_MANIFEST).exists() and not overwrite:
+        raise UserError(f"--out {out} holds a dataset ganpipe did not start here; choose another folder "
+                        f"or pass --overwrite")
+    (out / contract.DATASET_MANIFEST).unlink(missing_ok=True)  # complete again only when written last
+    state.write_text(json.dumps(request, indent=2, sort_keys=True))
+
+
+def _request(cfg: Config, loaded: LoadedGenerator, model: str, counts: list[int] | None, rows: int,
+             seed: int) -> dict:
+    what = {"model": model, "run_id": loaded.run_id, "iteration": loaded.iteration,
+            "data_fingerprint": loaded.meta.get("data_fingerprint"), "seed": seed, "rows": rows,
+            "counts": counts, "class_names": list(loaded.meta["class_names"]),
+            "rows_per_file": cfg.generate.rows_per_file}
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+    return {**what, "key": key}
+
+
+def _verifier(cfg: Config, loaded: LoadedGenerator):
+    """The feature network of the generator's training data (cached by fingerprint), and that data."""
+    from gan_core.metrics import load_or_train
+
+    from ...config.build import load_data
+    from ..evaluate import generator_config
+
+    gcfg = generator_config(cfg, loaded)
+    data = load_data(gcfg)
+    if data.fingerprint != loaded.meta.get("data_fingerprint"):
+        raise UserError(f"the data {gcfg.data.source!r} the generator was trained on has changed (fingerprint "
+                        f"{data.fingerprint[:12]}); its verifier cannot be rebuilt")
+    train, holdout = data.split(gcfg.data.holdout_fraction, gcfg.seed)
+    net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, gcfg.seed)
+    return net, gcfg, data
+
+
+def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = "balanced", seed: int = 0,
+             overwrite: bool = False, verbose: bool = False) -> GenerateResult:
+    """Write (or finish writing) the dataset of `rows` rows from `model` into `out`; see the module doc."""
+    from ...config import with_absolute_paths
+
+    cfg = with_absolute_paths(cfg)
+    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    tracking.check_reachable(uri)
+    loaded = resolve(model, uri)
+    g = loaded.generator
+    class_names = list(loaded.meta["class_names"])
+    if g.num_classes:
+        prior = loaded.meta.get("label_prior")
+        counts = label_counts(labels, rows, class_names, prior)
+        total = sum(counts)
+    else:
+        if labels not in (None, "", "balanced"):
+            raise UserError(f"--labels {labels!r}: the model is unconditional; it cannot be asked for labels "
+                            f"(rows are labelled by the verifier)")
+        if rows is None or rows <= 0:
+            raise UserError(f"--rows {rows}: give a positive number of rows")
+        counts, total = None, rows
+    out_dir = Path(out).expanduser().resolve()
+    request = _request(cfg, loaded, model, counts, total, seed)
+    net, gcfg, data = _verifier(cfg, loaded)
+    _prepare_out(out_dir, request, overwrite)
+
+    per_file = cfg.generate.rows_per_file
+    n_files = -(-total // per_file)
+    shards = [{"index": i, "count": n_files, "start": i * per_file, "stop": min(total, (i + 1) * per_file)}
+              for i in range(n_files)]
+    data_dir = out_dir / contract.DATASET_DATA_DIR
+    missing = [s for s in shards if not file_complete(data_dir / shard_name(s["index"], n_files))]
+    provenance = {"model": model, "run_id": loaded.run_id, "iteration": loaded.iteration, "seed": seed,
+                  "ganpipe_version": _version(), "request_key": request["key"],
+                  "model_version": _model_version(model, uri), "config": gcfg.model_dump(mode="json")}
+    generator = {"spec": loaded.meta["spec"], "state": {k: v.clone() for k, v in g.state_dict().items()}}
+    verifier = {"state": net.model.state_dict(), "channels": data.image_shape[0], "num_classes": data.num_classes}
+    written, nodes = _write_shards(cfg, missing, generator, verifier, request, data_dir, provenance, verbose)
+    files = _collect(data_dir, shards, n_files)
+    return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance)
+
+
+def _model_version(model: str, uri: str) -> str | None:
+    if not model.startswith("models:/"):
+        return None
+    ref = model[len("models:/"):]
+    c = tracking.client(uri)
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return str(c.get_model_version_by_alias(name, alias).version)
+    return ref.partition("/")[2]
+
+
+def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: dict, request: dict, data_dir: Path,
+                  provenance: dict, verbose: bool) -> tuple[int, list[str]]:
+    """The missing shards, written on Ray Data by a pool of generator actors."""
+    if not missing:
+        return 0, []
+    import logging
+
+    import ray
+    import ray.data
+
+    from ...services.runtime import init_ray
+
+    init_ray(cfg.ray.address, verbose, cfg.ray.connect_timeout_s)
+    ctx = ray.data.DataContext.get_current()
+    if not verbose:
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    fits = int(ray.cluster_resources().get("CPU", 1) // cfg.generate.cpus_per_actor)
+    actors = max(1, min(cfg.generate.actors or fits, len(missing)))
+    ds = ray.data.from_items(missing).map_batches(
+        ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cfg.generate.cpus_per_actor,
+        fn_constructor_kwargs={"generator": generator, "verifier": verifier, "request": request,
+                               "data_dir": str(data_dir), "provenance": provenance})
+    done = ds.take_all()
+    return len(done), sorted({d["node_id"] for d in done})
+
+
+def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
+    """Manifest entries of every shard, read back from the files (rows, sha256, class counts)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    files = []
+    for s in shards:
+        path = data_dir / shard_name(s["index"], n_files)
+        if not file_complete(path):
+            raise UserError(f"{path}: missing or damaged after writing; rerun the same command to finish it")
+        labels = pq.read_table(path, columns=["label"]).column("label").to_numpy()
+        files.append({"file": f"{contract.DATASET_DATA_DIR}/{path.name}", "rows": int(len(labels)),
+                      "sha256": sum_path(path).read_text().strip(),
+                      "label_counts": np.bincount(labels).tolist()})
+    return files
+
+
+def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: int, nodes: list[str], gcfg: Config,
+            data, uri: str, provenance: dict) -> GenerateResult:
+    import numpy as np
+
+    from .card import evaluate_dataset, write_card
+
+    k = len(request["class_names"])
+    counts = np.zeros(k, dtype=np.int64)
+    for f in files:
+        counts[: len(f["label_counts"])] += f["label_counts"]
+    if request["counts"] is not None and counts.tolist() != request["counts"]:
+        raise UserError(f"{out}: class counts {counts.tolist()} differ from the request {request['counts']}")
+    metrics = evaluate_dataset(cfg, gcfg, data, out)
+    write_card(out, request, provenance, counts.tolist(), files, metrics)
+    run_id = _track(cfg, uri, out, request, provenance, counts.tolist(), metrics)
+    manifest = {"rows": int(counts.sum()), "counts": counts.tolist(), "class_names": request["class_names"],
+                "files": files, "request": {k2: v for k2, v in request.items() if k2 != "class_names"},
+                "model": {"uri": provenance["model"], "version": provenance["model_version"],
+                          "run_id": provenance["run_id"], "iteration": provenance["iteration"]}}
+    tmp = out / f".{contract.DATASET_MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out / contract.DATASET_MANIFEST)
+    return GenerateResult(out, int(counts.sum()), counts.tolist(), files, written, nodes, metrics, run_id)
+
+
+def _track(cfg: Config, uri: str, out: Path, request: dict, provenance: dict, counts: list[int],
+           metrics: dict) -> str:
+    """An MLflow run (stage `generate`): the request, the dataset as an output, the card and manifest;
+    the model version (when there is one) lists the datasets made from it."""
+    from mlflow.entities import Param
+
+    c = tracking.client(uri)
+    exp_id = tracking.experiment_id(uri, cfg.mlflow.experiment)
+    tags = {contract.STAGE: "generate", contract.RUN_DISPLAY_NAME: f"generate-{out.name}"}
+    if provenance["run_id"]:
+        tags[contract.SOURCE_RUN] = provenance["run_id"]
+    run = c.create_run(exp_id, tags=tags)
+    run_id = run.info.run_id
+    params = {"model": provenance["model"], "model_version": provenance["model_version"], "seed": request["seed"],
+              "rows": request["rows"], "counts": json.dumps(request["counts"]), "out": str(out),
+              "rows_per_file": request["rows_per_file"]}
+    c.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    tracking.log_dataset_input(uri, run_id, out.name, request["key"], str(out), "output",
+                               {"rows": request["rows"], "counts": counts})
+    scalars = {f"{contract.EVAL_PREFIX}{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+    tracking.log_metrics(uri, run_id, {"rows": request["rows"], **scalars}, step=0)
+    c.log_artifact(run_id, str(out / contract.DATASET_CARD), contract.DATASET_ARTIFACTS)
+    c.set_terminated(run_id, "FINISHED")
+    version = provenance["model_version"]
+    if version and provenance["model"].startswith("models:/"):
+        name = provenance["model"][len("models:/"):].split("@")[0].split("/")[0]
+        mv = c.get_model_version(name, version)
+        made = json.loads(mv.tags.get(contract.V_DATASETS, "[]"))
+        if str(out) not in made:
+            c.set_model_version_tag(name, version, contract.V_DATASETS, json.dumps(made + [str(out)]))
+    return run_id

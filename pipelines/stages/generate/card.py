@@ -1,0 +1,98 @@
+"""The dataset card (README.md in the Hugging Face style, with a YAML header) and the dataset's own
+evaluation against the real data its generator was trained on."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from gan_core.metrics import METRICS
+
+from ...config import Config
+from ...services import contract
+
+
+def read_rows(out: Path, n: int, image_shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `n` rows spread evenly over the dataset, decoded to images in [-1, 1] and labels."""
+    import io
+
+    from PIL import Image
+
+    files = sorted((out / contract.DATASET_DATA_DIR).glob("train-*.parquet"))
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    step = max(1, total // n)
+    xs, ys, seen = [], [], 0
+    for f in files:
+        t = pq.read_table(f, columns=["image", "label"])
+        rows = t.num_rows
+        pick = [i for i in range(rows) if (seen + i) % step == 0]
+        seen += rows
+        images = t.column("image").to_pylist()
+        labels = t.column("label").to_numpy()
+        for i in pick:
+            arr = np.asarray(Image.open(io.BytesIO(images[i]["bytes"])))
+            arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+            xs.append(arr)
+            ys.append(int(labels[i]))
+    x = torch.from_numpy(np.stack(xs[:n])).float().div(127.5).sub(1.0)
+    return x, torch.tensor(ys[:n], dtype=torch.int64)
+
+
+def evaluate_dataset(cfg: Config, gcfg: Config, data, out: Path) -> dict:
+    """The dataset's evaluation (`ganpipe evaluate --dataset` on a sample of it) in DIR/evaluation/."""
+    from ..evaluate import measure, protocol
+
+    x, y = read_rows(out, cfg.generate.eval_samples, data.image_shape)
+    gcfg = gcfg.model_copy(update={"eval": cfg.eval})
+    res = measure(gcfg, data, x, y, f"dataset {out}", out / contract.DATASET_EVALUATION_DIR, str(out), "",
+                  None, 0, protocol(gcfg, len(x)))
+    return res.metrics
+
+
+def write_card(out: Path, request: dict, provenance: dict, counts: list[int], files: list[dict],
+               metrics: dict) -> None:
+    names = request["class_names"]
+    features = {"id": "int64", "image": "image", "label": {"class_label": {"names": dict(enumerate(names))}},
+                "verifier_label": {"class_label": {"names": dict(enumerate(names))}},
+                "verifier_confidence": "float32"}
+    header = ["---", "license: other", "task_categories:", "- image-classification", "tags:", "- synthetic",
+              "- gan", "- ganpipe", "dataset_info:", "  features:"]
+    for name, kind in features.items():
+        if isinstance(kind, str):
+            header += [f"  - name: {name}", f"    dtype: {kind}"]
+        else:
+            header += [f"  - name: {name}", "    dtype:", "      class_label:", "        names:"]
+            header += [f"          '{i}': {json.dumps(n)}" for i, n in kind["class_label"]["names"].items()]
+    header += ["  splits:", "  - name: train", f"    num_examples: {sum(counts)}", "configs:", "- config_name: default",
+               "  data_files:", "  - split: train", f"    path: {contract.DATASET_DATA_DIR}/train-*.parquet", "---", ""]
+    conditional = request["counts"] is not None
+    model_line = provenance["model"] + (f" (version {provenance['model_version']})" if provenance["model_version"]
+                                        else "")
+    body = [f"# Synthetic dataset: {sum(counts)} images, {len(names)} classes", "",
+            f"Made by ganpipe {provenance['ganpipe_version']} from the generator `{model_line}` "
+            f"(MLflow run `{provenance['run_id']}`, iteration {provenance['iteration']}), seed {request['seed']}. "
+            "Row i's latent vector and label depend only on (seed, i): the same request gives the same images.", "",
+            ("Each row's `label` is the class the generator was asked for; `verifier_label` and "
+             "`verifier_confidence` are what an independent classifier, trained on the real data, sees."
+             if conditional else
+             "The generator is unconditional: each row's `label` is the verifier's prediction (a classifier "
+             "trained on the real data), not a class the generator was asked for."), "",
+            "![samples, one row per class](evaluation/samples_per_class.png)", "",
+            "## Rows per class", "", "| class | rows | verifier agrees |", "|---|---|---|"]
+    fidelity = metrics.get("label_fidelity_per_class") or [None] * len(names)
+    for name, n, f in zip(names, counts, fidelity):
+        body.append(f"| {name} | {n} | {'' if f is None else f'{f:.3f}'} |")
+    body += ["", f"## Evaluation ({metrics.get('samples', '?')} rows against the real holdout)", "",
+             "| metric | dataset | real data | better |", "|---|---|---|---|"]
+    for m in METRICS.values():
+        if m.name in metrics:
+            ref = m.real_value(metrics)
+            body.append(f"| {m.name} | {metrics[m.name]:.4f} | {'' if ref is None else f'{ref:.4f}'} | {m.better} |")
+    body += ["", "## Files", "", "| file | rows | sha256 |", "|---|---|---|"]
+    body += [f"| {f['file']} | {f['rows']} | `{f['sha256'][:16]}…` |" for f in files]
+    body += ["", "Load it with `datasets.load_dataset(\"parquet\", data_dir=\"DIR/data\")`, pandas, polars or DuckDB; "
+             "`manifest.json` lists every file with its sha256.", ""]
+    (out / contract.DATASET_CARD).write_text("\n".join(header + body))

@@ -1,0 +1,126 @@
+"""Writing one shard of a synthetic dataset: rows [start, stop) of the dataset, generated, encoded
+as PNG, checked by the verifier, and written to Parquet in the Hugging Face image layout.
+
+Row i's z and label depend only on (seed, i) (gan_core.sampling), and the generator runs on
+blocks of FORWARD_BLOCK rows aligned to the row ids, so the same request gives the same bytes
+whatever the number of actors, the shard size or the order in which shards are written. A file is
+written under a temporary name and renamed when complete; its sha256 is then recorded in
+DIR/.ganpipe/sums/.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from gan_core import ModelSpec, build_models, labels_for_rows, latent_rows
+from gan_core.data import IMAGE_TYPE, encode_png, features_metadata, to_uint8
+from gan_core.metrics import SmallCNN
+
+from ...services import contract
+from ...services.checkpoints import SUM_SUFFIX, sha256_file
+
+FORWARD_BLOCK = 256  # rows per generator forward pass, aligned to row ids (a multiple of it per file)
+ROW_GROUP = 1024  # rows per Parquet row group
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"train-{index:05d}-of-{count:05d}.parquet"
+
+
+def schema(class_names: list[str], provenance: dict) -> pa.Schema:
+    """The files' schema: HF image layout plus provenance columns; file metadata says what made it."""
+    extra = {"id": {"dtype": "int64", "_type": "Value"},
+             "verifier_label": {"names": list(class_names), "_type": "ClassLabel"},
+             "verifier_confidence": {"dtype": "float32", "_type": "Value"}}
+    meta = features_metadata(class_names, extra)
+    meta[b"ganpipe"] = json.dumps(provenance, sort_keys=True).encode()
+    return pa.schema([("id", pa.int64()), ("image", IMAGE_TYPE), ("label", pa.int64()),
+                      ("verifier_label", pa.int64()), ("verifier_confidence", pa.float32())], metadata=meta)
+
+
+def sum_path(path: Path) -> Path:
+    """Where a data file's sha256 is kept: DIR/.ganpipe/sums/, out of the readers' way."""
+    return path.parent.parent / contract.DATASET_STATE_DIR / "sums" / (path.name + SUM_SUFFIX)
+
+
+def file_complete(path: Path) -> bool:
+    """A data file counts as written when its checksum is recorded and matches."""
+    side = sum_path(path)
+    return path.is_file() and side.is_file() and sha256_file(path) == side.read_text().strip()
+
+
+class ShardWriter:
+    """Holds one generator replica and the verifier; writes whole shards. Used as a Ray Data actor
+    (`__call__` takes a batch of shard descriptions) and directly in tests."""
+
+    def __init__(self, generator: dict, verifier: dict, request: dict, data_dir: str, provenance: dict):
+        torch.set_num_threads(1)  # one CPU per actor; also keeps reductions in one fixed order
+        spec = dict(generator["spec"])
+        spec["image_shape"] = tuple(spec["image_shape"])
+        self.G, _ = build_models(ModelSpec(**spec))
+        self.G.load_state_dict(generator["state"])
+        self.G.eval()
+        self.net = SmallCNN(verifier["channels"], verifier["num_classes"])
+        self.net.load_state_dict(verifier["state"])
+        self.net.eval()
+        self.request, self.data_dir = request, Path(data_dir)
+        self.schema = schema(request["class_names"], provenance)
+
+    @torch.no_grad()
+    def rows(self, start: int, stop: int) -> pa.Table:
+        """Rows [start, stop) as a table; computed block by block on FORWARD_BLOCK-aligned ids."""
+        r = self.request
+        tables = []
+        for lo in range(start, stop, FORWARD_BLOCK):
+            block = np.arange(lo - lo % FORWARD_BLOCK, min(lo - lo % FORWARD_BLOCK + FORWARD_BLOCK, r["rows"]))
+            z = latent_rows(block, r["seed"], self.G.z_dim)
+            y = labels_for_rows(block, r["counts"], r["seed"]) if r["counts"] else None
+            pixels = to_uint8(self.G(z, y))
+            keep = (block >= lo) & (block < stop)
+            block, pixels = block[keep], pixels[keep]
+            probs = torch.softmax(self.net(torch.from_numpy(pixels).float().div(127.5).sub(1.0)), 1)
+            conf, pred = probs.max(1)
+            labels = y[torch.from_numpy(keep)].numpy() if y is not None else pred.numpy()
+            images = [{"bytes": encode_png(p), "path": f"{i:09d}.png"} for i, p in zip(block, pixels)]
+            tables.append(pa.table({"id": pa.array(block, pa.int64()), "image": pa.array(images, IMAGE_TYPE),
+                                    "label": pa.array(labels, pa.int64()),
+                                    "verifier_label": pa.array(pred.numpy(), pa.int64()),
+                                    "verifier_confidence": pa.array(conf.numpy(), pa.float32())},
+                                   schema=self.schema))
+        return pa.concat_tables(tables)
+
+    def write(self, index: int, count: int, start: int, stop: int) -> dict:
+        """Write shard `index` of `count` (rows [start, stop)); returns its manifest entry."""
+        final = self.data_dir / shard_name(index, count)
+        tmp = final.with_name(f".{final.name}.tmp")
+        writer = pq.ParquetWriter(tmp, self.schema)
+        counts = np.zeros(len(self.request["class_names"]), dtype=np.int64)
+        try:
+            for lo in range(start, stop, ROW_GROUP):
+                table = self.rows(lo, min(lo + ROW_GROUP, stop))
+                counts += np.bincount(table.column("label").to_numpy(), minlength=len(counts))
+                writer.write_table(table, row_group_size=ROW_GROUP)
+        finally:
+            writer.close()
+        digest = sha256_file(tmp)
+        os.replace(tmp, final)
+        side = sum_path(final)
+        side.parent.mkdir(parents=True, exist_ok=True)
+        side.write_text(digest + "\n")
+        return {"file": final.name, "rows": stop - start, "sha256": digest, "counts": counts.tolist()}
+
+    def __call__(self, batch: dict) -> dict:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        out = [self.write(int(i), int(n), int(a), int(b)) for i, n, a, b in
+               zip(batch["index"], batch["count"], batch["start"], batch["stop"])]
+        return {"file": [o["file"] for o in out], "rows": [o["rows"] for o in out],
+                "sha256": [o["sha256"] for o in out], "counts": [json.dumps(o["counts"]) for o in out],
+                "node_id": [node] * len(out)}

@@ -1,0 +1,151 @@
+"""`ganpipe generate`: a registered generator to a labeled Parquet dataset on Ray Data; the layout
+readers expect, exact counts, the same bytes whatever the actors and file sizes, resume after a
+kill, and bad input."""
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.config import load_config
+from pipelines.services import contract
+from pipelines.stages.register import register
+from tests.helpers import assert_one_line, run_cli
+from tests.integration.test_evaluate import _checkpoint
+
+pytestmark = pytest.mark.slow
+FAST = ["--set", "eval.cas=false", "--set", "generate.eval_samples=200", "--set", "eval.samples=200"]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, feature_cache):
+    """A tracking store with `gan-generator@champion` (a small conditional DCGAN on digits) and an
+    unconditional checkpoint."""
+    from mlflow.tracking import MlflowClient
+
+    tmp = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.create_experiment("ganpipe")
+    run = c.create_run(exp)
+    folder = _checkpoint(tmp / "cond", 0, run.info.run_id)
+    c.log_artifact(run.info.run_id, str(folder / "state.pt"), contract.CHECKPOINT_DIR)
+    cfg = load_config(None, [f"mlflow.tracking_uri={uri}", "eval.cas=false", "eval.samples=200",
+                             f"eval.cache_dir={feature_cache}"])
+    register(cfg, run.info.run_id)
+    uncond = _checkpoint(tmp / "uncond", 0, "", ["model.conditional=false"])
+    return {"uri": uri, "uncond": str(uncond)}
+
+
+def _gen(capsys, registry, out, *args):
+    return run_cli(capsys, "generate", "--model", "models:/gan-generator@champion", "--out", str(out),
+                   "--set", f"mlflow.tracking_uri={registry['uri']}", *FAST, *args)
+
+
+def _rows(folder):
+    """id -> (PNG bytes, label) over every file of a dataset."""
+    out = {}
+    for f in sorted((folder / "data").glob("*.parquet")):
+        t = pq.read_table(f)
+        for i, img, lab in zip(t.column("id").to_pylist(), t.column("image").to_pylist(), t.column("label").to_pylist()):
+            out[i] = (img["bytes"], lab)
+    return out
+
+
+def test_dataset_layout_counts_readers_and_reproducibility(workdir, capsys, ray_local, registry):
+    out = workdir / "ds"
+    code, stdout, err = _gen(capsys, registry, out, "--rows", "600", "--set", "generate.rows_per_file=256",
+                             "--set", "generate.actors=2")
+    assert code == 0, err[-3000:]
+    assert "generate: 600 rows (60, 60, 60, 60, 60, 60, 60, 60, 60, 60 per class) in 3 files" in stdout
+    files = sorted(p.name for p in (out / "data").glob("*.parquet"))
+    assert files == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [f["rows"] for f in manifest["files"]] == [256, 256, 88] and manifest["counts"] == [60] * 10
+    # pyarrow: the HF layout, provenance columns and file-level metadata.
+    pf = pq.ParquetFile(out / "data" / files[0])
+    assert pf.schema_arrow.names == ["id", "image", "label", "verifier_label", "verifier_confidence"]
+    meta = json.loads(pf.schema_arrow.metadata[b"ganpipe"])
+    assert meta["model"] == "models:/gan-generator@champion" and meta["model_version"] == "1" and meta["seed"] == 0
+    # Hugging Face datasets decodes images and names the labels; pandas reads it too.
+    import datasets
+
+    hf = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train")
+    assert hf.features["label"].names == [str(i) for i in range(10)] and len(hf) == 600
+    assert hf[0]["image"].size == (28, 28)
+    import pandas as pd
+
+    df = pd.read_parquet(out / "data")
+    assert sorted(df["id"]) == list(range(600)) and df["label"].value_counts().tolist() == [60] * 10
+    assert ((df["verifier_confidence"] > 0) & (df["verifier_confidence"] <= 1)).all()
+    # The card and the dataset's own evaluation.
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\n") and "num_examples: 600" in card and "| 7 | 60 |" in card
+    assert (out / "evaluation" / "samples_per_class.png").is_file() and "| fd |" in card
+    # The same request on 1 actor with larger files: the same bytes for every row.
+    again = workdir / "ds1"
+    code, _, err = _gen(capsys, registry, again, "--rows", "600", "--set", "generate.rows_per_file=512",
+                        "--set", "generate.actors=1")
+    assert code == 0, err[-3000:]
+    assert _rows(again) == _rows(out)
+    # ganpipe's own parquet source reads it (and so training and `evaluate --dataset` can).
+    from gan_core.data import load_dataset
+
+    ds = load_dataset(f"parquet:{out / 'data'}")
+    assert len(ds) == 600 and ds.class_names == [str(i) for i in range(10)]
+
+
+def test_explicit_and_proportional_counts_are_exact(workdir, capsys, ray_local, registry):
+    code, stdout, err = _gen(capsys, registry, workdir / "a", "--labels", "0=5,3=300,9=1")
+    assert code == 0, err[-3000:]
+    assert json.loads((workdir / "a" / "manifest.json").read_text())["counts"] == [5, 0, 0, 300, 0, 0, 0, 0, 0, 1]
+    code, _, err = _gen(capsys, registry, workdir / "p", "--rows", "333", "--labels", "proportional")
+    assert code == 0, err[-3000:]
+    counts = json.loads((workdir / "p" / "manifest.json").read_text())["counts"]
+    assert sum(counts) == 333 and max(counts) - min(counts) <= 8  # digits' classes are near balanced
+
+
+def test_a_killed_job_rerun_writes_only_what_is_missing_and_ends_the_same(workdir, capsys, ray_local, registry):
+    out = workdir / "ds"
+    args = ("--rows", "700", "--set", "generate.rows_per_file=256")
+    assert _gen(capsys, registry, out, *args)[0] == 0
+    manifest = (out / "manifest.json").read_text()
+    rows = _rows(out)
+    # As a kill leaves it: no manifest, one file gone, one half-written temporary, one file without checksum.
+    (out / "manifest.json").unlink()
+    (out / "data" / "train-00001-of-00003.parquet").unlink()
+    (out / "data" / ".train-00001-of-00003.parquet.tmp").write_bytes(b"PAR1 cut")
+    (out / ".ganpipe" / "sums" / "train-00002-of-00003.parquet.sha256").unlink()
+    code, stdout, err = _gen(capsys, registry, out, *args)
+    assert code == 0, err[-3000:]
+    assert "2 written now" in stdout
+    assert (out / "manifest.json").read_text() == manifest and _rows(out) == rows
+    # A different request into the same folder is refused; --overwrite replaces it.
+    code, _, err = _gen(capsys, registry, out, "--rows", "50")
+    assert_one_line(code, err, "holds another dataset", "--overwrite")
+    assert (out / "manifest.json").read_text() == manifest
+    code, _, err = _gen(capsys, registry, out, "--rows", "50", "--overwrite")
+    assert code == 0, err[-2000:]
+    assert json.loads((out / "manifest.json").read_text())["rows"] == 50
+
+
+def test_generate_bad_input(workdir, capsys, registry):
+    def fails(*args, model="models:/gan-generator@champion"):
+        code, _, err = run_cli(capsys, "generate", "--model", model, "--out", str(workdir / "bad"),
+                               "--set", f"mlflow.tracking_uri={registry['uri']}", *args)
+        return code, err
+
+    assert_one_line(*fails("--rows", "10", model="models:/gan-generator@nobody"), "models:/gan-generator@nobody",
+                    "does not resolve")
+    assert_one_line(*fails("--rows", "0"), "--rows 0: give a positive number of rows")
+    assert_one_line(*fails("--rows", "-5"), "--rows -5")
+    assert_one_line(*fails("--labels", "11=5"), "the model has no class '11'")
+    assert_one_line(*fails("--labels", "3=-1"), "counts cannot be negative")
+    assert_one_line(*fails("--rows", "10", "--labels", "0=5"), "--rows 10 disagrees")
+    assert_one_line(*fails("--labels", "0=5", model=registry["uncond"]), "unconditional")
+    blocker = workdir / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(capsys, "generate", "--model", "models:/gan-generator@champion", "--out",
+                           str(blocker / "sub"), "--rows", "10", "--set", f"mlflow.tracking_uri={registry['uri']}")
+    assert_one_line(code, err, "cannot write there")
+    assert not (workdir / "bad").exists()
