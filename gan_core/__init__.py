@@ -5,7 +5,7 @@ inside a Ray worker alike.
 """
 from .game import EMA, Game, StepStats, adam_pair, unwrap
 from .models import ModelSpec, build_models
-from .sampling import latent_rows, labels_for_rows, sample_latent, seeded
+from .sampling import labels_for_rows, latent_rows, sample_latent, seeded, uniform_rows
 
 __all__ = ["Game", "StepStats", "EMA", "adam_pair", "unwrap", "ModelSpec", "build_models", "sample_latent", "seeded",
-           "latent_rows", "labels_for_rows"]
+           "latent_rows", "labels_for_rows", "uniform_rows"]

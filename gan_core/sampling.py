@@ -49,6 +49,19 @@ def latent_rows(ids: np.ndarray | torch.Tensor, seed: int, z_dim: int) -> torch.
     return out
 
 
+def uniform_rows(ids: np.ndarray | torch.Tensor, seed: int, stream: int = 0) -> torch.Tensor:
+    """U(0, 1) numbers for the given row ids: row i's number depends on (seed, stream, i) only
+    (independent of the z stream of `latent_rows`)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    out = torch.empty(len(ids), dtype=torch.float64)
+    blocks = ids // BLOCK
+    for b in np.unique(blocks):
+        sel = np.flatnonzero(blocks == b)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(b), 0, 7, int(stream)])))
+        out[torch.from_numpy(sel)] = torch.from_numpy(rng.random(BLOCK))[torch.from_numpy(ids[sel] % BLOCK)]
+    return out
+
+
 def labels_for_rows(ids: np.ndarray | torch.Tensor, counts: list[int], seed: int) -> torch.Tensor:
     """Labels for the given row ids of a dataset with exactly `counts[c]` rows of class c: the
     labels are laid out class by class and shuffled by a permutation fixed by (seed, total)."""

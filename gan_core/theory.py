@@ -72,3 +72,25 @@ def value_at_optimum(p_data, p_g, dx: float | None = None) -> float:
 def equilibrium_gap(value_estimate: float) -> float:
     """How far a V estimate is from -log 4, its value at the game's equilibrium p_g = p_data."""
     return float(value_estimate + LOG4)
+
+
+def drs_acceptance(logits, max_logit: float, gamma: float = 0.0, eps: float = 1e-6) -> np.ndarray:
+    """Discriminator rejection sampling (Azadi et al. 2019): the probability of keeping a sample whose
+    discriminator logit is D̃(x), given the largest logit D̃_M seen in a burn-in sample.
+
+    Proposition 1 gives D*(x) = p_data / (p_data + p_g), so p_data(x) / p_g(x) = exp(D̃*(x)). With
+    F(x) = D̃ - D̃_M - log(1 - exp(D̃ - D̃_M - eps)) - gamma the sample is kept with probability
+    sigmoid(F); at gamma = 0 (and eps -> 0) that is exp(D̃ - D̃_M) = (p_data / p_g) / max, exact
+    rejection sampling of p_data from p_g. A larger gamma keeps fewer samples, a smaller one more.
+    Logits above D̃_M are clipped to it (the bound is then the burn-in's)."""
+    a = np.minimum(np.asarray(logits, dtype=np.float64), max_logit) - max_logit
+    f = a - np.log1p(-np.exp(a - eps)) - gamma
+    return 1.0 / (1.0 + np.exp(-f))
+
+
+def drs_gamma(logits, max_logit: float, keep_share: float, eps: float = 1e-6) -> float:
+    """The gamma at which `keep_share` of a burn-in sample has F >= 0 (acceptance >= 1/2): the
+    paper's percentile rule for setting the acceptance rate."""
+    a = np.minimum(np.asarray(logits, dtype=np.float64), max_logit) - max_logit
+    f = a - np.log1p(-np.exp(a - eps))
+    return float(np.quantile(f, 1.0 - keep_share))

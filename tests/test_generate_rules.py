@@ -58,3 +58,49 @@ def test_a_shard_is_complete_or_absent(tmp_path):
     assert not list((tmp_path / "data").glob(".*tmp"))
     path.write_bytes(path.read_bytes()[:-10])
     assert not file_complete(path)
+
+
+class HashVerifier(torch.nn.Module):
+    """A stand-in verifier whose class is a hash of the image: it agrees with a requested label about
+    one time in three, with confidence 0.79."""
+
+    def forward(self, x):
+        cls = (x.flatten(1).sum(1) * 1000).long() % 3
+        return torch.nn.functional.one_hot(cls, 3).float() * 2.0
+
+
+def test_filters_keep_only_accepted_rows_and_stay_reproducible(tmp_path):
+    w = _writer(tmp_path)
+    w.net = HashVerifier()
+    w.request = {**w.request, "min_confidence": 0.5, "max_tries": 30}
+    t = w.rows(0, 300)
+    conf = t.column("verifier_confidence").to_numpy()
+    assert (conf >= 0.5).all() and (t.column("verifier_label").to_numpy() == t.column("label").to_numpy()).all()
+    assert np.bincount(t.column("label").to_numpy()).tolist() == [3, 250, 47]  # counts stay exact
+    assert w.tries.sum() > 300  # some candidates were rejected and retried
+    again = _writer(tmp_path)
+    again.net, again.request = HashVerifier(), dict(w.request)
+    assert again.rows(100, 200).column("image").to_pylist() == t.slice(100, 100).column("image").to_pylist()
+    from pipelines.stages.generate.writer import FilterUnmet
+
+    w.request = {**w.request, "min_confidence": 0.999, "max_tries": 2}
+    with pytest.raises(FilterUnmet, match="rows found none in 2 tries"):
+        w.rows(0, 256)
+    with pytest.raises(FilterUnmet):
+        w.write(0, 2, 0, 256)
+    assert not list((tmp_path / "data").glob("*.parquet")) and not list((tmp_path / "data").glob(".*"))
+
+
+def test_drs_accepts_by_the_density_ratio_and_recovers_p_data():
+    """With D = D* for p_g = N(0, 1), p_data = N(0.5, 1): logit = 0.5x - 0.125; DRS at gamma = 0 on
+    samples of p_g keeps exactly a sample of p_data."""
+    from gan_core.theory import drs_acceptance, drs_gamma
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(400_000)
+    logits = 0.5 * x - 0.125
+    top = float(logits[:20_000].max())
+    kept = x[rng.random(len(x)) < drs_acceptance(logits, top, gamma=0.0)]
+    assert abs(kept.mean() - 0.5) < 0.02 and abs(kept.std() - 1.0) < 0.02
+    gamma = drs_gamma(logits[:20_000], top, keep_share=0.5)
+    assert abs((drs_acceptance(logits, top, gamma) >= 0.5).mean() - 0.5) < 0.01

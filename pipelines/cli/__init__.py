@@ -40,6 +40,9 @@ COMMANDS: dict[str, Command] = {
                                                         "0=500,3=2000"}),
         (("--seed",), {"type": int, "default": 0, "help": "row i depends on (seed, i) only (default 0)"}),
         (("--overwrite",), {"action": "store_true", "help": "replace a different dataset already in --out"}),
+        (("--rejection",), {"choices": ["drs"], "help": "discriminator rejection sampling (needs the run's D)"}),
+        (("--min-confidence",), {"type": float, "help": "keep rows the verifier labels as requested with at "
+                                                        "least this confidence"}),
     )),
     "config": Command("print the resolved config, each key with its meaning"),
 }

@@ -75,7 +75,7 @@ def generate(args: argparse.Namespace) -> int:
     from ..stages.evaluate import table
 
     res = run_generate(_cfg(args), args.model, args.rows, args.out, args.labels, args.seed, args.overwrite,
-                       _verbose(args))
+                       _verbose(args), args.rejection, args.min_confidence)
     print(table(res.metrics))
     counts = ", ".join(str(c) for c in res.counts)
     print(f"generate: {res.rows} rows ({counts} per class) in {len(res.files)} files, {res.written} written now; "

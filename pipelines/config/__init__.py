@@ -201,6 +201,11 @@ class GenerateConfig(Section):
                                                        "as the cluster's CPUs fit")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per generator replica")
     eval_samples: int = Field(2000, ge=10, description="rows of the dataset evaluated for its card")
+    max_tries: int = Field(50, ge=1, description="candidates tried per row with a quality filter before the "
+                                                 "filter counts as unmet")
+    drs_keep: float = Field(0.5, gt=0, lt=1, description="discriminator rejection sampling: share of a burn-in "
+                                                         "sample with acceptance >= 1/2 (sets the paper's gamma)")
+    drs_burn_in: int = Field(2000, ge=100, description="candidates whose largest D logit bounds the density ratio")
 
     @field_validator("rows_per_file")
     @classmethod

@@ -26,6 +26,7 @@ class LoadedGenerator:
     config: dict
     iteration: int
     source: str
+    d_state: dict | None = None  # the run's discriminator, when the checkpoint has one
 
     @property
     def run_id(self) -> str | None:
@@ -49,7 +50,8 @@ def generator_from_state(state: dict, source: str) -> LoadedGenerator:
     except RuntimeError as e:
         raise UserError(f"{source}: the generator weights do not fit its model spec ({str(e).splitlines()[0]})") \
             from None
-    return LoadedGenerator(g.eval(), meta, json.loads(state.get("config", "{}")), int(state["iteration"]), source)
+    return LoadedGenerator(g.eval(), meta, json.loads(state.get("config", "{}")), int(state["iteration"]), source,
+                           state.get("D"))
 
 
 def resolve(uri: str, tracking_uri: str) -> LoadedGenerator:

@@ -149,3 +149,34 @@ def test_generate_bad_input(workdir, capsys, registry):
                            str(blocker / "sub"), "--rows", "10", "--set", f"mlflow.tracking_uri={registry['uri']}")
     assert_one_line(code, err, "cannot write there")
     assert not (workdir / "bad").exists()
+
+
+def test_quality_filters_keep_exact_counts_report_acceptance_or_fail_clearly(workdir, capsys, ray_local, registry):
+    code, stdout, err = _gen(capsys, registry, workdir / "drs", "--labels", "0=40,8=40", "--rejection", "drs",
+                             "--set", "generate.drs_burn_in=500")
+    assert code == 0, err[-3000:]
+    manifest = json.loads((workdir / "drs" / "manifest.json").read_text())
+    assert manifest["counts"] == [40, 0, 0, 0, 0, 0, 0, 0, 40, 0]
+    accept = manifest["acceptance"]
+    assert 0 < accept[0] < 1 and 0 < accept[8] < 1, accept
+    card = (workdir / "drs" / "README.md").read_text()
+    assert "discriminator rejection sampling" in card and f"| 0 | 40 |" in card
+    # The verifier filter: the untrained generator draws what the verifier calls an 8 and nothing else.
+    code, _, err = _gen(capsys, registry, workdir / "conf", "--labels", "8=30", "--min-confidence", "0.5")
+    assert code == 0, err[-3000:]
+    df = pq.read_table(workdir / "conf" / "data").to_pandas()
+    assert (df["verifier_label"] == 8).all() and (df["verifier_confidence"] >= 0.5).all() and len(df) == 30
+    code, _, err = _gen(capsys, registry, workdir / "never", "--labels", "0=30", "--min-confidence", "0.9",
+                        "--set", "generate.max_tries=3")
+    assert_one_line(code, err, "rows found none in 3 tries", "loosen the filter")
+    assert not (workdir / "never" / "manifest.json").exists()
+    assert not list((workdir / "never" / "data").glob("*.parquet"))
+    # A generator without its discriminator cannot do DRS.
+    import torch
+
+    state = torch.load(registry["uncond"] + "/state.pt", weights_only=True)
+    del state["D"]
+    torch.save(state, workdir / "no_d.pt")
+    code, _, err = run_cli(capsys, "generate", "--model", str(workdir / "no_d.pt"), "--out", str(workdir / "x"),
+                           "--rows", "10", "--rejection", "drs")
+    assert_one_line(code, err, "--rejection drs needs the run's discriminator")

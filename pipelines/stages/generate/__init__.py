@@ -105,7 +105,8 @@ def _verifier(cfg: Config, loaded: LoadedGenerator):
 
 
 def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = "balanced", seed: int = 0,
-             overwrite: bool = False, verbose: bool = False) -> GenerateResult:
+             overwrite: bool = False, verbose: bool = False, rejection: str | None = None,
+             min_confidence: float | None = None) -> GenerateResult:
     """Write (or finish writing) the dataset of `rows` rows from `model` into `out`; see the module doc."""
     from ...config import with_absolute_paths
 
@@ -126,9 +127,20 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
         if rows is None or rows <= 0:
             raise UserError(f"--rows {rows}: give a positive number of rows")
         counts, total = None, rows
+    if rejection not in (None, "", "drs"):
+        raise UserError(f"--rejection {rejection!r}: the one rejection method is drs")
+    if rejection == "drs" and loaded.d_state is None:
+        raise UserError(f"--rejection drs needs the run's discriminator, and {model} has none (a checkpoint "
+                        f"or a registered version whose training run kept its checkpoint has it)")
+    if min_confidence is not None and not 0 < min_confidence <= 1:
+        raise UserError(f"--min-confidence {min_confidence}: give a probability in (0, 1]")
     out_dir = Path(out).expanduser().resolve()
     request = _request(cfg, loaded, model, counts, total, seed)
     net, gcfg, data = _verifier(cfg, loaded)
+    if rejection or min_confidence is not None:
+        request = {**request, "min_confidence": min_confidence, "max_tries": cfg.generate.max_tries,
+                   "drs": _drs_bound(cfg, loaded, counts, seed) if rejection == "drs" else None}
+        request["key"] = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     _prepare_out(out_dir, request, overwrite)
 
     per_file = cfg.generate.rows_per_file
@@ -140,11 +152,49 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
     provenance = {"model": model, "run_id": loaded.run_id, "iteration": loaded.iteration, "seed": seed,
                   "ganpipe_version": _version(), "request_key": request["key"],
                   "model_version": _model_version(model, uri), "config": gcfg.model_dump(mode="json")}
-    generator = {"spec": loaded.meta["spec"], "state": {k: v.clone() for k, v in g.state_dict().items()}}
+    generator = {"spec": loaded.meta["spec"], "state": {k: v.clone() for k, v in g.state_dict().items()},
+                 "d_state": loaded.d_state if request.get("drs") else None}
     verifier = {"state": net.model.state_dict(), "channels": data.image_shape[0], "num_classes": data.num_classes}
-    written, nodes = _write_shards(cfg, missing, generator, verifier, request, data_dir, provenance, verbose)
+    written, nodes, tries = _write_shards(cfg, missing, generator, verifier, request, data_dir, provenance, verbose)
     files = _collect(data_dir, shards, n_files)
+    _record_tries(out_dir, tries)
     return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance)
+
+
+def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, seed: int) -> dict:
+    """D's largest logit over a burn-in sample (its own stream of candidates) and the gamma that keeps
+    `generate.drs_keep` of it at acceptance >= 1/2."""
+    import numpy as np
+    import torch
+
+    from gan_core import ModelSpec, build_models, labels_for_rows, latent_rows
+    from gan_core.data import to_uint8
+    from gan_core.theory import drs_gamma
+
+    spec = dict(loaded.meta["spec"])
+    spec["image_shape"] = tuple(spec["image_shape"])
+    _, d = build_models(ModelSpec(**spec))
+    d.load_state_dict(loaded.d_state)
+    d.eval()
+    n = cfg.generate.drs_burn_in
+    ids = np.arange(n)
+    burn_counts = None
+    if counts:
+        k = len(counts)
+        burn_counts = [n // k + (1 if c < n % k else 0) for c in range(k)]
+    with torch.no_grad():
+        y = labels_for_rows(ids, burn_counts, seed + 1) if burn_counts else None
+        x = torch.from_numpy(to_uint8(loaded.generator(latent_rows(ids, seed + 1, loaded.generator.z_dim), y)))
+        logits = d(x.float().div(127.5).sub(1.0), y).reshape(-1).double().numpy()
+    top = float(logits.max())
+    return {"max_logit": top, "gamma": drs_gamma(logits, top, cfg.generate.drs_keep), "burn_in": n}
+
+
+def _record_tries(out: Path, tries: dict[str, list[int]]) -> None:
+    """Candidates tried per class for each file written (kept with the request's state)."""
+    path = out / contract.DATASET_STATE_DIR / "tries.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**old, **tries}, sort_keys=True))
 
 
 def _model_version(model: str, uri: str) -> str | None:
@@ -162,7 +212,7 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
                   provenance: dict, verbose: bool) -> tuple[int, list[str]]:
     """The missing shards, written on Ray Data by a pool of generator actors."""
     if not missing:
-        return 0, []
+        return 0, [], {}
     import logging
 
     import ray
@@ -175,16 +225,23 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     if not verbose:
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # errors reach the user as one line below
     fits = int(ray.cluster_resources().get("CPU", 1) // cfg.generate.cpus_per_actor)
     actors = max(1, min(cfg.generate.actors or fits, len(missing)))
     ds = ray.data.from_items(missing).map_batches(
         ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=cfg.generate.cpus_per_actor,
+        num_cpus=cfg.generate.cpus_per_actor, max_restarts=0,  # a rerun finishes what a lost actor left
         fn_constructor_kwargs={"generator": generator, "verifier": verifier, "request": request,
                                "data_dir": str(data_dir), "provenance": provenance})
-    done = ds.take_all()
-    return len(done), sorted({d["node_id"] for d in done})
+    try:
+        done = ds.take_all()
+    except Exception as e:  # a filter that cannot be met, raised inside an actor
+        cause = str(e)
+        if "FilterUnmet" in cause:
+            msg = cause.split("FilterUnmet:", 1)[-1].strip().splitlines()[0]
+            raise UserError(f"--out {data_dir.parent}: {msg}; loosen the filter") from None
+        raise
+    return len(done), sorted({d["node_id"] for d in done}), {d["file"]: json.loads(d["tries"]) for d in done}
 
 
 def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
@@ -217,9 +274,18 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
     if request["counts"] is not None and counts.tolist() != request["counts"]:
         raise UserError(f"{out}: class counts {counts.tolist()} differ from the request {request['counts']}")
     metrics = evaluate_dataset(cfg, gcfg, data, out)
-    write_card(out, request, provenance, counts.tolist(), files, metrics)
+    tries_path = out / contract.DATASET_STATE_DIR / "tries.json"
+    tried = np.zeros(k, dtype=np.int64)
+    per_file = json.loads(tries_path.read_text()) if tries_path.is_file() else {}
+    for f in files:
+        t = per_file.get(Path(f["file"]).name, [])
+        tried[: len(t)] += t
+    acceptance = [float(c / t) if t else None for c, t in zip(counts, tried)] \
+        if (request.get("drs") or request.get("min_confidence") is not None) and tried.sum() else None
+    write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance)
     run_id = _track(cfg, uri, out, request, provenance, counts.tolist(), metrics)
     manifest = {"rows": int(counts.sum()), "counts": counts.tolist(), "class_names": request["class_names"],
+                "acceptance": acceptance,
                 "files": files, "request": {k2: v for k2, v in request.items() if k2 != "class_names"},
                 "model": {"uri": provenance["model"], "version": provenance["model_version"],
                           "run_id": provenance["run_id"], "iteration": provenance["iteration"]}}

@@ -53,7 +53,7 @@ def evaluate_dataset(cfg: Config, gcfg: Config, data, out: Path) -> dict:
 
 
 def write_card(out: Path, request: dict, provenance: dict, counts: list[int], files: list[dict],
-               metrics: dict) -> None:
+               metrics: dict, acceptance: list[float | None] | None = None) -> None:
     names = request["class_names"]
     features = {"id": "int64", "image": "image", "label": {"class_label": {"names": dict(enumerate(names))}},
                 "verifier_label": {"class_label": {"names": dict(enumerate(names))}},
@@ -80,11 +80,20 @@ def write_card(out: Path, request: dict, provenance: dict, counts: list[int], fi
              if conditional else
              "The generator is unconditional: each row's `label` is the verifier's prediction (a classifier "
              "trained on the real data), not a class the generator was asked for."), "",
-            "![samples, one row per class](evaluation/samples_per_class.png)", "",
-            "## Rows per class", "", "| class | rows | verifier agrees |", "|---|---|---|"]
+            "![samples, one row per class](evaluation/samples_per_class.png)", ""]
+    filters = []
+    if request.get("drs"):
+        d = request["drs"]
+        filters.append(f"discriminator rejection sampling (Azadi et al. 2019; max logit {d['max_logit']:.3f} over "
+                       f"{d['burn_in']} burn-in candidates, gamma {d['gamma']:.3f})")
+    if request.get("min_confidence") is not None:
+        filters.append(f"the verifier agrees with the requested label with confidence >= {request['min_confidence']}")
+    if filters:
+        body += ["Quality filters: " + "; ".join(filters) + ". Acceptance is rows kept / candidates tried.", ""]
+    body += ["## Rows per class", "", "| class | rows | verifier agrees | acceptance |", "|---|---|---|---|"]
     fidelity = metrics.get("label_fidelity_per_class") or [None] * len(names)
-    for name, n, f in zip(names, counts, fidelity):
-        body.append(f"| {name} | {n} | {'' if f is None else f'{f:.3f}'} |")
+    for name, n, f, a in zip(names, counts, fidelity, acceptance or [None] * len(names)):
+        body.append(f"| {name} | {n} | {'' if f is None else f'{f:.3f}'} | {'' if a is None else f'{a:.3f}'} |")
     body += ["", f"## Evaluation ({metrics.get('samples', '?')} rows against the real holdout)", "",
              "| metric | dataset | real data | better |", "|---|---|---|---|"]
     for m in METRICS.values():

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from gan_core import ModelSpec, build_models, labels_for_rows, latent_rows
+from gan_core import ModelSpec, build_models, labels_for_rows, latent_rows, uniform_rows
+from gan_core.theory import drs_acceptance
 from gan_core.data import IMAGE_TYPE, encode_png, features_metadata, to_uint8
 from gan_core.metrics import SmallCNN
 
@@ -27,6 +28,10 @@ from ...services.checkpoints import SUM_SUFFIX, sha256_file
 
 FORWARD_BLOCK = 256  # rows per generator forward pass, aligned to row ids (a multiple of it per file)
 ROW_GROUP = 1024  # rows per Parquet row group
+
+
+class FilterUnmet(Exception):
+    """A quality filter accepted too few candidates for some row within the allowed tries."""
 
 
 def shard_name(index: int, count: int) -> str:
@@ -63,30 +68,70 @@ class ShardWriter:
         torch.set_num_threads(1)  # one CPU per actor; also keeps reductions in one fixed order
         spec = dict(generator["spec"])
         spec["image_shape"] = tuple(spec["image_shape"])
-        self.G, _ = build_models(ModelSpec(**spec))
+        self.G, self.D = build_models(ModelSpec(**spec))
         self.G.load_state_dict(generator["state"])
         self.G.eval()
+        self.drs = request.get("drs")
+        if self.drs:
+            self.D.load_state_dict(generator["d_state"])
+            self.D.eval()
         self.net = SmallCNN(verifier["channels"], verifier["num_classes"])
         self.net.load_state_dict(verifier["state"])
         self.net.eval()
         self.request, self.data_dir = request, Path(data_dir)
         self.schema = schema(request["class_names"], provenance)
+        k = len(request["class_names"])
+        self.tries, self.accepted = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
+
+    @torch.no_grad()
+    def candidates(self, cand: np.ndarray, y: torch.Tensor | None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor,
+                                                                             np.ndarray]:
+        """(pixels, verifier label, verifier confidence, kept) of the candidates with these ids."""
+        r = self.request
+        pixels = to_uint8(self.G(latent_rows(cand, r["seed"], self.G.z_dim), y))
+        x = torch.from_numpy(pixels).float().div(127.5).sub(1.0)
+        conf, pred = torch.softmax(self.net(x), 1).max(1)
+        keep = np.ones(len(cand), dtype=bool)
+        if r.get("min_confidence") is not None:
+            keep &= (conf.numpy() >= r["min_confidence"]) & (y is None or (pred == y).numpy())
+        if self.drs:
+            logits = self.D(x, y).reshape(-1).double().numpy()
+            p = drs_acceptance(logits, self.drs["max_logit"], self.drs["gamma"])
+            keep &= uniform_rows(cand, r["seed"], stream=1).numpy() < p
+        return pixels, pred, conf, keep
 
     @torch.no_grad()
     def rows(self, start: int, stop: int) -> pa.Table:
-        """Rows [start, stop) as a table; computed block by block on FORWARD_BLOCK-aligned ids."""
+        """Rows [start, stop) as a table; computed block by block on FORWARD_BLOCK-aligned ids. With a
+        filter, attempt t of row i is candidate i + t x rows, tried for the whole block alike, so that a
+        row's content still depends only on (seed, i)."""
         r = self.request
         tables = []
         for lo in range(start, stop, FORWARD_BLOCK):
-            block = np.arange(lo - lo % FORWARD_BLOCK, min(lo - lo % FORWARD_BLOCK + FORWARD_BLOCK, r["rows"]))
-            z = latent_rows(block, r["seed"], self.G.z_dim)
+            base = lo - lo % FORWARD_BLOCK
+            block = np.arange(base, min(base + FORWARD_BLOCK, r["rows"]))
             y = labels_for_rows(block, r["counts"], r["seed"]) if r["counts"] else None
-            pixels = to_uint8(self.G(z, y))
-            keep = (block >= lo) & (block < stop)
-            block, pixels = block[keep], pixels[keep]
-            probs = torch.softmax(self.net(torch.from_numpy(pixels).float().div(127.5).sub(1.0)), 1)
-            conf, pred = probs.max(1)
-            labels = y[torch.from_numpy(keep)].numpy() if y is not None else pred.numpy()
+            pixels = np.zeros((len(block), *self.G.image_shape), dtype=np.uint8)
+            pred = torch.zeros(len(block), dtype=torch.int64)
+            conf = torch.zeros(len(block))
+            done = np.zeros(len(block), dtype=bool)
+            for attempt in range(r.get("max_tries", 1)):
+                px, p, c, keep = self.candidates(block + attempt * r["rows"], y)
+                new = keep & ~done
+                pixels[new], pred[torch.from_numpy(new)], conf[torch.from_numpy(new)] = px[new], p[new], c[new]
+                self.tries += np.bincount(_labels(y, p)[~done], minlength=len(self.tries))
+                done |= new
+                if done.all():
+                    break
+            want = (block >= lo) & (block < stop)
+            if not done[want].all():
+                rate = float(self.accepted.sum() + done.sum()) / max(1, float(self.tries.sum()))
+                raise FilterUnmet(f"the filter accepted {rate:.1%} of the candidates; {int((~done[want]).sum())} "
+                                  f"rows found none in {r.get('max_tries', 1)} tries (generate.max_tries)")
+            self.accepted += np.bincount(_labels(y, pred)[want], minlength=len(self.accepted))
+            block, pixels, pred, conf = block[want], pixels[want], pred[torch.from_numpy(want)], \
+                conf[torch.from_numpy(want)]
+            labels = y[torch.from_numpy(want)].numpy() if y is not None else pred.numpy()
             images = [{"bytes": encode_png(p), "path": f"{i:09d}.png"} for i, p in zip(block, pixels)]
             tables.append(pa.table({"id": pa.array(block, pa.int64()), "image": pa.array(images, IMAGE_TYPE),
                                     "label": pa.array(labels, pa.int64()),
@@ -101,19 +146,24 @@ class ShardWriter:
         tmp = final.with_name(f".{final.name}.tmp")
         writer = pq.ParquetWriter(tmp, self.schema)
         counts = np.zeros(len(self.request["class_names"]), dtype=np.int64)
+        self.tries[:], self.accepted[:] = 0, 0
         try:
             for lo in range(start, stop, ROW_GROUP):
                 table = self.rows(lo, min(lo + ROW_GROUP, stop))
                 counts += np.bincount(table.column("label").to_numpy(), minlength=len(counts))
                 writer.write_table(table, row_group_size=ROW_GROUP)
-        finally:
+        except BaseException:
             writer.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        writer.close()
         digest = sha256_file(tmp)
         os.replace(tmp, final)
         side = sum_path(final)
         side.parent.mkdir(parents=True, exist_ok=True)
         side.write_text(digest + "\n")
-        return {"file": final.name, "rows": stop - start, "sha256": digest, "counts": counts.tolist()}
+        return {"file": final.name, "rows": stop - start, "sha256": digest, "counts": counts.tolist(),
+                "tries": self.tries.tolist()}
 
     def __call__(self, batch: dict) -> dict:
         import ray
@@ -123,4 +173,9 @@ class ShardWriter:
                zip(batch["index"], batch["count"], batch["start"], batch["stop"])]
         return {"file": [o["file"] for o in out], "rows": [o["rows"] for o in out],
                 "sha256": [o["sha256"] for o in out], "counts": [json.dumps(o["counts"]) for o in out],
-                "node_id": [node] * len(out)}
+                "tries": [json.dumps(o["tries"]) for o in out], "node_id": [node] * len(out)}
+
+
+def _labels(y: torch.Tensor | None, pred: torch.Tensor) -> np.ndarray:
+    """The class a row is counted under: the requested label, or the verifier's for an unconditional model."""
+    return (y if y is not None else pred).numpy()
