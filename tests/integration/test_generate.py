@@ -169,6 +169,12 @@ def test_quality_filters_keep_exact_counts_report_acceptance_or_fail_clearly(wor
     code, _, err = _gen(capsys, registry, workdir / "never", "--labels", "0=30", "--min-confidence", "0.9",
                         "--set", "generate.max_tries=3")
     assert_one_line(code, err, "rows found none in 3 tries", "loosen the filter")
+    import time
+
+    deadline = time.time() + 20  # the generator actors are released: the next stage gets every CPU
+    while ray_local.available_resources().get("CPU", 0) < ray_local.cluster_resources()["CPU"]:
+        assert time.time() < deadline, ray_local.available_resources()
+        time.sleep(0.5)
     assert not (workdir / "never" / "manifest.json").exists()
     assert not list((workdir / "never" / "data").glob("*.parquet"))
     # A generator without its discriminator cannot do DRS.

@@ -233,14 +233,13 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
         num_cpus=cfg.generate.cpus_per_actor, max_restarts=0,  # a rerun finishes what a lost actor left
         fn_constructor_kwargs={"generator": generator, "verifier": verifier, "request": request,
                                "data_dir": str(data_dir), "provenance": provenance})
-    try:
-        done = ds.take_all()
-    except Exception as e:  # a filter that cannot be met, raised inside an actor
-        cause = str(e)
-        if "FilterUnmet" in cause:
-            msg = cause.split("FilterUnmet:", 1)[-1].strip().splitlines()[0]
-            raise UserError(f"--out {data_dir.parent}: {msg}; loosen the filter") from None
-        raise
+    done = ds.take_all()
+    failed = [d for d in done if d["error"]]
+    for d in failed:
+        if d["error"].startswith("FilterUnmet: "):
+            raise UserError(f"--out {data_dir.parent}: {d['error'][len('FilterUnmet: '):]}; loosen the filter")
+    if failed:
+        raise RuntimeError(f"writing {failed[0]['file']} failed: {failed[0]['error']}")
     return len(done), sorted({d["node_id"] for d in done}), {d["file"]: json.loads(d["tries"]) for d in done}
 
 

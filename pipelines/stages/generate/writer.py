@@ -169,11 +169,17 @@ class ShardWriter:
         import ray
 
         node = ray.get_runtime_context().get_node_id()
-        out = [self.write(int(i), int(n), int(a), int(b)) for i, n, a, b in
-               zip(batch["index"], batch["count"], batch["start"], batch["stop"])]
+        out = []
+        for i, n, a, b in zip(batch["index"], batch["count"], batch["start"], batch["stop"]):
+            try:
+                out.append({**self.write(int(i), int(n), int(a), int(b)), "error": ""})
+            except Exception as e:  # reported as data, so that the pipeline ends and its actors are released
+                out.append({"file": shard_name(int(i), int(n)), "rows": 0, "sha256": "", "counts": [], "tries": [],
+                            "error": f"{e.__class__.__name__}: {e}"})
         return {"file": [o["file"] for o in out], "rows": [o["rows"] for o in out],
                 "sha256": [o["sha256"] for o in out], "counts": [json.dumps(o["counts"]) for o in out],
-                "tries": [json.dumps(o["tries"]) for o in out], "node_id": [node] * len(out)}
+                "tries": [json.dumps(o["tries"]) for o in out], "error": [o["error"] for o in out],
+                "node_id": [node] * len(out)}
 
 
 def _labels(y: torch.Tensor | None, pred: torch.Tensor) -> np.ndarray:
