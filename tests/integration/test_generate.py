@@ -82,6 +82,7 @@ def test_dataset_layout_counts_readers_and_reproducibility(workdir, capsys, ray_
     card = (out / "README.md").read_text()
     assert card.startswith("---\n") and "num_examples: 600" in card and "| 7 | 60 |" in card
     assert (out / "evaluation" / "samples_per_class.png").is_file() and "| fd |" in card
+    assert not (out / ".ganpipe" / "weights.pt").exists(), "a shared dataset must not carry the model"
     # The same request on 1 actor with larger files: the same bytes for every row.
     again = workdir / "ds1"
     code, _, err = _gen(capsys, registry, again, "--rows", "600", "--set", "generate.rows_per_file=512",

@@ -221,6 +221,10 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     from ...services.runtime import init_ray
 
     init_ray(cfg.ray.address, verbose, cfg.ray.connect_timeout_s)
+    import torch
+
+    weights = data_dir.parent / contract.DATASET_STATE_DIR / "weights.pt"
+    torch.save({"generator": generator, "verifier": verifier}, weights)
     ctx = ray.data.DataContext.get_current()
     if not verbose:
         ctx.enable_progress_bars = False
@@ -230,10 +234,13 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     actors = max(1, min(cfg.generate.actors or fits, len(missing)))
     ds = ray.data.from_items(missing).map_batches(
         ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=cfg.generate.cpus_per_actor, max_restarts=0,  # a rerun finishes what a lost actor left
-        fn_constructor_kwargs={"generator": generator, "verifier": verifier, "request": request,
-                               "data_dir": str(data_dir), "provenance": provenance})
-    done = ds.take_all()
+        num_cpus=cfg.generate.cpus_per_actor,
+        fn_constructor_kwargs={"generator": None, "verifier": None, "request": request, "data_dir": str(data_dir),
+                               "provenance": provenance, "weights": str(weights)})
+    try:
+        done = ds.take_all()
+    finally:
+        weights.unlink(missing_ok=True)  # a shared dataset must not carry the model
     failed = [d for d in done if d["error"]]
     for d in failed:
         if d["error"].startswith("FilterUnmet: "):

@@ -64,8 +64,14 @@ class ShardWriter:
     """Holds one generator replica and the verifier; writes whole shards. Used as a Ray Data actor
     (`__call__` takes a batch of shard descriptions) and directly in tests."""
 
-    def __init__(self, generator: dict, verifier: dict, request: dict, data_dir: str, provenance: dict):
+    def __init__(self, generator: dict | None, verifier: dict | None, request: dict, data_dir: str, provenance: dict,
+                 weights: str | None = None):
+        """`weights`: a file holding {"generator", "verifier"} (written by the driver into the dataset
+        folder, which every actor sees), read instead of passing the weights through the object store."""
         torch.set_num_threads(1)  # one CPU per actor; also keeps reductions in one fixed order
+        if weights is not None:
+            both = torch.load(weights, map_location="cpu", weights_only=True)
+            generator, verifier = both["generator"], both["verifier"]
         spec = dict(generator["spec"])
         spec["image_shape"] = tuple(spec["image_shape"])
         self.G, self.D = build_models(ModelSpec(**spec))
