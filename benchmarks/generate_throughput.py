@@ -18,6 +18,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import record  # noqa: E402
 
 from gan_core import latent_rows, labels_for_rows  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
@@ -65,9 +68,7 @@ def main() -> None:
            f"{actors} actors x 1 CPU | bare G forward, 1 thread: {bare:.0f} rows/s | ganpipe generate end to end "
            f"(Ray Data start, PNG, verifier, Parquet, card): {res.rows / wall:.0f} rows/s, driver peak RSS "
            f"{rss:.0f} MiB | **{res.rows / wall / bare:.2f}x** (of one thread) | {os.cpu_count()} cores |")
-    print(row)
-    with Path(args.out).open("a") as f:
-        f.write(row + "\n")
+    record(row, args.out)
 
 
 if __name__ == "__main__":

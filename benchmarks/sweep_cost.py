@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import record  # noqa: E402
 
 from pipelines.config import load_config  # noqa: E402
 from pipelines.stages.tune import run_sweep  # noqa: E402
@@ -46,9 +49,7 @@ def main() -> None:
            f"| {run} run, {sum(bool(t['stopped_early']) for t in out.trials)} trials stopped early, "
            f"{wall / 60:.1f} min | **{run / full:.2f}x** of the work | best {out.metric}="
            f"{best.get(out.metric, float('nan')):.1f} ({arch}) | {os.cpu_count()} cores |")
-    print(row)
-    with Path(args.out).open("a") as f:
-        f.write(row + "\n")
+    record(row, args.out)
 
 
 if __name__ == "__main__":

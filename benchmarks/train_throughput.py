@@ -20,6 +20,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import record  # noqa: E402
 
 from gan_core.data.stream import BatchStream  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
@@ -82,12 +85,7 @@ def main() -> None:
            f"(end to end incl. Ray start {end_to_end:.0f} img/s) | **{steady / bare:.2f}x** steady, "
            f"{end_to_end / bare:.2f}x end to end | {platform.processor() or platform.machine()}, "
            f"{os.cpu_count()} cores |")
-    print(row)
-    path = Path(args.out)
-    if not path.exists():
-        path.write_text("# Benchmarks\n\n")
-    with path.open("a") as f:
-        f.write(row + "\n")
+    record(row, args.out)
 
 
 if __name__ == "__main__":
