@@ -61,18 +61,31 @@ def generator_config(cfg: Config, loaded: LoadedGenerator) -> Config:
     return Config.model_validate({**loaded.config, "mlflow": cfg.mlflow.model_dump(), "eval": cfg.eval.model_dump()})
 
 
-def evaluate_generator(cfg: Config, loaded: LoadedGenerator, model: str, out_dir: str | None,
-                       uri: str) -> EvalResult:
-    """Every metric of a loaded generator against the data it was trained on (refused when that data's
-    fingerprint has changed), under the fixed protocol; logged to its MLflow run when it has one."""
-    cfg = generator_config(cfg, loaded)
-    data = load_data(cfg)
+def generator_data(cfg: Config, loaded: LoadedGenerator, model: str):
+    """(config, data) a generator was trained with, under the tracking and evaluation settings in force;
+    refused when that data's fingerprint has changed since."""
+    gcfg = generator_config(cfg, loaded)
+    data = load_data(gcfg)
     if data.fingerprint != loaded.meta.get("data_fingerprint"):
-        raise UserError(f"--model {model}: data {cfg.data.source!r} has changed since this generator was trained "
+        raise UserError(f"--model {model}: data {gcfg.data.source!r} has changed since this generator was trained "
                         f"(fingerprint {data.fingerprint[:12]} vs {str(loaded.meta.get('data_fingerprint'))[:12]})")
-    # CAS trains on as many generated samples as the real training split holds.
+    return gcfg, data
+
+
+def protocol_samples(cfg: Config, data) -> int:
+    """Generated samples of the protocol: `eval.samples`, and with CAS at least the training split's
+    size (CAS trains on as many generated samples as the real training split holds)."""
     n_train, _ = data.split_sizes(cfg.data.holdout_fraction)
-    n = max(cfg.eval.samples, n_train) if cfg.eval.cas else cfg.eval.samples
+    return max(cfg.eval.samples, n_train) if cfg.eval.cas else cfg.eval.samples
+
+
+def evaluate_generator(cfg: Config, loaded: LoadedGenerator, model: str, out_dir: str | None,
+                       uri: str, prepared=None) -> EvalResult:
+    """Every metric of a loaded generator against the data it was trained on (refused when that data's
+    fingerprint has changed), under the fixed protocol; logged to its MLflow run when it has one.
+    `prepared`: the (config, data) of `generator_data`, when the caller has them already."""
+    cfg, data = prepared or generator_data(cfg, loaded, model)
+    n = protocol_samples(cfg, data)
     fake_x, fake_y = sample_generator(loaded.generator, n, loaded.label_prior, cfg.seed)
     subject = f"generator {model} (iteration {loaded.iteration})"
     return measure(cfg, data, fake_x, fake_y, subject, out_dir, model, uri, loaded.run_id, loaded.iteration,
@@ -83,18 +96,15 @@ def evaluate_once(cfg: Config, loaded: LoadedGenerator, model: str, uri: str, ou
     """The protocol's metrics of a generator with an MLflow run: read back from the run when it was
     already evaluated under the same protocol at the same iteration, else computed (and logged).
     Returns the metrics with the key `protocol`."""
-    gcfg = generator_config(cfg, loaded)
-    data = load_data(gcfg)
-    n_train, _ = data.split_sizes(gcfg.data.holdout_fraction)
-    n = max(gcfg.eval.samples, n_train) if gcfg.eval.cas else gcfg.eval.samples
-    proto = protocol(gcfg, n)
+    gcfg, data = generator_data(cfg, loaded, model)
+    proto = protocol(gcfg, protocol_samples(gcfg, data))
     if loaded.run_id:
         run = tracking.client(uri).get_run(loaded.run_id)
         if run.data.tags.get(contract.EVAL_PROTOCOL) == f"{proto};iteration={loaded.iteration}":
             prefix = contract.EVAL_PREFIX
             return {**{k[len(prefix):]: v for k, v in run.data.metrics.items() if k.startswith(prefix)},
                     "protocol": proto}
-    res = evaluate_generator(cfg, loaded, model, out_dir, uri)
+    res = evaluate_generator(cfg, loaded, model, out_dir, uri, (gcfg, data))
     return {**res.metrics, "protocol": res.protocol}
 
 

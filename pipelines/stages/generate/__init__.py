@@ -78,27 +78,23 @@ def _prepare_out(out: Path, request: dict, overwrite: bool) -> None:
 
 
 def _request(cfg: Config, loaded: LoadedGenerator, model: str, counts: list[int] | None, rows: int,
-             seed: int) -> dict:
+             seed: int, filters: dict) -> dict:
+    """What is being written; its hash (`key`) tells a rerun of the same request from another one."""
     what = {"model": model, "run_id": loaded.run_id, "iteration": loaded.iteration,
             "data_fingerprint": loaded.meta.get("data_fingerprint"), "seed": seed, "rows": rows,
             "counts": counts, "class_names": list(loaded.meta["class_names"]),
-            "rows_per_file": cfg.generate.rows_per_file}
+            "rows_per_file": cfg.generate.rows_per_file, **filters}
     key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
     return {**what, "key": key}
 
 
-def _verifier(cfg: Config, loaded: LoadedGenerator):
+def _verifier(cfg: Config, loaded: LoadedGenerator, model: str):
     """The feature network of the generator's training data (cached by fingerprint), and that data."""
     from gan_core.metrics import load_or_train
 
-    from ...config.build import load_data
-    from ..evaluate import generator_config
+    from ..evaluate import generator_data
 
-    gcfg = generator_config(cfg, loaded)
-    data = load_data(gcfg)
-    if data.fingerprint != loaded.meta.get("data_fingerprint"):
-        raise UserError(f"the data {gcfg.data.source!r} the generator was trained on has changed (fingerprint "
-                        f"{data.fingerprint[:12]}); its verifier cannot be rebuilt")
+    gcfg, data = generator_data(cfg, loaded, model)
     train, holdout = data.split(gcfg.data.holdout_fraction, gcfg.seed)
     net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, gcfg.seed)
     return net, gcfg, data
@@ -135,12 +131,12 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
     if min_confidence is not None and not 0 < min_confidence <= 1:
         raise UserError(f"--min-confidence {min_confidence}: give a probability in (0, 1]")
     out_dir = Path(out).expanduser().resolve()
-    request = _request(cfg, loaded, model, counts, total, seed)
-    net, gcfg, data = _verifier(cfg, loaded)
+    net, gcfg, data = _verifier(cfg, loaded, model)
+    filters = {}
     if rejection or min_confidence is not None:
-        request = {**request, "min_confidence": min_confidence, "max_tries": cfg.generate.max_tries,
+        filters = {"min_confidence": min_confidence, "max_tries": cfg.generate.max_tries,
                    "drs": _drs_bound(cfg, loaded, counts, seed) if rejection == "drs" else None}
-        request["key"] = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+    request = _request(cfg, loaded, model, counts, total, seed, filters)
     _prepare_out(out_dir, request, overwrite)
 
     per_file = cfg.generate.rows_per_file
