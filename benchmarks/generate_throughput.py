@@ -22,12 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from record import record  # noqa: E402
 
-from gan_core import latent_rows, labels_for_rows  # noqa: E402
+from gan_core import aligned_blocks, labels_for_rows, render_rows  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.config.build import build_game, load_data  # noqa: E402
 from pipelines.services import checkpoints  # noqa: E402
 from pipelines.stages.generate import generate  # noqa: E402
-from pipelines.stages.generate.writer import FORWARD_BLOCK  # noqa: E402
 from pipelines.stages.train.worker import checkpoint_meta  # noqa: E402
 
 
@@ -36,9 +35,8 @@ def bare_forward(g, rows: int, counts: list[int]) -> float:
     torch.set_num_threads(1)
     start = time.perf_counter()
     with torch.no_grad():
-        for lo in range(0, rows, FORWARD_BLOCK):
-            ids = range(lo, min(lo + FORWARD_BLOCK, rows))
-            g(latent_rows(list(ids), 0, g.z_dim), labels_for_rows(list(ids), counts, 0))
+        for ids, _ in aligned_blocks(0, rows, rows):
+            render_rows(g, ids, 0, labels_for_rows(ids, counts, 0))
     return rows / (time.perf_counter() - start)
 
 

@@ -72,3 +72,26 @@ def labels_for_rows(ids: np.ndarray | torch.Tensor, counts: list[int], seed: int
     layout = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     perm = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), total, 1]))).permutation(total)
     return torch.from_numpy(layout[perm][ids])
+
+
+FORWARD_BLOCK = 256  # rows per generator forward pass when rows are addressed by id
+
+
+def aligned_blocks(start: int, stop: int, total: int):
+    """The FORWARD_BLOCK-aligned blocks of row ids (within [0, total)) that cover [start, stop):
+    yields (block ids, mask of the ids in [start, stop)). A row's forward pass always shares its
+    batch with the same rows, so its pixels do not depend on how a job is split up."""
+    lo = start
+    while lo < stop:
+        base = lo - lo % FORWARD_BLOCK
+        block = np.arange(base, min(base + FORWARD_BLOCK, total))
+        yield block, (block >= start) & (block < stop)
+        lo = base + FORWARD_BLOCK
+
+
+@torch.no_grad()
+def render_rows(g: torch.nn.Module, ids: np.ndarray, seed: int, y: torch.Tensor | None = None) -> torch.Tensor:
+    """G's images (in [-1, 1]) for rows `ids` under `seed` (labels `y` for a conditional G): row i's
+    z depends on (seed, i) only. Call it on the blocks of `aligned_blocks` for pixels that match
+    however a job is split up."""
+    return g(latent_rows(ids, seed, g.z_dim), y)

@@ -104,3 +104,33 @@ def test_drs_accepts_by_the_density_ratio_and_recovers_p_data():
     assert abs(kept.mean() - 0.5) < 0.02 and abs(kept.std() - 1.0) < 0.02
     gamma = drs_gamma(logits[:20_000], top, keep_share=0.5)
     assert abs((drs_acceptance(logits, top, gamma) >= 0.5).mean() - 0.5) < 0.01
+
+
+def test_the_served_model_draws_the_rows_generate_writes(tmp_path):
+    """The python_function flavor: (label, count) rows and a seed in; the same PNG bytes, ids and labels
+    as the batch stage's rows of that request; bad requests are one clear error."""
+    import base64
+
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    from pipelines.services import serving
+
+    w = _writer(tmp_path, counts=(3, 250, 47), seed=5)
+    spec = ModelSpec("dcgan", 16, (1, 28, 28), 3, 8, 8)
+    serving.save_model(str(tmp_path / "model"), Model(), generator=w.G, spec=spec.__dict__, class_names=NAMES)
+    served = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    out = served.predict(pd.DataFrame({"label": [1, 0, 2], "count": [250, 3, 47]}), params={"seed": 5})
+    rows = w.rows(0, 300)
+    assert out["id"].tolist() == rows.column("id").to_pylist()
+    assert out["label"].tolist() == rows.column("label").to_pylist()
+    assert [base64.b64decode(s) for s in out["image"]] == [im["bytes"] for im in rows.column("image").to_pylist()]
+    g = mlflow.pytorch.load_model(str(tmp_path / "model"))  # the pt2 flavor still loads as G(z, y)
+    assert g(torch.randn(2, 16), torch.tensor([0, 2])).shape == (2, 1, 28, 28)
+    for request, needle in [({"label": [3], "count": [1]}, "outside the model's classes"),
+                            ({"label": [0], "count": [0]}, "positive counts"),
+                            ({"label": [0], "count": [serving.MAX_ROWS + 1]}, "at most")]:
+        with pytest.raises(MlflowException, match=needle):
+            served.predict(pd.DataFrame(request), params={"seed": 5})

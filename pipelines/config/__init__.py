@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gan_core.metrics.table import TRAINING_METRICS
+from gan_core.sampling import FORWARD_BLOCK
 
 from ..errors import UserError
 
@@ -195,8 +196,8 @@ class RegistryConfig(Section):
 
 @_described
 class GenerateConfig(Section):
-    rows_per_file: int = Field(16384, ge=256, description="rows per Parquet file (a multiple of 256, the "
-                                                          "generator's forward block)")
+    rows_per_file: int = Field(16384, ge=FORWARD_BLOCK, description=f"rows per Parquet file (a multiple of "
+                                                                    f"{FORWARD_BLOCK}, the generator's forward block)")
     actors: int | None = Field(None, ge=1, description="generator replicas (Ray Data actors); unset: as many "
                                                        "as the cluster's CPUs fit")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per generator replica")
@@ -210,8 +211,8 @@ class GenerateConfig(Section):
     @field_validator("rows_per_file")
     @classmethod
     def _aligned(cls, v):
-        if v % 256:
-            raise ValueError(f"{v} is not a multiple of 256")
+        if v % FORWARD_BLOCK:
+            raise ValueError(f"{v} is not a multiple of {FORWARD_BLOCK}")
         return v
 
 

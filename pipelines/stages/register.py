@@ -1,4 +1,5 @@
-"""`ganpipe register`: log a run's generator as an MLflow model (pt2, pickle-free), register it,
+"""`ganpipe register`: log a run's generator as an MLflow model (pt2, pickle-free, plus a
+python_function flavor that serves labeled images; see services/serving.py), register it,
 evaluate it under the fixed protocol, and give it the alias `champion` only when it beats the
 current champion on the same metric, data fingerprint and protocol; otherwise `challenger`."""
 from __future__ import annotations
@@ -8,14 +9,11 @@ import io
 import json
 from dataclasses import dataclass
 
-import numpy as np
-
-from gan_core import sample_latent, seeded
 from gan_core.metrics import is_better
 
 from ..config import Config, check_name
 from ..errors import UserError
-from ..services import contract, tracking
+from ..services import contract, serving, tracking
 from ..services.models import RUN_ID, resolve
 from .evaluate import evaluate_once
 
@@ -59,22 +57,6 @@ def decide(new_value: float, champion: dict | None, metric: str, fingerprint: st
         f"{metric} {new_value:.4g} {verb} the champion's {old:.4g}"
 
 
-def _example_and_signature(g):
-    """Tensor signature (z, and y when conditional) with a dynamic batch, as pt2 export needs."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    n = 4
-    z, _ = sample_latent(n, g.z_dim, None, seeded(0))
-    inputs = [TensorSpec(np.dtype(np.float32), (-1, g.z_dim), "z")]
-    example = [z.numpy()]
-    if g.num_classes:
-        example.append((np.arange(n) % g.num_classes).astype(np.int64))
-        inputs.append(TensorSpec(np.dtype(np.int64), (-1,), "y"))
-    outputs = [TensorSpec(np.dtype(np.float32), (-1, *g.image_shape), "images")]
-    return example, ModelSignature(Schema(inputs), Schema(outputs))
-
-
 def _existing_version(c, name: str, run_id: str, iteration: int):
     """The version already registered from this run at this iteration, if any."""
     from mlflow.exceptions import MlflowException
@@ -96,6 +78,7 @@ def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: 
     beats the current holder on the same metric, data and protocol (else `challenger`). Registering
     the same run at the same iteration again returns the existing version."""
     import mlflow
+    from mlflow.models import Model
 
     name, metric = cfg.registry.model_name, cfg.tune.metric
     _validate_name(name)
@@ -120,12 +103,11 @@ def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: 
         raise UserError(f"--run {run_id}: the evaluation has no {metric!r} metric to be compared by")
     value = float(metrics[metric])
     g = loaded.generator
-    example, signature = _example_and_signature(g)
     mlflow.set_tracking_uri(uri)
     quiet = contextlib.redirect_stderr(io.StringIO()) if not verbose else contextlib.nullcontext()
     with mlflow.start_run(run_id=run_id), quiet:  # MLflow prints its own registration lines to stderr
-        info = mlflow.pytorch.log_model(g, name=contract.MODEL_NAME, signature=signature, input_example=example,
-                                        serialization_format="pt2", registered_model_name=name)
+        info = Model.log(None, name=contract.MODEL_NAME, flavor=serving, registered_model_name=name, generator=g,
+                         spec=loaded.meta["spec"], class_names=loaded.meta["class_names"])
     version = str(info.registered_model_version)
     meta = loaded.meta
     tags = {contract.V_Z_DIM: g.z_dim, contract.V_NUM_CLASSES: g.num_classes or 0,

@@ -96,10 +96,66 @@ def test_dataset_layout_counts_readers_and_reproducibility(workdir, capsys, ray_
     assert len(ds) == 600 and ds.class_names == [str(i) for i in range(10)]
 
 
-def test_explicit_and_proportional_counts_are_exact(workdir, capsys, ray_local, registry):
-    code, stdout, err = _gen(capsys, registry, workdir / "a", "--labels", "0=5,3=300,9=1")
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _served(registry, workdir, payload: dict) -> list[dict]:
+    """`mlflow models serve` for the champion on localhost, one request posted; stopped however it ends."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry["uri"],  # uvicorn from the same environment
+           "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = open(workdir / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/gan-generator@champion",
+                             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None and time.monotonic() < deadline, (workdir / "serve.log").read_text()[-3000:]
+                time.sleep(0.5)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(payload).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())["predictions"]
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+
+
+def test_explicit_counts_are_exact_and_the_served_model_draws_the_same_rows(workdir, capsys, ray_local, registry):
+    import base64
+
+    code, stdout, err = _gen(capsys, registry, workdir / "a", "--labels", "0=5,3=300,9=1", "--seed", "3")
     assert code == 0, err[-3000:]
     assert json.loads((workdir / "a" / "manifest.json").read_text())["counts"] == [5, 0, 0, 300, 0, 0, 0, 0, 0, 1]
+    # `mlflow models serve` answers the same request with the same rows, byte for byte.
+    answer = _served(registry, workdir, {"dataframe_records": [{"label": 0, "count": 5}, {"label": 3, "count": 300},
+                                                                {"label": 9, "count": 1}], "params": {"seed": 3}})
+    rows = _rows(workdir / "a")
+    assert len(answer) == 306
+    assert {a["id"]: (base64.b64decode(a["image"]), a["label"]) for a in answer} == rows
+
+
+def test_proportional_counts_are_exact(workdir, capsys, ray_local, registry):
     code, _, err = _gen(capsys, registry, workdir / "p", "--rows", "333", "--labels", "proportional")
     assert code == 0, err[-3000:]
     counts = json.loads((workdir / "p" / "manifest.json").read_text())["counts"]

@@ -228,14 +228,26 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # errors reach the user as one line below
     fits = int(ray.cluster_resources().get("CPU", 1) // cfg.generate.cpus_per_actor)
     actors = max(1, min(cfg.generate.actors or fits, len(missing)))
-    ds = ray.data.from_items(missing).map_batches(
-        ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=cfg.generate.cpus_per_actor,
-        fn_constructor_kwargs={"generator": None, "verifier": None, "request": request, "data_dir": str(data_dir),
-                               "provenance": provenance, "weights": str(weights)})
+    import warnings
+
+    with warnings.catch_warnings():  # max_restarts has no named parameter; it must go as a remote arg
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ds = ray.data.from_items(missing).map_batches(
+            ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=cfg.generate.cpus_per_actor, max_restarts=0,  # a lost actor's shard is rewritten by a rerun
+            fn_constructor_kwargs={"generator": None, "verifier": None, "request": request, "data_dir": str(data_dir),
+                                   "provenance": provenance, "weights": str(weights)})
+    from tqdm import tqdm
+
+    done = []
+    bar = tqdm(total=sum(s["stop"] - s["start"] for s in missing), unit="row", dynamic_ncols=True,
+               disable=None, desc="generate")  # shown on a terminal; updated as each file completes
     try:
-        done = ds.take_all()
+        for row in ds.iter_rows():
+            done.append(row)
+            bar.update(row["rows"])
     finally:
+        bar.close()
         weights.unlink(missing_ok=True)  # a shared dataset must not carry the model
     failed = [d for d in done if d["error"]]
     for d in failed:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from gan_core import ModelSpec, build_models, labels_for_rows, latent_rows, uniform_rows
+from gan_core import ModelSpec, aligned_blocks, build_models, labels_for_rows, render_rows, uniform_rows
 from gan_core.theory import drs_acceptance
 from gan_core.data import IMAGE_TYPE, encode_png, features_metadata, to_uint8
 from gan_core.metrics import SmallCNN
@@ -26,7 +26,6 @@ from gan_core.metrics import SmallCNN
 from ...services import contract
 from ...services.checkpoints import SUM_SUFFIX, sha256_file
 
-FORWARD_BLOCK = 256  # rows per generator forward pass, aligned to row ids (a multiple of it per file)
 ROW_GROUP = 1024  # rows per Parquet row group
 
 
@@ -94,7 +93,7 @@ class ShardWriter:
                                                                              np.ndarray]:
         """(pixels, verifier label, verifier confidence, kept) of the candidates with these ids."""
         r = self.request
-        pixels = to_uint8(self.G(latent_rows(cand, r["seed"], self.G.z_dim), y))
+        pixels = to_uint8(render_rows(self.G, cand, r["seed"], y))
         x = torch.from_numpy(pixels).float().div(127.5).sub(1.0)
         conf, pred = torch.softmax(self.net(x), 1).max(1)
         keep = np.ones(len(cand), dtype=bool)
@@ -113,9 +112,7 @@ class ShardWriter:
         row's content still depends only on (seed, i)."""
         r = self.request
         tables = []
-        for lo in range(start, stop, FORWARD_BLOCK):
-            base = lo - lo % FORWARD_BLOCK
-            block = np.arange(base, min(base + FORWARD_BLOCK, r["rows"]))
+        for block, want in aligned_blocks(start, stop, r["rows"]):
             y = labels_for_rows(block, r["counts"], r["seed"]) if r["counts"] else None
             pixels = np.zeros((len(block), *self.G.image_shape), dtype=np.uint8)
             pred = torch.zeros(len(block), dtype=torch.int64)
@@ -129,7 +126,6 @@ class ShardWriter:
                 done |= new
                 if done.all():
                     break
-            want = (block >= lo) & (block < stop)
             if not done[want].all():
                 rate = float(self.accepted.sum() + done.sum()) / max(1, float(self.tries.sum()))
                 raise FilterUnmet(f"the filter accepted {rate:.1%} of the candidates; {int((~done[want]).sum())} "
