@@ -1,71 +1,140 @@
-"""Batch stage throughput: rows/second written to Parquet by `ganpipe generate` end to end (Ray
-Data, PNG encoding, verifier, card), against the bare generator forward pass at the same block size
-in one process, side by side in one run; and the driver's peak memory at two row counts.
+"""Batch stage: rows/second written to Parquet by `ganpipe generate` end to end (Ray Data, PNG
+encoding, verifier, card, MLflow run) against the bare generator forward pass at the same block size,
+and the peak memory of a large job against a small one, in one run.
 
-    python benchmarks/generate_throughput.py --rows 20000
+    python benchmarks/generate_throughput.py --small 10000 --large 1000000
+
+Each job runs in its own process (its own local Ray). Its memory is the peak, sampled every 0.2 s,
+of the summed resident memory of the job's process tree: the driver, Ray's processes and the actors.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
-import resource
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from record import record  # noqa: E402
 
-from gan_core import aligned_blocks, labels_for_rows, render_rows  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
-from pipelines.config.build import build_game, load_data  # noqa: E402
-from pipelines.services import checkpoints  # noqa: E402
-from pipelines.stages.generate import generate  # noqa: E402
-from pipelines.stages.train.worker import checkpoint_meta  # noqa: E402
+
+def _tree_rss_mib(root: int) -> float:
+    """Resident memory of `root` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/statm") as f:
+                rss[int(entry)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total / 2**20
 
 
-def bare_forward(g, rows: int, counts: list[int]) -> float:
-    """Rows/second of G alone on FORWARD_BLOCK-row blocks, one thread per process, as each actor runs."""
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    with torch.no_grad():
-        for ids, _ in aligned_blocks(0, rows, rows):
-            render_rows(g, ids, 0, labels_for_rows(ids, counts, 0))
-    return rows / (time.perf_counter() - start)
+def _setup(tmp: Path):
+    """A config and a checkpoint of the quick preset's (untrained) conditional DCGAN."""
+    from pipelines.config import load_config
+    from pipelines.config.build import build_game, load_data
+    from pipelines.services import checkpoints
+    from pipelines.stages.train.worker import checkpoint_meta
 
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=20000)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "BENCHMARKS.md"))
-    args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp())
     cfg = load_config(None, [f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", "eval.cas=false",
                              "generate.eval_samples=500"])
     data = load_data(cfg)
     train, _ = data.split(cfg.data.holdout_fraction, cfg.seed)
     game, spec = build_game(cfg, train)
-    (tmp / "ckpt").mkdir()
-    checkpoints.save(tmp / "ckpt", game.state_dict(), 1, cfg.model_dump(mode="json"), 0,
-                     checkpoint_meta(spec, data, train, ""))
-    g = game.G.eval()
-    counts = [args.rows // 10 + (1 if c < args.rows % 10 else 0) for c in range(10)]
-    bare = bare_forward(g, args.rows, counts)
+    if not (tmp / "ckpt").exists():
+        (tmp / "ckpt").mkdir()
+        checkpoints.save(tmp / "ckpt", game.state_dict(), 1, cfg.model_dump(mode="json"), 0,
+                         checkpoint_meta(spec, data, train, ""))
+    return cfg, game
+
+
+def job(rows: int, tmp: Path) -> dict:
+    """One `generate` job in this process; its rows/second and the peak memory of its process tree."""
+    from pipelines.stages.generate import generate
+
+    cfg, _ = _setup(tmp)
+    peak, done = [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _tree_rss_mib(os.getpid()))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
     start = time.perf_counter()
-    res = generate(cfg, str(tmp / "ckpt"), args.rows, str(tmp / "ds"))
+    res = generate(cfg, str(tmp / "ckpt"), rows, str(tmp / f"ds{rows}"))
     wall = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    actors = os.cpu_count()
-    row = (f"| {datetime.date.today()} | generate {args.rows} rows, conditional DCGAN width 32 (quick preset), "
-           f"{actors} actors x 1 CPU | bare G forward, 1 thread: {bare:.0f} rows/s | ganpipe generate end to end "
-           f"(Ray Data start, PNG, verifier, Parquet, card): {res.rows / wall:.0f} rows/s, driver peak RSS "
-           f"{rss:.0f} MiB | **{res.rows / wall / bare:.2f}x** (of one thread) | {os.cpu_count()} cores |")
+    done.set()
+    watcher.join()
+    return {"rows": res.rows, "wall": wall, "rows_per_s": res.rows / wall, "peak_mib": peak[0]}
+
+
+def bare_forward(tmp: Path, rows: int) -> float:
+    """Rows/second of G alone on FORWARD_BLOCK-row blocks with one thread, as each actor runs it."""
+    import torch
+
+    from gan_core import aligned_blocks, labels_for_rows, render_rows
+
+    _, game = _setup(tmp)
+    g = game.G.eval()
+    torch.set_num_threads(1)
+    counts = [rows // 10 + (1 if c < rows % 10 else 0) for c in range(10)]
+    start = time.perf_counter()
+    for ids, _ in aligned_blocks(0, rows, rows):
+        render_rows(g, ids, 0, labels_for_rows(ids, counts, 0))
+    return rows / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--small", type=int, default=10_000)
+    ap.add_argument("--large", type=int, default=1_000_000)
+    ap.add_argument("--job", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    args = ap.parse_args()
+    if args.job:
+        print(json.dumps(job(args.job, Path(args.tmp))))
+        return
+    tmp = Path(tempfile.mkdtemp())
+    bare = bare_forward(tmp, 20_000)
+    runs = {}
+    for rows in (args.small, args.large):
+        out = subprocess.run([sys.executable, __file__, "--job", str(rows), "--tmp", str(tmp)], check=True,
+                             capture_output=True, text=True).stdout
+        runs[rows] = json.loads(out.strip().splitlines()[-1])
+    s, big = runs[args.small], runs[args.large]
+    row = (f"| {datetime.date.today()} | generate, conditional DCGAN width 32 (quick preset), "
+           f"{os.cpu_count()} actors x 1 CPU | bare G forward, 1 thread, 256-row blocks: {bare:.0f} rows/s | "
+           f"ganpipe generate end to end (Ray start, PNG, verifier, Parquet, card, MLflow): "
+           f"{args.large:,} rows {big['rows_per_s']:.0f} rows/s ({big['wall']:.0f} s), "
+           f"{args.small:,} rows {s['rows_per_s']:.0f} rows/s ({s['wall']:.0f} s); peak memory of the job's "
+           f"processes {big['peak_mib']:.0f} MiB vs {s['peak_mib']:.0f} MiB | "
+           f"**{big['rows_per_s'] / bare:.2f}x** of the bare forward pass (at {args.large:,} rows); memory "
+           f"**{big['peak_mib'] / s['peak_mib']:.2f}x** ({args.large:,} vs {args.small:,} rows) | "
+           f"{os.cpu_count()} cores |")
     record(row, args.out)
 
 

@@ -194,3 +194,19 @@ def test_idx_truncated_and_mismatched(tmp_path):
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"GIF89a")
     with pytest.raises(DataError, match="bad magic number"):
         load_dataset(f"idx:{tmp_path}")
+
+
+def test_png_encoder_round_trips_gray_and_rgb_and_refuses_other_shapes():
+    from gan_core.data import encode_png
+
+    rng = np.random.default_rng(0)
+    for shape in ((1, 28, 28), (3, 32, 20)):
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        png = encode_png(pixels)
+        back = np.asarray(Image.open(io.BytesIO(png)))
+        expected = pixels[0] if shape[0] == 1 else np.moveaxis(pixels, 0, -1)
+        assert back.shape == expected.shape and np.array_equal(back, expected)
+        assert png == encode_png(pixels.copy())  # deterministic
+    for bad in (np.zeros((2, 8, 8), np.uint8), np.zeros((1, 8, 8), np.float32)):
+        with pytest.raises(ValueError, match="encode_png takes uint8"):
+            encode_png(bad)

@@ -143,3 +143,71 @@ def test_a_resumed_loop_continues_its_cost_and_ends_at_the_plan(digits):
     out = run_loop(game, stream, plan, cfg.train, hooks, start=12, train_seconds=100.0)
     assert out.status == "finished" and [s for s, _, _ in hooks.reports] == [14]
     assert hooks.reports[0][2]["train_seconds"] > 100.0
+
+
+class ProbeSeries(FakeHooks):
+    """Rank 0's hooks whose probe reports the given fd values, one per evaluation."""
+
+    def __init__(self, values, rank=0):
+        super().__init__(rank=rank)
+        self.values = list(values)
+
+    def probe(self, game):
+        self.probes += 1
+        return {"fd": self.values[min(self.probes, len(self.values)) - 1]}
+
+
+def _stop(cfg, **kw):
+    from pipelines.stages.train.loop import StopRule
+
+    return StopRule("fd", **kw)
+
+
+def test_a_run_stops_at_its_target_with_a_checkpoint_on_every_rank(digits):
+    cfg, game, stream, plan = _setup(digits, "train.checkpoint_every=100")  # evaluations at 4, 8, 12; end 14
+    hooks = ProbeSeries([3.0, 0.9, 0.5])
+    out = run_loop(game, stream, plan, cfg.train, hooks, stop=_stop(cfg, target=1.0))
+    assert (out.status, out.iteration) == ("stopped", 8) and "reached the target 1" in out.reason
+    assert [(s, ck) for s, ck, _ in hooks.reports] == [(4, False), (8, True)] and 8 in hooks.grids
+    # Another rank has no metrics; rank 0's judgement (through any_rank) ends it at the same step.
+    other = FakeHooks(rank=1)
+    calls = []
+
+    def any_rank(flag):  # one call per iteration (non-finite check), one more at each evaluation (stop):
+        calls.append(flag)  # at step 8 the 10th call is the 2nd evaluation's, where rank 0 says stop
+        return flag or len(calls) == 10
+
+    other.any_rank = any_rank
+    _, game, stream, _ = _setup(digits, "train.checkpoint_every=100")
+    out1 = run_loop(game, stream, plan, cfg.train, other, stop=_stop(cfg, target=1.0))
+    assert (out1.status, out1.iteration) == ("stopped", 8) and other.reports[-1][:2] == (8, True)
+
+
+def test_patience_stops_a_run_that_no_longer_improves_and_no_rule_runs_to_the_plan(digits):
+    cfg, game, stream, plan = _setup(digits, "train.checkpoint_every=100", "train.iterations=30")
+    hooks = ProbeSeries([2.0, 1.0, 1.5, 1.2, 0.9, 3.0])  # best 1.0 at the 2nd; 2 evaluations without a new best
+    out = run_loop(game, stream, plan, cfg.train, hooks, stop=_stop(cfg, patience=2))
+    assert (out.status, out.iteration) == ("stopped", 16) and "not improved on 1 for 2 evaluations" in out.reason
+    cfg, game, stream, plan = _setup(digits)
+    out = run_loop(game, stream, plan, cfg.train, ProbeSeries([5.0, 4.0]), stop=_stop(cfg, target=0.1, patience=9))
+    assert (out.status, out.iteration) == ("finished", 14)
+
+
+def test_the_time_budget_counts_a_resumed_runs_earlier_wall_time(digits):
+    cfg, game, stream, plan = _setup(digits)
+    hooks = FakeHooks()
+    out = run_loop(game, stream, plan, cfg.train, hooks, stop=_stop(cfg, budget_s=50.0), wall_seconds=60.0)
+    assert (out.status, out.iteration) == ("stopped", 4) and "time budget of 50 s" in out.reason
+    assert hooks.reports[-1][:2] == (4, True) and hooks.reports[-1][2]["wall_seconds"] >= 60.0
+    cfg, game, stream, plan = _setup(digits)
+    out = run_loop(game, stream, plan, cfg.train, FakeHooks(), stop=_stop(cfg, budget_s=3600.0))
+    assert out.status == "finished"
+
+
+def test_target_and_patience_need_the_training_evaluation():
+    from pipelines.config import ConfigError
+
+    for key in ("train.target=0.5", "train.patience=3"):
+        with pytest.raises(ConfigError, match="needs eval.during_training=true"):
+            load_config(None, [key, "eval.during_training=false"])
+    assert load_config(None, ["train.time_budget_s=60", "eval.during_training=false"]).train.time_budget_s == 60

@@ -88,6 +88,13 @@ class TrainConfig(Section):
                                                                 "unset: none")
     epochs: int = Field(10, ge=1, description="passes over the training split by D (k batches per iteration)")
     iterations: int | None = Field(None, ge=1, description="run length in iterations; overrides epochs when set")
+    time_budget_s: float | None = Field(None, gt=0, description="end the run at the first evaluation after this "
+                                                               "many seconds of wall time (a resumed run counts "
+                                                               "its earlier time); unset: no budget")
+    target: float | None = Field(None, description="end the run at the first evaluation whose tune.metric reaches "
+                                                   "this value (at or below it for fd); unset: no target")
+    patience: int | None = Field(None, ge=1, description="end the run after this many evaluations without a new "
+                                                         "best tune.metric; unset: never")
     log_every: int = Field(25, ge=1, description="iterations between logged loss means")
     eval_every: int = Field(100, ge=1, description="iterations between training-time metrics (fd, label fidelity)")
     checkpoint_every: int = Field(100, ge=1, description="iterations between checkpoints")
@@ -258,6 +265,10 @@ class Config(Section):
             raise ValueError(f"tune.metric={self.tune.metric!r}: no trial reports it (reported: "
                              f"{', '.join(TUNE_METRICS)})")
         check_name(self.registry.model_name, "registry.model_name")
+        for key in ("target", "patience"):
+            if getattr(self.train, key) is not None and not self.eval.during_training:
+                raise ValueError(f"train.{key} judges the evaluation metric during training; it needs "
+                                 f"eval.during_training=true")
         return self
 
     @model_validator(mode="after")

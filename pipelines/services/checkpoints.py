@@ -118,6 +118,11 @@ def problems(folder: str | Path, world_size: int) -> list[str]:
     return [p for p in (verify(folder / n) for n in names) if p]
 
 
+def iteration_of(folder: str | Path) -> int:
+    """The iteration of a `checkpoint_NNNNNNNN` folder, from its name."""
+    return int(Path(folder).name.split("_")[-1])
+
+
 def checkpoint_folders(run_dir: str | Path) -> list[Path]:
     """`checkpoint_*` folders of a local run directory, newest first."""
     root = Path(run_dir)

@@ -26,9 +26,15 @@ def say_training(out, say=print) -> None:
     m = out.metrics
     keys = ("loss_d", "loss_g", "d_real", "d_fake", "value", "fd", "label_fidelity")
     summary = ", ".join(f"{k}={m[k]:.4g}" for k in keys if k in m)
-    say(f"train: finished {m.get('iteration', '?')} iterations ({summary})")
+    w = out.worker_result or {}
+    if w.get("status") == "stopped":
+        say(f"train: stopped at iteration {m.get('iteration', '?')} of {m.get('planned_iterations', '?')}: "
+            f"{w.get('reason')} ({summary})")
+    else:
+        say(f"train: finished {m.get('iteration', '?')} iterations ({summary})")
     say(f"train: MLflow run {out.run_id} (run name {out.run_name})")
-    say(f"train: checkpoints in {out.storage}; latest {out.checkpoint}")
+    say(f"train: checkpoints in {out.storage}; the run's checkpoint (best by the evaluation metric, "
+        f"else newest): {out.checkpoint}")
 
 
 def say_evaluation(res, table, say=print) -> None:

@@ -138,19 +138,43 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
     except Exception as e:  # TrainingFailedError and friends: name the run and the cause
         _finish(uri, run_id, "FAILED")
         raise TrainingError(f"run {run_name!r} failed: {_root_cause(e)}") from None
-    ckpt = result.checkpoint.path if result.checkpoint else None
+    ckpt = best_checkpoint(result, cfg)
     outcome = result.return_value or {}
     if outcome.get("status") == "nan":
         _finish(uri, run_id, "FAILED")
         raise TrainingError(f"run {run_name!r}: loss became NaN/inf at iteration {outcome['iteration']} "
                             f"({outcome.get('values')}); the last good checkpoint is kept at {ckpt}")
+    c = tracking.client(uri)
     if ckpt:
         state = Path(ckpt) / "state.pt"
         if state.is_file():
-            tracking.client(uri).log_artifact(run_id, str(state), contract.CHECKPOINT_DIR)
+            c.log_artifact(run_id, str(state), contract.CHECKPOINT_DIR)
+            c.set_tag(run_id, contract.CHECKPOINT_ITERATION, str(checkpoints.iteration_of(ckpt)))
+    if outcome.get("status") == "stopped":
+        c.set_tag(run_id, contract.STOP_REASON, outcome.get("reason", "")[:5000])
     _finish(uri, run_id, "FINISHED")
     return TrainOutcome(run_id, run_name, ckpt, dict(result.metrics or {}), f"{cfg.ray.storage_path}/{run_name}",
                         outcome)
+
+
+def best_checkpoint(result, cfg: Config) -> str | None:
+    """The checkpoint a run hands on: the best by tune.metric among those Ray kept (the training
+    evaluation runs at every checkpoint), else the newest."""
+    import math
+
+    from gan_core.metrics import is_better
+
+    metric = cfg.tune.metric
+    best = None
+    if cfg.eval.during_training:
+        for ckpt, m in getattr(result, "best_checkpoints", None) or []:
+            value = m.get(metric)
+            if isinstance(value, (int, float)) and math.isfinite(value) and (
+                    best is None or is_better(metric, value, best[1])):
+                best = (ckpt, value)
+    if best is not None:
+        return best[0].path
+    return result.checkpoint.path if result.checkpoint else None
 
 
 def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> TrainOutcome:

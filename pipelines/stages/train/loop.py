@@ -7,6 +7,9 @@
 - Checkpoints every `checkpoint_every` iterations and at the end; sample grids at each new epoch.
 - The run's cost so far (training seconds and images through D) rides along with every report,
   so that a scheduler can compare trials of different k and widths fairly.
+- Time to quality (`StopRule`): at an evaluation the run ends early when the metric reaches its
+  target, when it has not improved for `patience` evaluations, or when the wall-clock budget is
+  spent; every rank ends at the same iteration, with a checkpoint.
 
 The Ray worker (`worker.py`) supplies the hooks; unit tests drive the same function in-process.
 """
@@ -20,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from gan_core import Game
+from gan_core.metrics import is_better
 from gan_core.theory import equilibrium_gap
 
 from ...config import TrainConfig
@@ -39,10 +43,46 @@ class Hooks(Protocol):
 
 @dataclass
 class LoopResult:
-    status: str  # "finished" | "nan"
+    status: str  # "finished" | "stopped" (by the StopRule) | "nan"
     iteration: int
     values: dict = field(default_factory=dict)  # the non-finite values, when status is "nan"
     last_metrics: dict = field(default_factory=dict)
+    reason: str = ""  # why a "stopped" run ended
+
+
+@dataclass
+class StopRule:
+    """When a run is good enough or no longer improving (judged at evaluations on `metric`), or out
+    of time. `check` is asked at every evaluation; `wall_seconds` counts a resumed run's earlier time."""
+    metric: str
+    target: float | None = None
+    patience: int | None = None
+    budget_s: float | None = None
+    best: float | None = None
+    since_best: int = 0
+
+    @classmethod
+    def from_config(cls, train: TrainConfig, metric: str, evaluating: bool) -> "StopRule":
+        return cls(metric, train.target if evaluating else None, train.patience if evaluating else None,
+                   train.time_budget_s)
+
+    def check(self, metrics: dict | None, wall_seconds: float) -> str:
+        """The reason to stop now ("" to go on); `metrics` are rank 0's at this evaluation (None on
+        the other ranks, which only judge the budget)."""
+        value = (metrics or {}).get(self.metric)
+        if value is not None and math.isfinite(value):
+            if self.target is not None and (value == self.target or is_better(self.metric, value, self.target)):
+                return f"{self.metric} {value:.4g} reached the target {self.target:g} (train.target)"
+            if self.best is None or is_better(self.metric, value, self.best):
+                self.best, self.since_best = value, 0
+            else:
+                self.since_best += 1
+                if self.patience is not None and self.since_best >= self.patience:
+                    return (f"{self.metric} has not improved on {self.best:.4g} for {self.since_best} evaluations "
+                            f"(train.patience)")
+        if self.budget_s is not None and wall_seconds >= self.budget_s:
+            return f"the time budget of {self.budget_s:g} s is spent (train.time_budget_s)"
+        return ""
 
 
 def schedule(step: int, plan: RunPlan, t: TrainConfig) -> tuple[bool, bool, bool]:
@@ -54,10 +94,11 @@ def schedule(step: int, plan: RunPlan, t: TrainConfig) -> tuple[bool, bool, bool
 
 
 def run_loop(game: Game, stream, plan: RunPlan, t: TrainConfig, hooks: Hooks, start: int = 0,
-             train_seconds: float = 0.0, evaluate: bool = True) -> LoopResult:
-    """Iterations start+1 .. plan.iterations of the game on `stream`."""
+             train_seconds: float = 0.0, evaluate: bool = True, stop: StopRule | None = None,
+             wall_seconds: float = 0.0) -> LoopResult:
+    """Iterations start+1 .. plan.iterations of the game on `stream`, or fewer when `stop` says so."""
     window: list[dict[str, float]] = []
-    window_start = time.perf_counter()
+    window_start = loop_start = time.perf_counter()
     counted_since = hooks.allreduced_elements()
     epoch_seen = stream.epoch
     last: dict = {}
@@ -72,6 +113,7 @@ def run_loop(game: Game, stream, plan: RunPlan, t: TrainConfig, hooks: Hooks, st
         window.append(stats)
         log_now, eval_now, ckpt_now = schedule(step, plan, t)
         metrics = None
+        wall = wall_seconds + time.perf_counter() - loop_start
         if log_now:
             metrics = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             metrics["value_gap"] = abs(equilibrium_gap(metrics["value"]))
@@ -81,6 +123,7 @@ def run_loop(game: Game, stream, plan: RunPlan, t: TrainConfig, hooks: Hooks, st
             metrics.update(iteration=step, planned_iterations=plan.iterations, epoch=stream.epoch,
                            images_seen=step * plan.real_images_per_iteration,
                            d_images=step * plan.d_images_per_iteration, train_seconds=train_seconds,
+                           wall_seconds=wall,
                            images_per_second=len(window) * plan.real_images_per_iteration / (now - window_start))
             window, counted_since, window_start = [], elements, now
             if hooks.rank == 0:
@@ -88,11 +131,21 @@ def run_loop(game: Game, stream, plan: RunPlan, t: TrainConfig, hooks: Hooks, st
                     metrics.update(hooks.probe(game))
                 hooks.log_metrics(metrics, step)
             last = metrics
-        if hooks.rank == 0 and (stream.epoch != epoch_seen or step == plan.iterations):
+        reason = ""
+        if stop is not None and eval_now and step < plan.iterations:
+            reason = stop.check(metrics if hooks.rank == 0 else None, wall)
+            if hooks.any_rank(bool(reason)):  # rank 0's judgement of the metric ends every rank here
+                ckpt_now = True
+                reason = reason or "stopped by rank 0"
+        if hooks.rank == 0 and (stream.epoch != epoch_seen or step == plan.iterations or reason):
             hooks.log_grid(game, step)
         epoch_seen = stream.epoch
+        if reason or step == plan.iterations:
+            metrics["ended"] = 1.0  # the run's last report, whether it ran to its plan or its StopRule ended it
         if ckpt_now:
-            hooks.report(metrics, step, {**game.state_dict(), "train_seconds": train_seconds})
+            hooks.report(metrics, step, {**game.state_dict(), "train_seconds": train_seconds, "wall_seconds": wall})
         elif eval_now:
             hooks.report(metrics, step, None)
+        if reason:
+            return LoopResult("stopped", step, {}, last, reason)
     return LoopResult("finished", plan.iterations, {}, last)

@@ -30,7 +30,7 @@ from ...config import Config
 from ...config.build import build_game, load_data
 from ...config.plan import plan_run
 from ...services import checkpoints, contract, tracking
-from .loop import run_loop
+from .loop import StopRule, run_loop
 
 
 def checkpoint_meta(spec: ModelSpec, data, train, run_id: str) -> dict:
@@ -73,9 +73,9 @@ def replica_digests(game: Game, world: int) -> list[dict[str, str]]:
     return out
 
 
-def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int) -> tuple[int, float]:
+def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int) -> tuple[int, float, float]:
     """Load the newest undamaged checkpoint, Ray's or a newer complete one on disk; returns its
-    (iteration, training seconds), (0, 0.0) when there is none."""
+    (iteration, training seconds, wall seconds), (0, 0.0, 0.0) when there is none."""
     import ray.train
 
     found = None
@@ -88,7 +88,7 @@ def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int)
     if on_disk is not None and (found is None or on_disk[1]["iteration"] > found[0]["iteration"]):
         found = (on_disk[1], checkpoints.load_rng(on_disk[0], rank))
     if found is None:
-        return 0, 0.0
+        return 0, 0.0, 0.0
     state, rng = found
     game.load_state_dict(state)
     if rng is not None:
@@ -97,7 +97,7 @@ def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int)
     for opt, lr in ((game.opt_g, t.lr_g), (game.opt_d, t.lr_d)):
         for group in opt.param_groups:
             group.update(lr=lr, betas=(t.beta1, t.beta2))
-    return int(state["iteration"]), float(state.get("train_seconds", 0.0))
+    return int(state["iteration"]), float(state.get("train_seconds", 0.0)), float(state.get("wall_seconds", 0.0))
 
 
 class RayHooks:
@@ -161,7 +161,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     x_all, y_all = train.tensors()
     game, spec = build_game(cfg, train, device)
     meta = checkpoint_meta(spec, data, train, run_id)
-    start, seconds = restore(game, cfg, loop_config.get("run_dir"), rank, world)
+    start, seconds, wall = restore(game, cfg, loop_config.get("run_dir"), rank, world)
 
     counter = AllReduceCounter()
     if world > 1:
@@ -181,7 +181,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             probe = TrainingProbe(net, holdout, t.eval_samples,
                                   train.label_prior() if spec.num_classes else None, cfg.seed)
     hooks = RayHooks(cfg, uri, run_id, rank, world, device, counter, probe, loop_config.get("progress"), plan, meta)
-    result = run_loop(game, stream, plan, t, hooks, start, seconds, evaluate=cfg.eval.during_training)
+    stop = StopRule.from_config(t, cfg.tune.metric, cfg.eval.during_training)
+    result = run_loop(game, stream, plan, t, hooks, start, seconds, evaluate=cfg.eval.during_training, stop=stop,
+                      wall_seconds=wall)
     if result.status == "nan":
         if rank == 0:
             tracking.log_metrics(uri, run_id, {contract.NAN_AT: result.iteration}, step=result.iteration)
@@ -190,5 +192,5 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         for b in unwrap(game.G).buffers():
             dist.broadcast(b, src=0)
     digests = replica_digests(game, world)
-    return {"status": "finished", "iteration": plan.iterations, "replica_digests": digests,
-            "replicas_identical": all(d == digests[0] for d in digests)}
+    return {"status": result.status, "iteration": result.iteration, "reason": result.reason,
+            "replica_digests": digests, "replicas_identical": all(d == digests[0] for d in digests)}

@@ -170,9 +170,10 @@ class DataRef:
 
 
 def finished(result: dict) -> bool:
-    """A trial ran to its end: its last report is at its own planned length."""
+    """A trial ran to its end: its last report is at its own planned length, or its own stopping rule
+    (train.target, train.patience, train.time_budget_s) ended it."""
     it, planned = int(result.get("iteration", 0) or 0), int(result.get("planned_iterations", 0) or 0)
-    return planned > 0 and it >= planned
+    return bool(result.get("ended")) or (planned > 0 and it >= planned)
 
 
 def _trial_lines_class():
