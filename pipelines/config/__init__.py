@@ -45,7 +45,8 @@ def _described(cls):
     return cls
 
 
-SECTION_KEYS = {"data", "model", "train", "eval", "ray", "mlflow", "tune", "registry", "generate"}
+SECTION_KEYS = {"data", "model", "train", "eval", "ray", "mlflow", "tune", "registry", "generate", "workflow"}
+STAGES = ("train", "tune", "evaluate", "register", "generate")  # the workflow's stages, in their order
 
 
 @_described
@@ -224,6 +225,37 @@ class GenerateConfig(Section):
 
 
 @_described
+class WorkflowConfig(Section):
+    name: str | None = Field(None, description="the workflow's name; the same name resumes it, skipping the stages "
+                                               "that finished with the same inputs (default: time stamp)")
+    stages: list[str] = Field(["train", "evaluate", "register", "generate"],
+                              description="stages run by ganpipe run, in order: train or tune, evaluate, register, "
+                                          "generate")
+    model: str | None = Field(None, description="the generator of evaluate and generate when the workflow neither "
+                                                "trains nor registers one (models:/..., runs:/..., a checkpoint)")
+    rows: int = Field(10000, ge=1, description="rows of the workflow's dataset")
+    labels: str = Field("balanced", description="its labels: balanced, proportional or CLASS=COUNT,...")
+    out: str | None = Field(None, description="its folder (default: datasets/NAME-vVERSION)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        return check_name(v, "workflow.name")
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v):
+        unknown = [s for s in v if s not in STAGES]
+        if unknown or not v:
+            raise ValueError(f"{unknown or 'no stages'}: the stages are {', '.join(STAGES)}")
+        if len(set(v)) != len(v) or [s for s in STAGES if s in v] != list(v):
+            raise ValueError(f"{v}: give each stage once, in the order {', '.join(STAGES)}")
+        if "train" in v and "tune" in v:
+            raise ValueError("train and tune both make the model; pick one")
+        return v
+
+
+@_described
 class RayConfig(Section):
     address: str = Field("", description="empty: a fresh local Ray; else a cluster (HOST:PORT, ray://HOST:10001, auto)")
     connect_timeout_s: float = Field(15, gt=0, description="seconds to wait for a cluster address to answer")
@@ -254,6 +286,7 @@ class Config(Section):
     tune: TuneConfig = TuneConfig()
     registry: RegistryConfig = RegistryConfig()
     generate: GenerateConfig = GenerateConfig()
+    workflow: WorkflowConfig = WorkflowConfig()
 
     @model_validator(mode="after")
     def _tune(self) -> "Config":

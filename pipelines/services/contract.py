@@ -11,7 +11,10 @@ EXPERIMENT_KIND = "custom_model_development"  # MLflow's UI: a model-training ex
 
 # Run tags
 RUN_NAME = "ganpipe.run_name"
-STAGE = "ganpipe.stage"  # train | tune | tune-trial
+STAGE = "ganpipe.stage"  # workflow | train | tune | tune-trial | evaluate | register | generate
+WORKFLOW = "ganpipe.workflow"  # the workflow's name, on its parent run
+INPUTS = "ganpipe.inputs"  # a stage run's input hash (a rerun with the same inputs skips the stage)
+DONE_PREFIX = "ganpipe.done."  # on a workflow's parent run: ganpipe.done.STAGE = {"inputs": ..., "out": ...}
 SWEEP = "ganpipe.sweep"
 TRIAL_ID = "ganpipe.trial_id"
 STOPPED_EARLY = "ganpipe.stopped_early"

@@ -53,10 +53,14 @@ def check_address(address: str, timeout_s: float) -> str:
     return resolved
 
 
-def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.0) -> None:
+def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.0, dashboard: bool = False) -> None:
     """Join the cluster at `address` or, when it is empty, start a fresh local Ray (never a stale
     cluster found on disk; RAY_ADDRESS, when exported, counts as an address). Ray's own logs stay
-    out of the default output."""
+    out of the default output.
+
+    A local Ray starts its dashboard only when asked (`dashboard`, for sweeps): it serves the state
+    API, which Ray Train uses to release the resources of a run whose driver died (a trial stopped
+    by Tune's scheduler), and costs about a third of a core while it runs."""
     import ray
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -66,10 +70,10 @@ def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         logging.getLogger("ray").setLevel(logging.ERROR)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # The dashboard serves the state API, which Ray Train uses to release the resources of a run
-    # whose driver died (a trial stopped by Tune's scheduler); without it they leak.
     kwargs = dict(logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=verbose,
-                  include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=True)
+                  include_dashboard=dashboard, configure_logging=True)
+    if dashboard:
+        kwargs["dashboard_host"] = "127.0.0.1"
     address = address or os.environ.get("RAY_ADDRESS", "")
     resolved = check_address(address, connect_timeout_s) if address else "local"
     if ray.is_initialized():  # a workflow's earlier stage (or a test session) already started it

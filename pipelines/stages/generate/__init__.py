@@ -102,7 +102,7 @@ def _verifier(cfg: Config, loaded: LoadedGenerator, model: str):
 
 def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = "balanced", seed: int = 0,
              overwrite: bool = False, verbose: bool = False, rejection: str | None = None,
-             min_confidence: float | None = None) -> GenerateResult:
+             min_confidence: float | None = None, tags: dict | None = None) -> GenerateResult:
     """Write (or finish writing) the dataset of `rows` rows from `model` into `out`; see the module doc."""
     from ...config import with_absolute_paths
 
@@ -154,7 +154,7 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
     written, nodes, tries = _write_shards(cfg, missing, generator, verifier, request, data_dir, provenance, verbose)
     files = _collect(data_dir, shards, n_files)
     _record_tries(out_dir, tries)
-    return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance)
+    return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance, tags)
 
 
 def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, seed: int) -> dict:
@@ -276,7 +276,7 @@ def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
 
 
 def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: int, nodes: list[str], gcfg: Config,
-            data, uri: str, provenance: dict) -> GenerateResult:
+            data, uri: str, provenance: dict, tags: dict | None = None) -> GenerateResult:
     import numpy as np
 
     from .card import evaluate_dataset, write_card
@@ -297,7 +297,7 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
     acceptance = [float(c / t) if t else None for c, t in zip(counts, tried)] \
         if (request.get("drs") or request.get("min_confidence") is not None) and tried.sum() else None
     write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance)
-    run_id = _track(cfg, uri, out, request, provenance, counts.tolist(), metrics)
+    run_id = _track(cfg, uri, out, request, provenance, counts.tolist(), metrics, tags)
     manifest = {"rows": int(counts.sum()), "counts": counts.tolist(), "class_names": request["class_names"],
                 "acceptance": acceptance,
                 "files": files, "request": {k2: v for k2, v in request.items() if k2 != "class_names"},
@@ -310,14 +310,14 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
 
 
 def _track(cfg: Config, uri: str, out: Path, request: dict, provenance: dict, counts: list[int],
-           metrics: dict) -> str:
+           metrics: dict, extra_tags: dict | None = None) -> str:
     """An MLflow run (stage `generate`): the request, the dataset as an output, the card and manifest;
     the model version (when there is one) lists the datasets made from it."""
     from mlflow.entities import Param
 
     c = tracking.client(uri)
     exp_id = tracking.experiment_id(uri, cfg.mlflow.experiment)
-    tags = {contract.STAGE: "generate", contract.RUN_DISPLAY_NAME: f"generate-{out.name}"}
+    tags = {contract.STAGE: "generate", contract.RUN_DISPLAY_NAME: f"generate-{out.name}", **(extra_tags or {})}
     if provenance["run_id"]:
         tags[contract.SOURCE_RUN] = provenance["run_id"]
     run = c.create_run(exp_id, tags=tags)

@@ -91,7 +91,7 @@ def prepare_data(cfg: Config):
     return data
 
 
-def preflight(cfg: Config, verbose: bool = False):
+def preflight(cfg: Config, verbose: bool = False, dashboard: bool = False):
     """Everything checked before Ray does work: paths made absolute, the tracking store reachable,
     the data loadable (feature network cached); then Ray started or joined. Returns (cfg, uri, data)."""
     from ...services.runtime import init_ray
@@ -100,7 +100,7 @@ def preflight(cfg: Config, verbose: bool = False):
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
     data = prepare_data(cfg)
-    init_ray(cfg.ray.address, verbose, cfg.ray.connect_timeout_s)
+    init_ray(cfg.ray.address, verbose, cfg.ray.connect_timeout_s, dashboard)
     return cfg, uri, data
 
 
@@ -177,9 +177,10 @@ def best_checkpoint(result, cfg: Config) -> str | None:
     return result.checkpoint.path if result.checkpoint else None
 
 
-def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> TrainOutcome:
+def run_training(cfg: Config, verbose: bool = False, quiet: bool = False, tags: dict | None = None) -> TrainOutcome:
     """`ganpipe train`: a config in; one Ray Train run (resumed when `train.run_name` exists) out, as
-    its MLflow run id, run name, newest checkpoint folder, final metrics and the workers' result."""
+    its MLflow run id, run name, best (else newest) checkpoint folder, final metrics and the workers'
+    result. `tags` go on a new MLflow run (a workflow's parent run and input hash)."""
     import ray
     from ray.util.queue import Queue
 
@@ -191,7 +192,7 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False) -> Tra
     cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": workers})})
     run_name = cfg.train.run_name or time.strftime("train-%Y%m%d-%H%M%S")
     check_resumable(f"{cfg.ray.storage_path}/{run_name}", workers)
-    run_id = open_mlflow_run(uri, cfg, run_name, data, "train")
+    run_id = open_mlflow_run(uri, cfg, run_name, data, "train", tags)
 
     progress = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(cfg, uri, run_id, run_name, progress)

@@ -99,20 +99,20 @@ def _concurrency(cfg: Config) -> int:
     return min(fits, cfg.tune.max_concurrent_trials or fits)
 
 
-def run_sweep(cfg: Config, verbose: bool = False) -> SweepOutcome:
+def run_sweep(cfg: Config, verbose: bool = False, tags: dict | None = None) -> SweepOutcome:
     """Run (or resume) the sweep `cfg.tune` describes. Returns its trials (parameters, metric,
     iterations run against planned, MLflow run id) and the best trial that ran to its end."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     check_sweep(cfg)
-    cfg, uri, data = preflight(cfg, verbose)
+    cfg, uri, data = preflight(cfg, verbose, dashboard=True)  # Train's cleanup of stopped trials needs it
     plan_run(cfg, data, cfg.tune.workers_per_trial)  # a batch too large for the data fails here, once
     concurrency = _concurrency(cfg)
     metric, mode = cfg.tune.metric, TUNE_METRICS[cfg.tune.metric]
     name = cfg.tune.name or time.strftime("sweep-%Y%m%d-%H%M%S")
     cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"name": name})})
-    parent = open_mlflow_run(uri, cfg, name, data, "tune")
+    parent = open_mlflow_run(uri, cfg, name, data, "tune", tags)
     if cfg.tune.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr=cfg.tune.cost, max_t=ASHA_MAX_T, grace_period=cfg.tune.grace,
                                   reduction_factor=cfg.tune.reduction_factor)
