@@ -72,11 +72,15 @@ def test_names_that_reach_paths_or_filters_are_refused(capsys, key, value):
 
 
 def test_schema_is_the_one_source_of_defaults():
-    """A user's own YAML without `epochs` trains as long as the preset (the schema once said 3)."""
-    assert load_config().train.epochs == 10
+    """A user's own YAML without `epochs` trains what the README says (the schema once said 3 while
+    the README said 10); the preset's own length (a cap, ended by its time budget) is documented too."""
+    from pathlib import Path
+
     import yaml
 
-    assert Config().train.epochs == load_config().train.epochs
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert Config().train.epochs == 10 and load_config().train.epochs == 200
+    assert "| 10 / unset (quick preset: 200 epochs, a cap) |" in readme
     tree = yaml.safe_load(preset_text("quick")) or {}
     schema = flatten(Config())
     preset = flatten(Config.model_validate(tree))

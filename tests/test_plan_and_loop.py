@@ -204,10 +204,9 @@ def test_the_time_budget_counts_a_resumed_runs_earlier_wall_time(digits):
     assert out.status == "finished"
 
 
-def test_target_and_patience_need_the_training_evaluation():
-    from pipelines.config import ConfigError
+def test_target_and_patience_are_judged_only_when_the_training_evaluation_runs():
+    from pipelines.stages.train.loop import StopRule
 
-    for key in ("train.target=0.5", "train.patience=3"):
-        with pytest.raises(ConfigError, match="needs eval.during_training=true"):
-            load_config(None, [key, "eval.during_training=false"])
-    assert load_config(None, ["train.time_budget_s=60", "eval.during_training=false"]).train.time_budget_s == 60
+    cfg = load_config(None, ["train.target=0.5", "train.patience=3", "train.time_budget_s=60"])
+    assert StopRule.from_config(cfg.train, "fd", True) == StopRule("fd", 0.5, 3, 60.0)
+    assert StopRule.from_config(cfg.train, "fd", False) == StopRule("fd", None, None, 60.0)

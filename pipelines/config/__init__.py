@@ -93,9 +93,11 @@ class TrainConfig(Section):
                                                                "many seconds of wall time (a resumed run counts "
                                                                "its earlier time); unset: no budget")
     target: float | None = Field(None, description="end the run at the first evaluation whose tune.metric reaches "
-                                                   "this value (at or below it for fd); unset: no target")
+                                                   "this value (at or below it for fd); unset: no target; "
+                                                   "judged only with eval.during_training")
     patience: int | None = Field(None, ge=1, description="end the run after this many evaluations without a new "
-                                                         "best tune.metric; unset: never")
+                                                         "best tune.metric; unset: never; judged only with "
+                                                         "eval.during_training")
     log_every: int = Field(25, ge=1, description="iterations between logged loss means")
     eval_every: int = Field(100, ge=1, description="iterations between training-time metrics (fd, label fidelity)")
     checkpoint_every: int = Field(100, ge=1, description="iterations between checkpoints")
@@ -298,10 +300,6 @@ class Config(Section):
             raise ValueError(f"tune.metric={self.tune.metric!r}: no trial reports it (reported: "
                              f"{', '.join(TUNE_METRICS)})")
         check_name(self.registry.model_name, "registry.model_name")
-        for key in ("target", "patience"):
-            if getattr(self.train, key) is not None and not self.eval.during_training:
-                raise ValueError(f"train.{key} judges the evaluation metric during training; it needs "
-                                 f"eval.during_training=true")
         return self
 
     @model_validator(mode="after")

@@ -150,8 +150,8 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
         if state.is_file():
             c.log_artifact(run_id, str(state), contract.CHECKPOINT_DIR)
             c.set_tag(run_id, contract.CHECKPOINT_ITERATION, str(checkpoints.iteration_of(ckpt)))
-    if outcome.get("status") == "stopped":
-        c.set_tag(run_id, contract.STOP_REASON, outcome.get("reason", "")[:5000])
+    if outcome.get("status") == "stopped":  # the reason as rank 0 judged it (every rank stopped with it)
+        outcome = {**outcome, "reason": c.get_run(run_id).data.tags.get(contract.STOP_REASON, outcome.get("reason"))}
     _finish(uri, run_id, "FINISHED")
     return TrainOutcome(run_id, run_name, ckpt, dict(result.metrics or {}), f"{cfg.ray.storage_path}/{run_name}",
                         outcome)
