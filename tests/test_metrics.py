@@ -79,6 +79,20 @@ def test_cas_of_real_data_against_itself_is_near_one(digits_net):
     assert shuffled["cas_ratio"] < 0.4, shuffled  # wrong labels make useless training data
 
 
+def test_cas_real_reference_draws_from_every_class_when_the_sample_is_smaller(digits_net):
+    """A split stored class by class: a 300-image synthetic set is compared with 300 real images drawn
+    at random, not the first 300 (which would be digits 0 and 1 only)."""
+    train, holdout, _, _, _ = digits_net
+    xt, yt = train.tensors()
+    xh, yh = holdout.tensors()
+    order = torch.argsort(yt, stable=True)
+    xs, ys = xt[order], yt[order]
+    assert set(ys[:300].tolist()) <= {0, 1, 2}
+    pick = torch.randperm(len(xt), generator=torch.Generator().manual_seed(1))[:300]
+    out = classification_accuracy_score(xt[pick], yt[pick], xs, ys, xh, yh, 10, epochs=3)
+    assert out["cas_real"] > 0.7 and 0.8 < out["cas_ratio"] < 1.25, out
+
+
 def test_memorization_flags_planted_copies(digits_net):
     train, holdout, net, _, _ = digits_net
     f_train = net.embed(train.tensors()[0])[0]

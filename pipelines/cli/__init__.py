@@ -19,7 +19,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "run": Command("whole workflow: train -> evaluate -> register"),
+    "run": Command("the workflow: train (or tune) -> evaluate -> register -> generate, resumable by name"),
     "train": Command("one Ray Train run (DDP over N workers, checkpoints, MLflow tracking)"),
     "tune": Command("one Ray Tune sweep over k, learning rates and architectures"),
     "evaluate": Command("metrics for a generator (--model URI) or a dataset (--dataset DIR)", args=(
@@ -43,6 +43,15 @@ COMMANDS: dict[str, Command] = {
         (("--rejection",), {"choices": ["drs"], "help": "discriminator rejection sampling (needs the run's D)"}),
         (("--min-confidence",), {"type": float, "help": "keep rows the verifier labels as requested with at "
                                                         "least this confidence"}),
+    )),
+    "submit": Command("run the workflow as a job on a Ray cluster (Ray Jobs API), or act on a job", args=(
+        (("--address",), {"required": True, "help": "the cluster's dashboard URL, http://HEAD:8265"}),
+        (("--no-wait",), {"action": "store_true", "help": "return once submitted instead of streaming the logs"}),
+        (("--env",), {"action": "append", "default": [], "metavar": "NAME=VALUE",
+                      "help": "an environment variable for the job (repeatable), e.g. MLFLOW_TRACKING_URI=..."}),
+        (("--status",), {"metavar": "JOB_ID", "help": "print a job's status"}),
+        (("--logs",), {"metavar": "JOB_ID", "help": "print a job's logs"}),
+        (("--stop",), {"metavar": "JOB_ID", "help": "stop a job"}),
     )),
     "config": Command("print the resolved config, each key with its meaning"),
 }

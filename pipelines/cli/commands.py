@@ -83,6 +83,32 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def submit(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from .. import jobs
+
+    acted = [(flag, job) for flag, job in (("status", args.status), ("logs", args.logs), ("stop", args.stop)) if job]
+    if len(acted) > 1:
+        raise UserError("give one of --status, --logs, --stop")
+    if acted:
+        flag, job = acted[0]
+        if flag == "status":
+            print(f"submit: job {job} {jobs.status(args.address, job)}")
+        elif flag == "logs":
+            print(jobs.logs(args.address, job), end="")
+        else:
+            print(f"submit: job {job} {'stopping' if jobs.stop(args.address, job) else 'had already ended'}")
+        return 0
+    env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--env {item!r}: expected NAME=VALUE")
+        env[name] = value
+    _, status = jobs.submit(_cfg(args), args.address, env, wait=not args.no_wait)
+    return 0 if args.no_wait or status == "SUCCEEDED" else 1
+
+
 def config(args: argparse.Namespace) -> int:
     """The resolved config: every key, its value and what it means."""
     rows = describe(_cfg(args))

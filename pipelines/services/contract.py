@@ -22,6 +22,7 @@ BEST_RUN_ID = "ganpipe.best_run_id"
 PLANNED_ITERATIONS = "ganpipe.planned_iterations"
 STOP_REASON = "ganpipe.stop_reason"  # why a run ended before its planned length (train.target, ...)
 CHECKPOINT_ITERATION = "ganpipe.checkpoint_iteration"  # the iteration of checkpoint/state.pt (the best)
+NODES = "ganpipe.nodes"  # JSON list of the Ray node ids a stage ran on (training ranks in order; generate actors)
 DATA_FINGERPRINT = "data.fingerprint"
 EVAL_PROTOCOL = "ganpipe.eval_protocol"  # the protocol of the eval_* metrics on the run
 PARENT_RUN = "mlflow.parentRunId"

@@ -297,7 +297,8 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
     acceptance = [float(c / t) if t else None for c, t in zip(counts, tried)] \
         if (request.get("drs") or request.get("min_confidence") is not None) and tried.sum() else None
     write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance)
-    run_id = _track(cfg, uri, out, request, provenance, counts.tolist(), metrics, tags)
+    run_id = _track(cfg, uri, out, request, provenance, counts.tolist(), metrics,
+                    {**(tags or {}), contract.NODES: json.dumps(nodes)})
     manifest = {"rows": int(counts.sum()), "counts": counts.tolist(), "class_names": request["class_names"],
                 "acceptance": acceptance,
                 "files": files, "request": {k2: v for k2, v in request.items() if k2 != "class_names"},

@@ -12,6 +12,7 @@ G's buffers are broadcast from rank 0 (broadcast_buffers=True) so that every ran
 
 import dataclasses
 import hashlib
+import json
 import tempfile
 from typing import Any
 
@@ -144,7 +145,8 @@ class RayHooks:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Runs on every worker. Returns {"status": "finished" | "nan", "iteration": i, ...}."""
+    """Runs on every worker. Returns {"status": "finished" | "stopped" | "nan", "iteration": i, ...}."""
+    import ray
     import ray.train
 
     cfg = Config.model_validate(loop_config["config"])
@@ -181,6 +183,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             probe = TrainingProbe(net, holdout, t.eval_samples,
                                   train.label_prior() if spec.num_classes else None, cfg.seed)
     hooks = RayHooks(cfg, uri, run_id, rank, world, device, counter, probe, loop_config.get("progress"), plan, meta)
+    node = ray.get_runtime_context().get_node_id()
+    nodes = [node] * world
+    if world > 1:
+        dist.all_gather_object(nodes, node)
+    if rank == 0:
+        tracking.client(uri).set_tag(run_id, contract.NODES, json.dumps(nodes))
     stop = StopRule.from_config(t, cfg.tune.metric, cfg.eval.during_training)
     result = run_loop(game, stream, plan, t, hooks, start, seconds, evaluate=cfg.eval.during_training, stop=stop,
                       wall_seconds=wall)
