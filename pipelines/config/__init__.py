@@ -238,6 +238,7 @@ class WorkflowConfig(Section):
     rows: int = Field(10000, ge=1, description="rows of the workflow's dataset")
     labels: str = Field("balanced", description="its labels: balanced, proportional or CLASS=COUNT,...")
     out: str | None = Field(None, description="its folder (default: datasets/NAME-vVERSION)")
+    reports: str = Field("eval_reports", description="folder of the evaluation reports (REPORTS/NAME)")
 
     @field_validator("name")
     @classmethod
@@ -336,6 +337,7 @@ def describe(cfg: Config) -> list[tuple[str, Any, str]]:
 
 
 PRESETS = ("quick",)
+CONFIG_ENV = "GANPIPE_CONFIG_YAML"  # a whole config as YAML text, read when no CONFIG is given
 
 
 def preset_text(name: str) -> str:
@@ -379,8 +381,14 @@ def _format_error(e: ValidationError, origin: str) -> str:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config (or a preset name, default `quick`), apply overrides, validate."""
-    if path is None or str(path) in PRESETS:
+    """Read a YAML config (or a preset name, default `quick`), apply overrides, validate. With no
+    path, a config given as YAML text in the environment variable CONFIG_ENV (how `ganpipe submit`
+    hands a job its config) comes before the default preset."""
+    import os
+
+    if path is None and os.environ.get(CONFIG_ENV):
+        origin, text = f"${CONFIG_ENV}", os.environ[CONFIG_ENV]
+    elif path is None or str(path) in PRESETS:
         name = "quick" if path is None else str(path)
         origin, text = f"preset {name!r}", preset_text(name)
     else:

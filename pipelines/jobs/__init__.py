@@ -1,23 +1,21 @@
 """`ganpipe submit`: the workflow as a Ray job on a cluster, through the Ray Jobs API.
 
-The resolved config travels with the job (its runtime environment's working directory holds
-`ganpipe.yaml`); the job's entrypoint is the cluster's own `ganpipe` console script, so the nodes
-need ganpipe installed (the image in infra/ has it). Ray 2.60 clusters use token authentication:
+The resolved config travels with the job (as YAML in the job's environment variable
+GANPIPE_CONFIG_YAML, which `ganpipe run` reads when given no CONFIG); the job's entrypoint is the
+cluster's own `ganpipe` console script, so the nodes need ganpipe installed. Ray 2.60 clusters use token authentication:
 the token is read from `RAY_AUTH_TOKEN` or `~/.ray/auth_token` and sent with every request."""
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-from ..config import Config
+from ..config import CONFIG_ENV, Config
 from ..errors import UserError
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-CONFIG_NAME = "ganpipe.yaml"
 
 
 def _headers() -> dict | None:
@@ -48,6 +46,12 @@ def check_shared(cfg: Config) -> None:
     if "://" not in storage and not Path(storage).expanduser().is_absolute():
         raise UserError(f"ray.storage_path={storage!r} is relative: on a cluster it would land in the job's "
                         f"temporary folder; give a path every node sees (absolute, shared) or s3://BUCKET/PATH")
+    for key, path in (("workflow.out", cfg.workflow.out), ("workflow.reports", cfg.workflow.reports)):
+        if "out" in key and path is None:
+            path = "datasets"
+        if not Path(path).expanduser().is_absolute():
+            raise UserError(f"{key}={path!r} is relative: on a cluster it would land in the job's temporary "
+                            f"working folder, which Ray removes; give an absolute path every node sees")
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         raise UserError(f"mlflow.tracking_uri={uri!r} is a relative file; give an MLflow server "
                         f"(http://HOST:5000) or an absolute path every node sees")
@@ -57,12 +61,10 @@ def submit(cfg: Config, address: str, env: dict | None = None, wait: bool = True
     """Submit `ganpipe run` with `cfg`; with `wait`, stream its logs until it ends. Returns (job id, status)."""
     check_shared(cfg)
     c = client(address)
-    folder = Path(tempfile.mkdtemp(prefix="ganpipe-job-"))
-    (folder / CONFIG_NAME).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    runtime_env = {"working_dir": str(folder)}
-    if env:
-        runtime_env["env_vars"] = dict(env)
-    job_id = c.submit_job(entrypoint=f"ganpipe run {CONFIG_NAME}", runtime_env=runtime_env,
+    # The config travels as an environment variable: a `working_dir` would be removed by Ray's
+    # runtime-environment cleanup while the job still runs in it (once its training workers exit).
+    env_vars = {**(env or {}), CONFIG_ENV: yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)}
+    job_id = c.submit_job(entrypoint="ganpipe run", runtime_env={"env_vars": env_vars},
                           metadata={"ganpipe.workflow": cfg.workflow.name or ""})
     say(f"submit: job {job_id} on {address}")
     if not wait:

@@ -165,7 +165,7 @@ def _evaluate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
     if done:
         _skip(say, "evaluate", flow)
         return done
-    res = evaluate(cfg, model, None, f"eval_reports/{flow.name}")
+    res = evaluate(cfg, model, None, f"{cfg.workflow.reports}/{flow.name}")
     say_evaluation(res, table, say)
     metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}
     run_id = flow.stage_run("evaluate", inputs, {"model": model}, metrics, {"ganpipe.report": res.report})

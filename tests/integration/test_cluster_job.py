@@ -4,10 +4,12 @@ workers and its generation actors run on both nodes, and both nodes are stopped 
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,10 +39,11 @@ def two_nodes(tmp: Path):
     env.pop("RAY_ADDRESS", None)
     ray = os.path.join(bin_dir, "ray")
     procs = []
+    short = tempfile.mkdtemp(prefix="gp", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
     try:
         procs.append(subprocess.Popen(
             [ray, "start", "--head", "--block", "--port", str(gcs), "--dashboard-port", str(dash),
-             "--dashboard-host", "127.0.0.1", "--num-cpus", "1", "--temp-dir", str(tmp / "ray-tmp")],
+             "--dashboard-host", "127.0.0.1", "--num-cpus", "1", "--temp-dir", short],
             env=env, stdout=open(tmp / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
         address = f"http://127.0.0.1:{dash}"
         _wait_for(address, env, procs[0], tmp / "head.log")
@@ -58,6 +61,7 @@ def two_nodes(tmp: Path):
                     break
                 time.sleep(2 if sig == signal.SIGTERM else 0)
             p.wait(30)
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def _wait_for(address: str, env: dict, proc, log: Path, timeout: float = 90) -> None:
@@ -104,7 +108,8 @@ def test_the_workflow_runs_as_a_job_on_two_nodes(tmp_path, capsys, monkeypatch, 
             "ray.num_workers=2", "data.source=digits", "model.g_width=8", "model.d_width=8", "train.iterations=20",
             "train.eval_every=10", "train.checkpoint_every=10", "train.batch_size=32", "train.eval_samples=100",
             "eval.samples=200", "eval.cas=false", "generate.eval_samples=100", "generate.rows_per_file=256",
-            "generate.actors=2", "workflow.rows=600", f"workflow.out={tmp_path / 'ds'}", "workflow.name=job"])
+            "generate.actors=2", "workflow.rows=600", f"workflow.out={tmp_path / 'ds'}", "workflow.name=job",
+            f"workflow.reports={tmp_path / 'reports'}"])
         code, out, err = run_cli(capsys, "submit", "--address", address, *overrides)
         assert code == 0, (out[-4000:], err[-2000:])
         job_id = out.split("submit: job ")[1].split()[0]
