@@ -226,6 +226,9 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # errors reach the user as one line below
+    # Every actor is up before the first shard is handed out, and each holds one shard at a time, so
+    # shards spread over the whole pool (and its nodes) instead of queueing on the first actor ready.
+    ctx.wait_for_min_actors_s = 600
     fits = int(ray.cluster_resources().get("CPU", 1) // cfg.generate.cpus_per_actor)
     actors = max(1, min(cfg.generate.actors or fits, len(missing)))
     import warnings
@@ -233,7 +236,7 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     with warnings.catch_warnings():  # max_restarts has no named parameter; it must go as a remote arg
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         ds = ray.data.from_items(missing).map_batches(
-            ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
+            ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
             num_cpus=cfg.generate.cpus_per_actor, max_restarts=0,  # a lost actor's shard is rewritten by a rerun
             fn_constructor_kwargs={"generator": None, "verifier": None, "request": request, "data_dir": str(data_dir),
                                    "provenance": provenance, "weights": str(weights)})

@@ -138,12 +138,13 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
     except Exception as e:  # TrainingFailedError and friends: name the run and the cause
         _finish(uri, run_id, "FAILED")
         raise TrainingError(f"run {run_name!r} failed: {_root_cause(e)}") from None
-    ckpt = best_checkpoint(result, cfg)
     outcome = result.return_value or {}
     if outcome.get("status") == "nan":
         _finish(uri, run_id, "FAILED")
+        latest = result.checkpoint.path if result.checkpoint else None
         raise TrainingError(f"run {run_name!r}: loss became NaN/inf at iteration {outcome['iteration']} "
-                            f"({outcome.get('values')}); the last good checkpoint is kept at {ckpt}")
+                            f"({outcome.get('values')}); the last good checkpoint is kept at {latest}")
+    ckpt = best_checkpoint(result, cfg)
     c = tracking.client(uri)
     if ckpt:
         state = Path(ckpt) / "state.pt"
