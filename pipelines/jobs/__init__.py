@@ -64,8 +64,16 @@ def submit(cfg: Config, address: str, env: dict | None = None, wait: bool = True
     # The config travels as an environment variable: a `working_dir` would be removed by Ray's
     # runtime-environment cleanup while the job still runs in it (once its training workers exit).
     env_vars = {**(env or {}), CONFIG_ENV: yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)}
-    job_id = c.submit_job(entrypoint="ganpipe run", runtime_env={"env_vars": env_vars},
-                          metadata={"ganpipe.workflow": cfg.workflow.name or ""})
+    deadline = time.monotonic() + 60
+    while True:  # a cluster that has just started may not have its job agent up yet
+        try:
+            job_id = c.submit_job(entrypoint="ganpipe run", runtime_env={"env_vars": env_vars},
+                                  metadata={"ganpipe.workflow": cfg.workflow.name or ""})
+            break
+        except RuntimeError as e:
+            if "try again later" not in str(e) or time.monotonic() > deadline:
+                raise UserError(f"--address {address}: the job was not accepted ({str(e).strip()})") from None
+            time.sleep(2)
     say(f"submit: job {job_id} on {address}")
     if not wait:
         return job_id, str(c.get_job_status(job_id))

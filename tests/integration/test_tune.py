@@ -19,7 +19,7 @@ SWEEP = [
     '"train.lr_g": {"choice": [0.0002, 0.001]}, "model.arch": {"choice": ["mlp", "dcgan"]}}',
     "data.source=digits", "model.g_width=8", "model.d_width=8", "train.epochs=1", "train.eval_every=5",
     "train.checkpoint_every=20", "train.batch_size=32", "train.eval_samples=200", "eval.samples=200",
-    "eval.cas=false",
+    "eval.cas=false", "train.patience=null", "train.target=null", "train.time_budget_s=null",  # ASHA alone ends trials
 ]
 
 
