@@ -210,3 +210,15 @@ def test_target_and_patience_are_judged_only_when_the_training_evaluation_runs()
     cfg = load_config(None, ["train.target=0.5", "train.patience=3", "train.time_budget_s=60"])
     assert StopRule.from_config(cfg.train, "fd", True) == StopRule("fd", 0.5, 3, 60.0)
     assert StopRule.from_config(cfg.train, "fd", False) == StopRule("fd", None, None, 60.0)
+
+
+def test_a_run_resumed_from_its_final_checkpoint_reports_its_end_once(digits):
+    """A sweep interrupted just after a trial's last checkpoint resumes that trial at its end: it must
+    still report that it ended (and its metric), or the scheduler keeps its earlier, unfinished result."""
+    cfg, game, stream, plan = _setup(digits)
+    hooks = FakeHooks()
+    out = run_loop(game, stream, plan, cfg.train, hooks, start=14, train_seconds=7.0)
+    assert (out.status, out.iteration) == ("finished", 14)
+    ((step, ckpt, metrics),) = hooks.reports
+    assert (step, ckpt) == (14, False) and metrics["ended"] == 1.0 and metrics["fd"] == 1.0
+    assert metrics["iteration"] == metrics["planned_iterations"] == 14 and metrics["train_seconds"] == 7.0

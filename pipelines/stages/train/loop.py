@@ -97,6 +97,15 @@ def run_loop(game: Game, stream, plan: RunPlan, t: TrainConfig, hooks: Hooks, st
              train_seconds: float = 0.0, evaluate: bool = True, stop: StopRule | None = None,
              wall_seconds: float = 0.0) -> LoopResult:
     """Iterations start+1 .. plan.iterations of the game on `stream`, or fewer when `stop` says so."""
+    if start >= plan.iterations:  # resumed from its final checkpoint: say once more that it ended, and where
+        metrics = {"iteration": start, "planned_iterations": plan.iterations, "epoch": stream.epoch,
+                   "images_seen": start * plan.real_images_per_iteration,
+                   "d_images": start * plan.d_images_per_iteration, "train_seconds": train_seconds,
+                   "wall_seconds": wall_seconds, "ended": 1.0}
+        if hooks.rank == 0 and evaluate:
+            metrics.update(hooks.probe(game))
+        hooks.report(metrics, start, None)
+        return LoopResult("finished", start, {}, metrics)
     window: list[dict[str, float]] = []
     window_start = loop_start = time.perf_counter()
     counted_since = hooks.allreduced_elements()
