@@ -20,6 +20,7 @@ SWEEP = [
     "data.source=digits", "model.g_width=8", "model.d_width=8", "train.epochs=1", "train.eval_every=5",
     "train.checkpoint_every=20", "train.batch_size=32", "train.eval_samples=200", "eval.samples=200",
     "eval.cas=false", "train.patience=null", "train.target=null", "train.time_budget_s=null",  # ASHA alone ends trials
+    "train.ema_beta=null",  # the preset's EMA G needs more than these 50 iterations to differ between trials
 ]
 
 
