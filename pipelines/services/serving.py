@@ -150,11 +150,7 @@ def _load_pyfunc(data_path: str, model_config=None) -> ImageServer:
     spec["image_shape"] = tuple(spec["image_shape"])
     g, _ = build_models(ModelSpec(**spec))
     exported = torch.export.load(os.path.join(data_path, PT2_FILE))
-    g.load_state_dict(exported.state_dict, strict=False)
-    missing = set(g.state_dict()) - set(exported.state_dict) - set(getattr(exported, "constants", {}) or {})
-    if missing:
-        raise RuntimeError(f"{data_path}: the exported model lacks {sorted(missing)[:3]}")
-    for name, value in (getattr(exported, "constants", {}) or {}).items():
-        if name in g.state_dict():
-            g.state_dict()[name].copy_(value)
+    constants = getattr(exported, "constants", None) or {}
+    own = g.state_dict()
+    g.load_state_dict({**exported.state_dict, **{k: v for k, v in constants.items() if k in own}})
     return ImageServer(g, info["class_names"])

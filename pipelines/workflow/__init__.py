@@ -53,7 +53,7 @@ class Workflow:
         self.done = {k[len(contract.DONE_PREFIX):]: json.loads(v)
                      for k, v in self.c.get_run(self.run_id).data.tags.items() if k.startswith(contract.DONE_PREFIX)}
 
-    def tags(self, stage: str, inputs: str) -> dict:
+    def tags(self, inputs: str) -> dict:
         """Tags of a stage's own MLflow run: nested under the workflow, with its input hash."""
         c = self.contract
         return {c.PARENT_RUN: self.run_id, c.WORKFLOW: self.name, c.INPUTS: inputs}
@@ -73,7 +73,7 @@ class Workflow:
 
         c = self.contract
         run = self.c.create_run(self.c.get_run(self.run_id).info.experiment_id,
-                                tags={**self.tags(stage, inputs), c.STAGE: stage,
+                                tags={**self.tags(inputs), c.STAGE: stage,
                                       c.RUN_DISPLAY_NAME: f"{self.name}-{stage}"})
         now = int(time.time() * 1000)
         self.c.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
@@ -124,7 +124,7 @@ def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
         return done
     run_name = cfg.train.run_name or f"{flow.name}-train-{inputs[:8]}"  # the same inputs resume this run
     tcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"run_name": run_name})})
-    res = run_training(tcfg, verbose=verbose, tags=flow.tags("train", inputs))
+    res = run_training(tcfg, verbose=verbose, tags=flow.tags(inputs))
     say_training(res, say)
     made = {"run_id": res.run_id, "checkpoint": res.checkpoint, "train_metrics": _headline(res.metrics)}
     flow.record("train", inputs, made)
@@ -142,7 +142,7 @@ def _tune(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
         return done
     sweep = cfg.tune.name or f"{flow.name}-tune-{inputs[:8]}"
     scfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"name": sweep})})
-    res = run_sweep(scfg, verbose, tags=flow.tags("tune", inputs))
+    res = run_sweep(scfg, verbose, tags=flow.tags(inputs))
     if res.best is None:
         raise UserError(f"tune: no trial of sweep {sweep} ran to its end with {res.metric}; nothing to evaluate")
     say(f"tune: best trial {res.best['trial_id']} {res.metric}={res.best[res.metric]:.4g}; "
@@ -207,7 +207,7 @@ def _generate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
     if done:
         _skip(say, "generate", flow)
         return done
-    res = generate(cfg, model, w.rows, dest, w.labels, cfg.seed, verbose=verbose, tags=flow.tags("generate", inputs))
+    res = generate(cfg, model, w.rows, dest, w.labels, cfg.seed, verbose=verbose, tags=flow.tags(inputs))
     say(table(res.metrics))
     say(f"generate: {res.rows} rows in {len(res.files)} files, {res.written} written now; dataset {res.out}; "
         f"card {res.out / 'README.md'}")
