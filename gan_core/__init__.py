@@ -1,6 +1,6 @@
 """ganpipe's core: GAN, DCGAN and conditional GAN in pure PyTorch, the game, the theory, the data.
 
-Imports torch, torchvision, numpy, pyarrow and PIL only, so it runs in a notebook, a test or
+Imports torch, numpy, pyarrow and PIL only, so it runs in a notebook, a test or
 inside a Ray worker alike.
 """
 from .game import EMA, Game, StepStats, adam_pair, unwrap

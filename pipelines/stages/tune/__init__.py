@@ -214,6 +214,11 @@ def summarize_trials(grid, uri: str, sweep: str, metric: str, cost: str, storage
         m = result.metrics or {}
         trial_id = m.get("trial_id")
         run = by_trial.get(trial_id)
+        if run is not None and not finished(m) and finished(run.data.metrics):
+            # The scheduler's stop, decided at an earlier report, reached the trial after its workers
+            # had logged their final iteration: the run's own record says it ran to its end.
+            m = {**m, **{k: run.data.metrics[k] for k in ("iteration", metric, cost) if k in run.data.metrics}}
+            m["ended"] = 1
         rows.append({"trial_id": trial_id, "run_id": run.info.run_id if run else None,
                      **{k: v for k, v in (result.config or {}).items()}, metric: m.get(metric),
                      "iterations": int(m.get("iteration", 0) or 0),
