@@ -36,3 +36,15 @@ def assert_one_line(code: int, err: str, *needles: str) -> None:
     assert err.strip().count("\n") == 0 and "Traceback" not in err, err[-2000:]
     for n in needles:
         assert n in err, err
+
+
+def holder(code: str):
+    """A separate Python process that runs `code` (which takes a lock in a `with` block and prints
+    'held'), returned once it holds; the caller kills it."""
+    import subprocess
+    import sys
+
+    body = "import time\nfrom pipelines.services import names\n" + code + "\n    print('held', flush=True)\n    time.sleep(600)\n"
+    proc = subprocess.Popen([sys.executable, "-c", body], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

@@ -202,3 +202,29 @@ def test_metric_table_directions():
     assert all(m.meaning and m.better for m in METRICS.values())
     with pytest.raises(ValueError, match="density"):
         is_better("density", 1.0, 0.5)
+
+
+def test_a_name_is_held_by_one_live_process_and_a_dead_holder_blocks_nothing(tmp_path):
+    import os
+    import signal
+
+    from pipelines.services import names
+    from tests.helpers import holder
+
+    storage = str(tmp_path / "runs")
+    proc = holder(f"with names.hold('run', 'a', {storage!r}, 'train.run_name'):")
+    try:
+        with pytest.raises(names.NameHeld, match=rf"train.run_name='a' is in use by process {proc.pid} on "):
+            with names.hold("run", "a", storage, "train.run_name"):
+                pass
+        with names.hold("run", "b", storage, "train.run_name"):  # another name is free
+            pass
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # dies holding the lock, its file left behind
+        proc.wait()
+    assert names.lock_path("run", "a", storage).exists()
+    with names.hold("run", "a", storage, "train.run_name"):  # the kernel released the dead holder's lock
+        assert '"pid": %d' % os.getpid() in names.lock_path("run", "a", storage).read_text()
+    assert not names.lock_path("run", "a", storage).exists()
+    # An object-store storage path keeps its locks on this machine, keyed by the URI.
+    assert names.lock_path("sweep", "s", "s3://bucket/runs").parts[-4:-2] == ("ganpipe", "locks")

@@ -65,7 +65,8 @@ DATASET_DATA_DIR = "data"
 DATASET_MANIFEST = "manifest.json"
 DATASET_CARD = "README.md"
 DATASET_EVALUATION_DIR = "evaluation"
-DATASET_STATE_DIR = ".ganpipe"  # the request a folder is being written for (resume key)
+DATASET_STATE_DIR = ".ganpipe"  # the request a folder is being written for (resume key), and its writer's lock
+DATASET_WRITER_LOCK = "writer.lock"
 DATASET_ARTIFACTS = "dataset"  # artifact path of the card and manifest on the generate run
 
 CHAMPION = "champion"

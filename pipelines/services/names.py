@@ -6,7 +6,7 @@ start time). The kernel drops the lock when its process ends, however it ends, s
 (killed, crashed, the machine rebooted) never blocks a rerun, and resuming stays possible. Locks live
 beside what they protect: `STORAGE/.locks/KIND-NAME.lock` for runs, sweeps and workflows when the
 storage path is a folder (shared by every node of a cluster when the folder is), else in
-`~/.cache/ganpipe/locks` keyed by the storage URI; `DIR/.ganpipe.lock` for a dataset folder.
+`~/.cache/ganpipe/locks` keyed by the storage URI; `DIR/.ganpipe/writer.lock` for a dataset folder.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from typing import Iterator
 from ..errors import UserError
 
 LOCK_DIR = ".locks"
-DATASET_LOCK = ".ganpipe.lock"
 
 
 class NameHeld(UserError):
@@ -54,28 +53,50 @@ def _holder(path: Path) -> str:
             f"({info.get('command', '')[:200]})")
 
 
-@contextlib.contextmanager
-def hold_path(path: Path, what: str) -> Iterator[None]:
-    """Hold the lock file `path` for the duration of the block; `what` names the thing in the error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+def _open_locked(path: Path, what: str) -> int:
+    """An open descriptor of `path` holding its exclusive lock. A lock file is removed when released,
+    so a descriptor locked after its file was replaced is stale: try again on the new one."""
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            continue  # the folder was removed by a releasing holder between mkdir and open
+        except OSError as e:
+            raise UserError(f"{what}: cannot write there (lock file {path}: {e.strerror or e.__class__.__name__})") \
+                from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise NameHeld(f"{what} is in use by {_holder(path)}; wait for it to end, stop it, or choose "
                            f"another name (lock file {path})") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_path(path: Path, what: str) -> Iterator[None]:
+    """Hold the lock file `path` for the duration of the block; `what` names the thing in the error.
+    Folders made only for the lock are removed with it."""
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    fd = _open_locked(path, what)
+    try:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
                 "since": datetime.datetime.now().isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)  # released: the file no longer names a holder
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still locked: a waiting process then opens a new file
         os.close(fd)
+        for folder in made:  # deepest first; one that holds anything else stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def hold(kind: str, name: str, storage: str, key: str) -> contextlib.AbstractContextManager:
@@ -86,4 +107,7 @@ def hold(kind: str, name: str, storage: str, key: str) -> contextlib.AbstractCon
 
 def hold_dataset(folder: str | Path, key: str = "--out") -> contextlib.AbstractContextManager:
     """Hold a dataset folder while it is written."""
-    return hold_path(Path(folder).expanduser().resolve() / DATASET_LOCK, f"{key} {str(folder)!r}")
+    from . import contract
+
+    return hold_path(Path(folder).expanduser().resolve() / contract.DATASET_STATE_DIR / contract.DATASET_WRITER_LOCK,
+                     f"{key} {str(folder)!r}")

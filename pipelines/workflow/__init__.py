@@ -89,12 +89,19 @@ class Workflow:
 
 
 def run_workflow(cfg: Config, verbose: bool = False, say=print) -> dict:
-    """Run (or resume) the stages of `cfg.workflow.stages`; returns the URIs each stage made."""
-    from ..config import with_absolute_paths
-    from ..services import tracking
+    """Run (or resume) the stages of `cfg.workflow.stages`; returns the URIs each stage made. A
+    workflow name is held by one live process at a time."""
+    from ..services import names
 
     check_stages(cfg)
     name = cfg.workflow.name or time.strftime("run-%Y%m%d-%H%M%S")
+    with names.hold("workflow", name, cfg.ray.storage_path, "workflow.name"):  # refused at once when held
+        return _run_workflow(cfg, name, verbose, say)
+
+
+def _run_workflow(cfg: Config, name: str, verbose: bool, say) -> dict:
+    from ..services import tracking
+
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
     flow = Workflow(cfg, uri, name)

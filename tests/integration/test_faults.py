@@ -1,5 +1,5 @@
-"""Faults in one run: a worker killed mid-run is replaced and training continues from the newest
-checkpoint; then the driver is interrupted, and the same command resumes the run to the same final
+"""Faults in one run: a second process with the same run name is refused while the first goes on; a
+worker killed mid-run is replaced and training continues from the newest checkpoint; then the driver is interrupted, and the same command resumes the run to the same final
 iteration with its optimizer state."""
 import os
 import signal
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipelines.services import checkpoints
-from tests.helpers import run_cli
+from tests.helpers import assert_one_line, run_cli
 from tests.integration.cli_run import SMALL, metric_history, run_id_from, set_args, start, wait_for
 
 pytestmark = pytest.mark.slow
@@ -30,6 +30,9 @@ def test_killed_worker_is_replaced_and_an_interrupted_run_resumes_with_optimizer
     run = tmp_path / "ganpipe_runs" / "faults"
     proc = start(tmp_path, *args)
     wait_for(run / f"checkpoint_{2 * every:08d}", proc)
+    # A second process with the same run name is refused at once, naming the first, which goes on.
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line(code, err, f"train.run_name='faults' is in use by process {proc.pid}")
     time.sleep(2)  # let that checkpoint complete; the kill lands mid-interval
     pids = _worker_pids()
     assert len(pids) >= 2, pids

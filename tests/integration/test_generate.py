@@ -187,8 +187,8 @@ def test_a_killed_job_rerun_writes_only_what_is_missing_and_ends_the_same(workdi
 
 
 def test_generate_bad_input(workdir, capsys, registry):
-    def fails(*args, model="models:/gan-generator@champion"):
-        code, _, err = run_cli(capsys, "generate", "--model", model, "--out", str(workdir / "bad"),
+    def fails(*args, model="models:/gan-generator@champion", out=workdir / "bad"):
+        code, _, err = run_cli(capsys, "generate", "--model", model, "--out", str(out),
                                "--set", f"mlflow.tracking_uri={registry['uri']}", *args)
         return code, err
 
@@ -206,6 +206,18 @@ def test_generate_bad_input(workdir, capsys, registry):
                            str(blocker / "sub"), "--rows", "10", "--set", f"mlflow.tracking_uri={registry['uri']}")
     assert_one_line(code, err, "cannot write there")
     assert not (workdir / "bad").exists()
+    import os
+    import signal
+
+    from tests.helpers import holder
+
+    busy = workdir / "busy"
+    proc = holder(f"with names.hold_dataset({str(busy)!r}):")
+    try:  # one writer per dataset folder
+        assert_one_line(*fails("--rows", "10", out=busy), f"--out '{busy}' is in use by process {proc.pid}")
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait()
 
 
 def test_quality_filters_keep_exact_counts_report_acceptance_or_fail_clearly(workdir, capsys, ray_local, registry):

@@ -70,3 +70,22 @@ def test_a_stage_without_its_input_is_refused_before_anything_runs(workdir, caps
     code, _, err = run_cli(capsys, "run", "--set", "workflow.stages=[generate, train]")
     assert_one_line(code, err, "workflow.stages", "in the order train, tune, evaluate, register, generate")
     assert not (workdir / "mlflow.db").exists()  # nothing ran, not even the tracking store
+
+
+@pytest.mark.parametrize("command,kind,key", [("run", "workflow", "workflow.name"), ("train", "run", "train.run_name"),
+                                              ("tune", "sweep", "tune.name")])
+def test_a_name_held_by_a_live_process_is_refused_at_once(workdir, capsys, command, kind, key):
+    import os
+    import signal
+
+    from tests.helpers import holder
+
+    storage = str(workdir / "ganpipe_runs")
+    proc = holder(f"with names.hold({kind!r}, 'busy', {storage!r}, {key!r}):")
+    try:
+        code, _, err = run_cli(capsys, command, "--set", f"{key}=busy")
+        assert_one_line(code, err, f"{key}='busy' is in use by process {proc.pid}", "choose another name")
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait()
+    assert not (workdir / "mlflow.db").exists()  # refused before anything ran

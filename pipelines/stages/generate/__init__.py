@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ...config import Config
 from ...errors import UserError
-from ...services import contract, tracking
+from ...services import contract, names, tracking
 from ...services.models import LoadedGenerator, resolve
 from .labels import label_counts
 from .writer import ShardWriter, file_complete, shard_name, sum_path
@@ -137,6 +137,12 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
         filters = {"min_confidence": min_confidence, "max_tries": cfg.generate.max_tries,
                    "drs": _drs_bound(cfg, loaded, counts, seed) if rejection == "drs" else None}
     request = _request(cfg, loaded, model, counts, total, seed, filters)
+    with names.hold_dataset(out_dir):  # one writer per dataset folder
+        return _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed,
+                      verbose, tags)
+
+
+def _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed, verbose, tags):
     _prepare_out(out_dir, request, overwrite)
 
     per_file = cfg.generate.rows_per_file

@@ -14,7 +14,7 @@ from pathlib import Path
 from ...config import Config, flatten, with_absolute_paths
 from ...config.build import load_data
 from ...errors import UserError
-from ...services import checkpoints, contract, tracking
+from ...services import checkpoints, contract, names, tracking
 from .worker import train_loop_per_worker
 
 
@@ -182,6 +182,12 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False, tags: 
     """`ganpipe train`: a config in; one Ray Train run (resumed when `train.run_name` exists) out, as
     its MLflow run id, run name, best (else newest) checkpoint folder, final metrics and the workers'
     result. `tags` go on a new MLflow run (a workflow's parent run and input hash)."""
+    run_name = cfg.train.run_name or time.strftime("train-%Y%m%d-%H%M%S")
+    with names.hold("run", run_name, cfg.ray.storage_path, "train.run_name"):  # refused at once when held
+        return _run_training(cfg, run_name, verbose, quiet, tags)
+
+
+def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: dict | None) -> TrainOutcome:
     import ray
     from ray.util.queue import Queue
 
@@ -191,7 +197,6 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False, tags: 
     workers = resolve_num_workers(cfg)
     check_fits(cfg, workers)
     cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": workers})})
-    run_name = cfg.train.run_name or time.strftime("train-%Y%m%d-%H%M%S")
     check_resumable(f"{cfg.ray.storage_path}/{run_name}", workers)
     run_id = open_mlflow_run(uri, cfg, run_name, data, "train", tags)
 

@@ -19,7 +19,7 @@ from typing import Any
 from ...config import TUNE_METRICS, Config, set_key
 from ...config.plan import plan_run
 from ...errors import UserError
-from ...services import contract, tracking
+from ...services import contract, names, tracking
 from ..train.driver import build_trainer, fit_and_record, open_mlflow_run, preflight
 
 ASHA_MAX_T = 10 ** 12  # trials end at their own planned length; the scheduler never cuts one at max_t
@@ -102,16 +102,21 @@ def _concurrency(cfg: Config) -> int:
 def run_sweep(cfg: Config, verbose: bool = False, tags: dict | None = None) -> SweepOutcome:
     """Run (or resume) the sweep `cfg.tune` describes. Returns its trials (parameters, metric,
     iterations run against planned, MLflow run id) and the best trial that ran to its end."""
+    check_sweep(cfg)
+    name = cfg.tune.name or time.strftime("sweep-%Y%m%d-%H%M%S")
+    cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"name": name})})
+    with names.hold("sweep", name, cfg.ray.storage_path, "tune.name"):  # refused at once when held
+        return _run_sweep(cfg, name, verbose, tags)
+
+
+def _run_sweep(cfg: Config, name: str, verbose: bool, tags: dict | None) -> SweepOutcome:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    check_sweep(cfg)
     cfg, uri, data = preflight(cfg, verbose, dashboard=True)  # Train's cleanup of stopped trials needs it
     plan_run(cfg, data, cfg.tune.workers_per_trial)  # a batch too large for the data fails here, once
     concurrency = _concurrency(cfg)
     metric, mode = cfg.tune.metric, TUNE_METRICS[cfg.tune.metric]
-    name = cfg.tune.name or time.strftime("sweep-%Y%m%d-%H%M%S")
-    cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"name": name})})
     parent = open_mlflow_run(uri, cfg, name, data, "tune", tags)
     if cfg.tune.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr=cfg.tune.cost, max_t=ASHA_MAX_T, grace_period=cfg.tune.grace,
