@@ -1,0 +1,86 @@
+"""Tracking on real services: an MLflow server on PostgreSQL with its artifacts in S3 (moto's server),
+all started here and stopped after. Parallel writers lose nothing (on that server and on SQLite);
+the workflow logs, checkpoints, registers and generates through the server over HTTP."""
+import json
+import multiprocessing as mp
+
+import pytest
+
+from tests.helpers import run_cli
+from tests.integration.cli_run import set_args
+from tests.integration.services import mlflow_server, postgres, s3_server
+
+pytestmark = pytest.mark.slow
+BUCKET = "ganpipe-artifacts"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("services")
+    with postgres() as db, s3_server(BUCKET) as s3, \
+            mlflow_server(folder, db, f"s3://{BUCKET}/mlflow", s3) as url:
+        yield {"url": url, "s3": s3, "db": db}
+
+
+def _writer(uri: str, run_id: str, barrier, key: str) -> None:
+    from pipelines.services import tracking
+
+    barrier.wait()
+    for step in range(150):
+        tracking.log_metrics(uri, run_id, {key: float(step), f"{key}_b": -float(step)}, step=step)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "server"])
+def test_two_writers_at_once_lose_nothing(tmp_path, request, store):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if store == "sqlite" else request.getfixturevalue("server")["url"]
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.create_experiment(f"concurrency-{tmp_path.name}")
+    runs = [c.create_run(exp).info.run_id for _ in range(2)]
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_writer, args=(uri, runs[i], barrier, f"m{i}")) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    assert [p.exitcode for p in procs] == [0, 0]
+    for i, run_id in enumerate(runs):
+        for key in (f"m{i}", f"m{i}_b"):
+            assert sorted(m.step for m in c.get_metric_history(run_id, key)) == list(range(150))
+
+
+def test_the_workflow_tracks_registers_and_generates_through_the_server(workdir, capsys, ray_local, server):
+    import boto3
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    url = server["url"]
+    code, out, err = run_cli(capsys, "run", *set_args([
+        "data.source=digits", "model.g_width=8", "model.d_width=8", "train.iterations=20", "train.eval_every=10",
+        "train.checkpoint_every=10", "train.batch_size=32", "train.eval_samples=200", "eval.samples=200",
+        "eval.cas=false", "generate.eval_samples=200", "generate.rows_per_file=256", "workflow.rows=300",
+        "workflow.name=served", f"mlflow.tracking_uri={url}"]))
+    assert code == 0, err[-3000:]
+    assert not (workdir / "mlflow.db").exists()  # everything went to the server
+    c = MlflowClient(tracking_uri=url)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
+    (parent,) = [r for r in runs if r.data.tags.get("ganpipe.stage") == "workflow"]
+    stages = {r.data.tags["ganpipe.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") ==
+              parent.info.run_id}
+    assert set(stages) == {"train", "evaluate", "register", "generate"}
+    assert [m.step for m in c.get_metric_history(stages["train"].info.run_id, "fd")] == [10, 20]
+    # The registry lives in PostgreSQL; the artifacts (checkpoint, model, dataset card) in the bucket.
+    version = c.get_model_version_by_alias("gan-generator", "champion")
+    assert version.version == "1" and version.run_id == stages["train"].info.run_id
+    keys = [o["Key"] for page in boto3.client("s3", endpoint_url=server["s3"]).get_paginator(
+        "list_objects_v2").paginate(Bucket=BUCKET) for o in page.get("Contents", [])]
+    assert any(k.endswith("checkpoint/state.pt") for k in keys), keys
+    assert any(k.endswith("dataset/README.md") for k in keys), keys  # the generate run's dataset card
+    assert any(k.endswith("MLmodel") for k in keys), keys
+    # A client with only the tracking URI (no bucket credentials) loads the champion through the server.
+    mlflow.set_tracking_uri(url)
+    g = mlflow.pytorch.load_model("models:/gan-generator@champion")
+    manifest = json.loads((workdir / "datasets" / "served-v1" / "manifest.json").read_text())
+    assert manifest["rows"] == 300 and g is not None
