@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from .names import is_local
 
 STATE_FILE = "state.pt"
 SUM_SUFFIX = ".sha256"
@@ -126,7 +127,7 @@ def iteration_of(folder: str | Path) -> int:
 def checkpoint_folders(run_dir: str | Path) -> list[Path]:
     """`checkpoint_*` folders of a local run directory, newest first."""
     root = Path(run_dir)
-    if "://" in str(run_dir) or not root.is_dir():
+    if not is_local(str(run_dir)) or not root.is_dir():
         return []
     folders = [p for p in root.glob("checkpoint_*") if p.is_dir() and p.name.split("_")[-1].isdigit()]
     return sorted(folders, reverse=True)

@@ -30,13 +30,14 @@ class NameHeld(UserError):
     """The name is held by another live process."""
 
 
-def _is_folder(storage: str) -> bool:
+def is_local(storage: str) -> bool:
+    """A storage path on this machine's file system (a shared mount counts), not an object store URI."""
     return "://" not in storage or storage.startswith("file://")
 
 
 def lock_path(kind: str, name: str, storage: str) -> Path:
     """Where the lock of `kind` `name` lives for runs stored under `storage`."""
-    if _is_folder(storage):
+    if is_local(storage):
         return Path(storage.removeprefix("file://")).expanduser().resolve() / LOCK_DIR / f"{kind}-{name}.lock"
     key = hashlib.sha256(storage.encode()).hexdigest()[:16]
     return Path.home() / ".cache" / "ganpipe" / "locks" / key / f"{kind}-{name}.lock"

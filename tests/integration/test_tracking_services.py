@@ -22,6 +22,23 @@ def server(tmp_path_factory):
         yield {"url": url, "s3": s3, "db": db}
 
 
+@pytest.fixture(scope="module")
+def ray_s3(ray_local, server):
+    """The session's Ray restarted with the object store's endpoint in its environment, as a cluster's
+    nodes have theirs (Ray's storage reaches s3:// through pyarrow, which reads AWS_ENDPOINT_URL)."""
+    import os
+
+    from pipelines.services.runtime import init_ray
+
+    ray_local.shutdown()
+    os.environ["AWS_ENDPOINT_URL"] = server["s3"]
+    init_ray("", verbose=False)
+    yield ray_local
+    ray_local.shutdown()
+    os.environ.pop("AWS_ENDPOINT_URL")
+    init_ray("", verbose=False)
+
+
 def _writer(uri: str, run_id: str, barrier, key: str) -> None:
     from pipelines.services import tracking
 
@@ -51,18 +68,26 @@ def test_two_writers_at_once_lose_nothing(tmp_path, request, store):
             assert sorted(m.step for m in c.get_metric_history(run_id, key)) == list(range(150))
 
 
-def test_the_workflow_tracks_registers_and_generates_through_the_server(workdir, capsys, ray_local, server):
+def _objects(server) -> list[str]:
     import boto3
+
+    pages = boto3.client("s3", endpoint_url=server["s3"]).get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_the_workflow_tracks_registers_checkpoints_to_s3_and_generates_through_the_server(workdir, capsys, ray_s3,
+                                                                                        server):
     import mlflow
     from mlflow.tracking import MlflowClient
 
     url = server["url"]
-    code, out, err = run_cli(capsys, "run", *set_args([
-        "data.source=digits", "model.g_width=8", "model.d_width=8", "train.iterations=20", "train.eval_every=10",
-        "train.checkpoint_every=10", "train.batch_size=32", "train.eval_samples=200", "eval.samples=200",
-        "eval.cas=false", "generate.eval_samples=200", "generate.rows_per_file=256", "workflow.rows=300",
-        "workflow.name=served", f"mlflow.tracking_uri={url}"]))
+    small = ["data.source=digits", "model.g_width=8", "model.d_width=8", "train.eval_every=10",
+             "train.checkpoint_every=10", "train.batch_size=32", "train.eval_samples=200", "eval.samples=200",
+             "eval.cas=false", "generate.eval_samples=200", "generate.rows_per_file=256", "workflow.rows=300",
+             f"mlflow.tracking_uri={url}", f"ray.storage_path=s3://{BUCKET}/runs"]
+    code, out, err = run_cli(capsys, "run", *set_args(small + ["train.iterations=20", "workflow.name=served"]))
     assert code == 0, err[-3000:]
+    assert not (workdir / "ganpipe_runs").exists()  # checkpoints went to the bucket
     assert not (workdir / "mlflow.db").exists()  # everything went to the server
     c = MlflowClient(tracking_uri=url)
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
@@ -74,8 +99,9 @@ def test_the_workflow_tracks_registers_and_generates_through_the_server(workdir,
     # The registry lives in PostgreSQL; the artifacts (checkpoint, model, dataset card) in the bucket.
     version = c.get_model_version_by_alias("gan-generator", "champion")
     assert version.version == "1" and version.run_id == stages["train"].info.run_id
-    keys = [o["Key"] for page in boto3.client("s3", endpoint_url=server["s3"]).get_paginator(
-        "list_objects_v2").paginate(Bucket=BUCKET) for o in page.get("Contents", [])]
+    keys = _objects(server)
+    train_name = stages["train"].data.tags["ganpipe.run_name"]
+    assert {f"runs/{train_name}/checkpoint_000000{i}/state.pt" for i in (10, 20)} <= set(keys), keys
     assert any(k.endswith("checkpoint/state.pt") for k in keys), keys
     assert any(k.endswith("dataset/README.md") for k in keys), keys  # the generate run's dataset card
     assert any(k.endswith("MLmodel") for k in keys), keys
@@ -84,3 +110,9 @@ def test_the_workflow_tracks_registers_and_generates_through_the_server(workdir,
     g = mlflow.pytorch.load_model("models:/gan-generator@champion")
     manifest = json.loads((workdir / "datasets" / "served-v1" / "manifest.json").read_text())
     assert manifest["rows"] == 300 and g is not None
+    # The same training run, longer: it resumes from its newest checkpoint in the bucket.
+    code, out, err = run_cli(capsys, "train", *set_args(small + ["train.iterations=30", f"train.run_name={train_name}"]))
+    assert code == 0, err[-3000:]
+    run = c.get_run(stages["train"].info.run_id)
+    assert [m.value for m in c.get_metric_history(run.info.run_id, "resumed_from")] == [0.0, 20.0]
+    assert f"runs/{train_name}/checkpoint_00000030/state.pt" in _objects(server)

@@ -144,13 +144,17 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
         latest = result.checkpoint.path if result.checkpoint else None
         raise TrainingError(f"run {run_name!r}: loss became NaN/inf at iteration {outcome['iteration']} "
                             f"({outcome.get('values')}); the last good checkpoint is kept at {latest}")
-    ckpt = best_checkpoint(result, cfg)
+    best = best_checkpoint(result, cfg)
     c = tracking.client(uri)
-    if ckpt:
-        state = Path(ckpt) / "state.pt"
-        if state.is_file():
-            c.log_artifact(run_id, str(state), contract.CHECKPOINT_DIR)
-            c.set_tag(run_id, contract.CHECKPOINT_ITERATION, str(checkpoints.iteration_of(ckpt)))
+    ckpt = None
+    if best is not None:
+        with best.as_directory() as folder:  # a local folder, or a download from s3:// storage
+            state = Path(folder) / "state.pt"
+            if state.is_file():
+                c.log_artifact(run_id, str(state), contract.CHECKPOINT_DIR)
+                c.set_tag(run_id, contract.CHECKPOINT_ITERATION, str(checkpoints.iteration_of(best.path)))
+        # What later stages load: the folder when it is local, else the run's logged copy of it.
+        ckpt = best.path if names.is_local(cfg.ray.storage_path) else f"runs:/{run_id}"
     if outcome.get("status") == "stopped":  # the reason as rank 0 judged it (every rank stopped with it)
         outcome = {**outcome, "reason": c.get_run(run_id).data.tags.get(contract.STOP_REASON, outcome.get("reason"))}
     _finish(uri, run_id, "FINISHED")
@@ -158,9 +162,9 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
                         outcome)
 
 
-def best_checkpoint(result, cfg: Config) -> str | None:
-    """The checkpoint a run hands on: the best by tune.metric among those Ray kept (the training
-    evaluation runs at every checkpoint), else the newest."""
+def best_checkpoint(result, cfg: Config):
+    """The checkpoint (Ray's Checkpoint) a run hands on: the best by tune.metric among those Ray kept
+    (the training evaluation runs at every checkpoint), else the newest."""
     import math
 
     from gan_core.metrics import is_better
@@ -173,9 +177,7 @@ def best_checkpoint(result, cfg: Config) -> str | None:
             if isinstance(value, (int, float)) and math.isfinite(value) and (
                     best is None or is_better(metric, value, best[1])):
                 best = (ckpt, value)
-    if best is not None:
-        return best[0].path
-    return result.checkpoint.path if result.checkpoint else None
+    return best[0] if best is not None else result.checkpoint
 
 
 def run_training(cfg: Config, verbose: bool = False, quiet: bool = False, tags: dict | None = None) -> TrainOutcome:

@@ -244,9 +244,14 @@ def summarize_trials(grid, uri: str, sweep: str, metric: str, cost: str, storage
 
 def _complete(c, run_id: str, run_dir: str, iteration: int) -> None:
     """Record a trial that reached its planned length as a finished run, with its final checkpoint."""
-    state = Path(run_dir) / f"checkpoint_{iteration:08d}" / "state.pt"
-    if state.is_file():
-        c.log_artifact(run_id, str(state), contract.CHECKPOINT_DIR)
+    from ray.train import Checkpoint
+
+    folder = f"{run_dir}/checkpoint_{iteration:08d}"
+    if not names.is_local(run_dir) or Path(folder).is_dir():
+        with Checkpoint(folder).as_directory() as local:  # a download when the storage is s3://
+            state = Path(local) / "state.pt"
+            if state.is_file():
+                c.log_artifact(run_id, str(state), contract.CHECKPOINT_DIR)
     c.set_terminated(run_id, "FINISHED")
 
 
