@@ -53,6 +53,15 @@ COMMANDS: dict[str, Command] = {
         (("--logs",), {"metavar": "JOB_ID", "help": "print a job's logs"}),
         (("--stop",), {"metavar": "JOB_ID", "help": "stop a job"}),
     )),
+    "ui": Command("a web page: generators, Try it, datasets, and a form that starts a batch", args=(
+        (("--host",), {"default": "127.0.0.1", "help": "interface to bind (default 127.0.0.1; any other needs a token)"}),
+        (("--port",), {"type": int, "default": 8000, "help": "port (default 8000)"}),
+        (("--data",), {"action": "append", "default": [], "metavar": "DIR",
+                       "help": "a folder of datasets (repeatable; default: datasets); batches are written to the first"}),
+        (("--token",), {"help": "the token a browser must present (default: $GANPIPE_UI_TOKEN)"}),
+        (("--mlflow",), {"action": "store_true", "help": "also serve MLflow's own UI on the next port"}),
+        (("--address",), {"help": "a Ray cluster's dashboard URL: batches run there as jobs"}),
+    )),
     "config": Command("print the resolved config, each key with its meaning"),
 }
 

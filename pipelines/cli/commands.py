@@ -109,6 +109,13 @@ def submit(args: argparse.Namespace) -> int:
     return 0 if args.no_wait or status == "SUCCEEDED" else 1
 
 
+def ui(args: argparse.Namespace) -> int:
+    from ..ui import serve
+
+    serve(_cfg(args), args.host, args.port, args.data, args.token, args.mlflow, args.address)
+    return 0
+
+
 def config(args: argparse.Namespace) -> int:
     """The resolved config: every key, its value and what it means."""
     rows = describe(_cfg(args))

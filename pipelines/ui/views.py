@@ -1,0 +1,396 @@
+"""What the web UI shows, read through the same stage and service APIs as the CLI: registered
+generators and their versions (the MLflow contract's version tags), per-class grids drawn with
+gan_core's one row sampler, the verifier of `generate`, datasets written by `generate` (manifest,
+card, rows), and batches started as `ganpipe generate` processes or cluster jobs."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..errors import UserError
+from ..services import contract, tracking
+
+PER_CLASS = 8  # images per class in a grid
+MAX_TRY = 64  # images one Try-it request draws
+
+
+class NotFound(UserError):
+    """Something the request names does not exist (HTTP 404)."""
+
+
+class Forbidden(UserError):
+    """A path outside the configured folders (HTTP 403)."""
+
+
+@dataclass
+class Version:
+    name: str
+    version: str
+    aliases: list[str]
+    metric: str | None
+    value: float | None
+    protocol: str | None
+    run_id: str | None
+    iteration: str | None
+    datasets: list[str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def versions(uri: str) -> list[Version]:
+    """Every version of every registered model, newest first within a model."""
+    c = tracking.client(uri)
+    out = []
+    for rm in c.search_registered_models():
+        if "'" in rm.name or "\\" in rm.name:  # not a name ganpipe writes; it cannot reach a filter safely
+            continue
+        by_version: dict[str, list[str]] = {}
+        for alias, v in (rm.aliases or {}).items():
+            by_version.setdefault(str(v), []).append(alias)
+        for mv in sorted(c.search_model_versions(f"name = '{rm.name}'"), key=lambda m: -int(m.version)):
+            t = mv.tags or {}
+            value = t.get(contract.V_METRIC_VALUE)
+            out.append(Version(rm.name, str(mv.version), sorted(by_version.get(str(mv.version), [])),
+                               t.get(contract.V_METRIC_NAME), float(value) if value else None,
+                               t.get(contract.V_EVAL_PROTOCOL), mv.run_id, t.get(contract.V_ITERATION),
+                               json.loads(t.get(contract.V_DATASETS, "[]"))))
+    return out
+
+
+def find_version(uri: str, name: str, version: str) -> Version:
+    for v in versions(uri):
+        if v.name == name and v.version == str(version):
+            return v
+    raise NotFound(f"model {name!r} has no version {version!r}")
+
+
+@lru_cache(maxsize=8)
+def _loaded(model_uri: str, tracking_uri: str):
+    from ..services.models import resolve
+
+    return resolve(model_uri, tracking_uri)
+
+
+@lru_cache(maxsize=4)
+def _verifier(model_uri: str, tracking_uri: str, cfg_json: str):
+    from ..stages.generate import _verifier as generate_verifier
+
+    cfg = Config.model_validate(json.loads(cfg_json))
+    net, _, _ = generate_verifier(cfg, _loaded(model_uri, tracking_uri), model_uri)
+    return net
+
+
+def class_names(model_uri: str, tracking_uri: str) -> list[str]:
+    return list(_loaded(model_uri, tracking_uri).meta["class_names"])
+
+
+def draw(model_uri: str, tracking_uri: str, labels: list[int] | None, n: int, seed: int):
+    """`n` images (uint8, N x C x H x W) for rows 0..n-1 of `seed`, with the given label per row:
+    the rows `generate` would write for these labels and seed."""
+    import torch
+
+    from gan_core import render_rows
+    from gan_core.data import to_uint8
+
+    g = _loaded(model_uri, tracking_uri).generator.eval()
+    ids = torch.arange(n, dtype=torch.int64)
+    y = torch.tensor(labels, dtype=torch.int64) if labels is not None and g.num_classes else None
+    with torch.no_grad():
+        return to_uint8(render_rows(g, ids, seed, y))
+
+
+def png(pixels: np.ndarray) -> bytes:
+    from gan_core.data import encode_png
+
+    return encode_png(pixels)
+
+
+def grid_png(model_uri: str, tracking_uri: str, seed: int) -> bytes:
+    """One row per class of PER_CLASS images; the same z and labels for every version."""
+    import torch
+
+    from gan_core.visual import make_grid
+
+    k = len(class_names(model_uri, tracking_uri))
+    g = _loaded(model_uri, tracking_uri).generator
+    labels = [c for c in range(k) for _ in range(PER_CLASS)] if g.num_classes else None
+    pixels = draw(model_uri, tracking_uri, labels, k * PER_CLASS if labels else 8 * PER_CLASS, seed)
+    grid = make_grid(torch.from_numpy(pixels).float().div(127.5).sub(1), nrow=PER_CLASS)
+    return png((grid * 255).round().byte().numpy())
+
+
+def try_images(cfg: Config, model_uri: str, tracking_uri: str, classes: list[int], count: int,
+               seed: int) -> list[dict]:
+    """`count` images per class with the verifier's label and confidence under each."""
+    import torch
+
+    names = class_names(model_uri, tracking_uri)
+    labels = [c for c in classes for _ in range(count)]
+    pixels = draw(model_uri, tracking_uri, labels, len(labels), seed)
+    net = _verifier(model_uri, tracking_uri, cfg.model_dump_json())
+    _, probs = net.embed(torch.from_numpy(pixels).float().div(127.5).sub(1))
+    out = []
+    for i, (lab, p) in enumerate(zip(labels, probs)):
+        seen = int(np.argmax(p))
+        out.append({"src": data_url(png(pixels[i])), "asked": names[lab], "seen": names[seen],
+                    "confidence": float(p[seen]), "agrees": seen == lab})
+    return out
+
+
+def data_url(png_bytes: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes).decode("ascii")
+
+
+def parse_classes(text: str, names: list[str]) -> list[int]:
+    """'0,3,7' (class indices or names) or empty for every class; one clear error otherwise."""
+    text = (text or "").strip()
+    if not text:
+        return list(range(len(names)))
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if item in names:
+            out.append(names.index(item))
+        elif item.isdigit() and int(item) < len(names):
+            out.append(int(item))
+        else:
+            raise UserError(f"classes: {item!r} is not one of the model's classes {names}")
+    return out
+
+
+# Datasets -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    root: int  # index of the configured folder it was found in
+    rel: str  # its path inside that folder
+    path: Path
+    manifest: dict
+
+    @property
+    def key(self) -> str:
+        return f"{self.root}/{self.rel}"
+
+
+def _is_dataset(folder: Path) -> bool:
+    return (folder / contract.DATASET_MANIFEST).is_file()
+
+
+def datasets(roots: list[Path]) -> list[Dataset]:
+    """Every complete dataset (one with its manifest) in the configured folders, two levels deep."""
+    out = []
+    for i, root in enumerate(roots):
+        candidates = [root, *sorted(p for p in root.glob("*") if p.is_dir()),
+                      *sorted(p for p in root.glob("*/*") if p.is_dir())]
+        for folder in candidates:
+            if _is_dataset(folder):
+                rel = str(folder.relative_to(root)) if folder != root else "."
+                out.append(Dataset(i, rel, folder, json.loads((folder / contract.DATASET_MANIFEST).read_text())))
+    return out
+
+
+def confined(roots: list[Path], root: int, rel: str) -> Path:
+    """The folder `rel` inside configured folder number `root`; anything outside is refused."""
+    if not 0 <= root < len(roots):
+        raise NotFound(f"no configured data folder number {root}")
+    if ".." in Path(rel).parts or Path(rel).is_absolute():
+        raise Forbidden(f"{rel!r}: paths must stay inside the configured data folders")
+    base = roots[root].resolve()
+    path = (base / rel).resolve()
+    if path != base and base not in path.parents:
+        raise Forbidden(f"{rel!r}: paths must stay inside the configured data folders")
+    return path
+
+
+def find_dataset(roots: list[Path], root: int, rel: str) -> Dataset:
+    path = confined(roots, root, rel)
+    if not _is_dataset(path):
+        raise NotFound(f"{rel!r} is not a dataset written by ganpipe generate (no {contract.DATASET_MANIFEST})")
+    return Dataset(root, rel, path, json.loads((path / contract.DATASET_MANIFEST).read_text()))
+
+
+def rows(ds: Dataset, label: int | None, order: str, page: int, per_page: int = 48) -> tuple[list[dict], int]:
+    """One page of rows (image, label, verifier's label and confidence), optionally of one class,
+    sorted by the verifier's confidence ('asc': the least convincing first)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    files = sorted((ds.path / contract.DATASET_DATA_DIR).glob("train-*.parquet"))
+    meta = pa.concat_tables(pq.read_table(f, columns=["id", "label", "verifier_label", "verifier_confidence"])
+                            for f in files)
+    file_of = np.concatenate([np.full(pq.ParquetFile(f).metadata.num_rows, i) for i, f in enumerate(files)])
+    index = np.arange(meta.num_rows)
+    if label is not None:
+        index = index[pc.equal(meta.column("label"), label).to_numpy(zero_copy_only=False)]
+    conf = meta.column("verifier_confidence").to_numpy()[index]
+    index = index[np.argsort(conf if order == "asc" else -conf, kind="stable")]
+    total = len(index)
+    pick = index[page * per_page:(page + 1) * per_page]
+    names = ds.manifest.get("class_names") or [str(i) for i in range(len(ds.manifest.get("counts", [])))]
+    starts = np.concatenate([[0], np.cumsum([pq.ParquetFile(f).metadata.num_rows for f in files])])
+    out = []
+    for j in pick:
+        f = int(file_of[j])
+        image = pq.read_table(files[f], columns=["image"]).column("image")[int(j - starts[f])].as_py()
+        lab, seen = int(meta.column("label")[int(j)].as_py()), int(meta.column("verifier_label")[int(j)].as_py())
+        out.append({"id": int(meta.column("id")[int(j)].as_py()), "src": data_url(image["bytes"]),
+                    "label": names[lab] if lab < len(names) else lab,
+                    "seen": names[seen] if seen < len(names) else seen,
+                    "confidence": float(meta.column("verifier_confidence")[int(j)].as_py()), "agrees": lab == seen})
+    return out, total
+
+
+def card_html(ds: Dataset, file_url: str) -> str:
+    """The dataset card (README.md) as HTML: its YAML header dropped; headings, paragraphs, tables,
+    images (served from the dataset folder) and inline code."""
+    text = (ds.path / contract.DATASET_CARD).read_text() if (ds.path / contract.DATASET_CARD).is_file() else ""
+    if text.startswith("---"):
+        text = text.split("\n---", 1)[-1].split("\n", 1)[-1]
+
+    def inline(s: str) -> str:
+        s = html.escape(s)
+        s = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: f'<img alt="{m[1]}" src="{file_url}/{m[2]}">', s)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+
+    out, table = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(set(c) <= {"-", ":"} for c in cells):
+                table.append(cells)
+            continue
+        if table:
+            head, *body = table
+            out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr>" +
+                       "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body) +
+                       "</table>")
+            table = []
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")) + 1, 4)
+            out.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    return "\n".join(out)
+
+
+# Batches --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    id: str
+    model: str
+    rows: int | None
+    labels: str
+    out: Path
+    key: str  # the dataset's key once done (root/rel)
+    log: Path
+    started: float = field(default_factory=time.time)
+    proc: subprocess.Popen | None = None
+    job_id: str | None = None
+    address: str | None = None
+    error: str | None = None
+
+    def status(self) -> str:
+        if self.proc is not None:
+            code = self.proc.poll()
+            if code is None:
+                return "running"
+            if code != 0 and self.error is None:
+                lines = [ln for ln in self.log.read_text().splitlines() if ln.strip()] if self.log.is_file() else []
+                self.error = lines[-1] if lines else f"exit code {code}"
+            return "finished" if code == 0 else "failed"
+        if self.job_id is not None:
+            from .. import jobs
+
+            state = jobs.status(self.address, self.job_id)
+            return {"SUCCEEDED": "finished", "FAILED": "failed", "STOPPED": "failed"}.get(state, "running")
+        return "failed" if self.error else "submitted"
+
+    def progress(self) -> tuple[int, int]:
+        """(complete files, files in all) from the dataset folder as generate writes it."""
+        from ..stages.generate.writer import file_complete
+
+        request = self.out / contract.DATASET_STATE_DIR / "request.json"
+        if not request.is_file():
+            return 0, 0
+        files = sorted((self.out / contract.DATASET_DATA_DIR).glob("train-*.parquet"))
+        total = int(files[0].stem.split("-of-")[-1]) if files else 0
+        return sum(file_complete(f) for f in files), total
+
+
+class Batches:
+    """Batches started from the page: `ganpipe generate` in a child process (its log in the dataset's
+    state folder), or a job on the Ray cluster at `address` through the jobs module."""
+
+    def __init__(self, cfg: Config, tracking_uri: str, address: str | None):
+        self.cfg, self.uri, self.address = cfg, tracking_uri, address
+        self.items: dict[str, Batch] = {}
+        self.lock = threading.Lock()
+
+    def start(self, model: str, rows: int | None, labels: str, seed: int, rejection: str | None,
+              min_confidence: float | None, out: Path, key: str) -> Batch:
+        batch = Batch(uuid.uuid4().hex[:12], model, rows, labels, out, key,
+                      out.parent / f".{out.name}.ui-{time.strftime('%Y%m%d-%H%M%S')}.log")
+        args = ["generate", "--model", model, "--out", str(out), "--labels", labels, "--seed", str(seed),
+                "--set", f"mlflow.tracking_uri={self.uri}", "--set", f"eval.cache_dir={self.cfg.eval.cache_dir}"]
+        if rows is not None:
+            args += ["--rows", str(rows)]
+        if rejection:
+            args += ["--rejection", rejection]
+        if min_confidence is not None:
+            args += ["--min-confidence", str(min_confidence)]
+        if self.address:  # the workflow's generate stage as a job on the cluster
+            from .. import jobs
+
+            if rejection or min_confidence is not None:
+                raise UserError("filters: a batch on the cluster runs the workflow's generate stage, which takes "
+                                "no quality filter; start it without one or run ganpipe generate on the cluster")
+            cfg = self.cfg.model_copy(update={
+                "mlflow": self.cfg.mlflow.model_copy(update={"tracking_uri": self.uri}),
+                "workflow": self.cfg.workflow.model_copy(update={
+                    "stages": ["generate"], "model": model, "rows": rows or self.cfg.workflow.rows, "labels": labels,
+                    "out": str(out), "name": f"ui-{batch.id}"}),
+                "seed": seed})
+            batch.address = self.address
+            batch.job_id, _ = jobs.submit(cfg, self.address, wait=False, say=lambda *_: None)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            log = open(batch.log, "w")
+            batch.proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        with self.lock:
+            self.items[batch.id] = batch
+        return batch
+
+    def get(self, batch_id: str) -> Batch:
+        with self.lock:
+            if batch_id not in self.items:
+                raise NotFound(f"no batch {batch_id!r} was started from this page")
+            return self.items[batch_id]
+
+    def stop_all(self) -> None:
+        import os
+        import signal
+
+        for b in self.items.values():
+            if b.proc is not None and b.proc.poll() is None:
+                os.killpg(b.proc.pid, signal.SIGINT)

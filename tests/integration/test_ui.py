@@ -1,0 +1,204 @@
+"""`ganpipe ui` in a real headless browser (Debian's Chromium through Playwright, no browser download):
+the models page lists the champion beside the challenger, Try it draws the same images twice for the
+same seed, the datasets page opens a dataset `generate` wrote and sorts its rows, the batch form starts
+a batch and shows its card; bad input gets a clear message and the right HTTP status. Each page's
+screenshot is saved (to $GANPIPE_UI_SCREENSHOTS when set, else the test's folder)."""
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from pipelines.config import load_config
+from pipelines.services import contract
+from pipelines.stages.register import register
+from tests.helpers import run_cli
+from tests.integration.services import free_port
+from tests.integration.test_evaluate import _checkpoint
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FAST = ["eval.cas=false", "eval.samples=200", "generate.eval_samples=200"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, feature_cache, ray_local):
+    """A tracking store with a champion and a challenger, a dataset folder with one dataset, and the UI
+    served on a free port (in a thread of this process, as `ganpipe ui` serves it)."""
+    import uvicorn
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.ui import Settings, create_app
+
+    tmp = tmp_path_factory.mktemp("ui")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    cfg = load_config(None, [f"mlflow.tracking_uri={uri}", f"eval.cache_dir={feature_cache}", *FAST])
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.create_experiment("ganpipe")
+    for seed in (0, 1):
+        run = c.create_run(exp)
+        folder = _checkpoint(tmp / f"ckpt{seed}", seed, run.info.run_id)
+        c.log_artifact(run.info.run_id, str(folder / "state.pt"), contract.CHECKPOINT_DIR)
+        register(cfg, run.info.run_id)
+    data = tmp / "datasets"
+    code, _, err = run_cli(_Capture(), "generate", "--model", "models:/gan-generator@champion", "--rows", "300",
+                           "--out", str(data / "digits-300"), "--set", f"mlflow.tracking_uri={uri}",
+                           "--set", "generate.rows_per_file=256", *[a for f in FAST for a in ("--set", f)])
+    assert code == 0, err[-3000:]
+    app = create_app(Settings(cfg, uri, [data]))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline, "the UI did not start"
+        time.sleep(0.1)
+    shots = Path(os.environ.get("GANPIPE_UI_SCREENSHOTS") or tmp / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    yield {"url": url, "uri": uri, "data": data, "shots": shots, "app": app}
+    server.should_exit = True
+    thread.join(10)
+
+
+class _Capture:
+    """run_cli's capsys for a module fixture (pytest's capsys is per test): output goes to a buffer."""
+
+    def readouterr(self):
+        class Out:
+            out, err = "", ""
+        return Out()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _page(browser):
+    return browser.new_page(viewport={"width": 1200, "height": 900})
+
+
+def test_models_page_lists_champion_and_challenger_side_by_side(site, browser):
+    page = _page(browser)
+    page.goto(site["url"] + "/models")
+    rows = page.locator("#versions tr").all_inner_texts()
+    assert rows, page.content()[-3000:]
+    assert any("champion" in r and r.split("\t")[1].strip() in ("1", "2") for r in rows), rows
+    assert any("challenger" in r for r in rows), rows
+    figures = page.locator("figure figcaption").all_inner_texts()
+    assert [f.split(":")[0] for f in figures] == ["champion", "challenger"], figures
+    for img in page.locator("figure img").all():  # both grids decoded by the browser
+        assert img.evaluate("i => i.complete && i.naturalWidth") > 100
+    page.screenshot(path=str(site["shots"] / "models.png"), full_page=True)
+    page.close()
+
+
+def test_try_it_draws_the_same_images_for_the_same_seed(site, browser):
+    page = _page(browser)
+    page.goto(site["url"] + "/try")
+    page.fill("#classes", "3,7")
+    page.fill("#count", "4")
+    page.fill("#seed", "11")
+    page.click("#draw")
+    first = page.locator("#images img").evaluate_all("imgs => imgs.map(i => i.src)")
+    captions = page.locator("#images .tile").all_inner_texts()
+    assert len(first) == 8 and all(c.strip().startswith("asked 3") for c in captions[:4]), captions
+    assert all("seen" in c for c in captions)
+    page.screenshot(path=str(site["shots"] / "try.png"), full_page=True)
+    page.reload()
+    assert page.locator("#images img").evaluate_all("imgs => imgs.map(i => i.src)") == first
+    page.fill("#seed", "12")
+    page.click("#draw")
+    assert page.locator("#images img").evaluate_all("imgs => imgs.map(i => i.src)") != first
+    page.close()
+
+
+def test_datasets_page_opens_a_dataset_and_sorts_its_rows(site, browser):
+    page = _page(browser)
+    page.goto(site["url"] + "/datasets")
+    assert "digits-300" in page.locator("#datasets").inner_text()
+    page.click("text=digits-300")
+    assert "Synthetic dataset: 300 images" in page.locator("#card").inner_text()
+    conf = [float(x) for x in page.locator("#rows .tile").evaluate_all("t => t.map(e => e.dataset.confidence)")]
+    assert len(conf) == 48 and conf == sorted(conf)  # the least convincing rows first
+    page.select_option("#label", "3")
+    page.select_option("#order", "desc")
+    page.click("#show")
+    tiles = page.locator("#rows .tile")
+    conf = [float(x) for x in tiles.evaluate_all("t => t.map(e => e.dataset.confidence)")]
+    assert len(conf) == 30 and conf == sorted(conf, reverse=True)  # 300 rows balanced: 30 of class 3
+    assert all("label 3" in t for t in tiles.all_inner_texts())
+    page.screenshot(path=str(site["shots"] / "dataset.png"), full_page=True)
+    page.close()
+
+
+def test_the_batch_form_starts_a_batch_and_shows_its_card(site, browser):
+    page = _page(browser)
+    page.goto(site["url"] + "/batch")
+    page.fill("#name", "from-the-page")
+    page.fill("#rows", "200")
+    page.fill("#labels", "0=120,5=80")
+    page.click("#start")
+    assert page.locator("#error").count() == 0, page.locator("#error").inner_text()
+    page.wait_for_selector("#status")
+    assert page.locator("#status").inner_text() in ("running", "submitted", "finished")
+    page.wait_for_function("document.querySelector('#status').innerText === 'finished' || "
+                           "document.querySelector('#status').innerText === 'failed'", timeout=240_000)
+    assert page.locator("#status").inner_text() == "finished", page.content()[-3000:]
+    card = page.locator("#card").inner_text()
+    assert "Synthetic dataset: 200 images" in card
+    page.screenshot(path=str(site["shots"] / "batch.png"), full_page=True)
+    page.click("#open")
+    assert page.locator("#rows .tile").count() == 48
+    page.close()
+
+
+def test_bad_input_gets_a_clear_message_and_the_right_status(site):
+    url = site["url"]
+    r = requests.get(url + "/try", params={"model": "gan-generator", "version": "99"})
+    assert r.status_code == 404 and "has no version &#39;99&#39;" in r.text
+    r = requests.get(url + "/datasets/0/..%2F..%2Fetc")  # %2F: the browser would resolve a plain '..' itself
+    assert r.status_code == 403 and "must stay inside the configured data folders" in r.text
+    r = requests.get(url + "/files/0/..%2Fmlflow.db")
+    assert r.status_code == 403 and "must stay inside" in r.text
+    assert requests.get(url + "/datasets/0/no-such").status_code == 404
+    r = requests.get(url + "/datasets/0/digits-300", params={"label": "x"})
+    assert r.status_code == 400 and "label: &#39;x&#39; is not a whole number" in r.text
+    version = "models:/gan-generator/1"
+    for fields, needle in [({"rows": "0"}, "rows: 0 must be at least 1"),
+                           ({"rows": "-3"}, "rows: -3 must be at least 1"),
+                           ({"name": "../up"}, "is not a valid name"),
+                           ({"labels": "12=5"}, "no class &#39;12&#39;"),
+                           ({"model": "models:/gan-generator/42"}, "is not a registered version")]:
+        form = {"model": version, "name": "bad", "rows": "10", "labels": "balanced", "seed": "0", **fields}
+        r = requests.post(url + "/batch", data=form, allow_redirects=False)
+        assert r.status_code in (400, 404) and needle in r.text, (fields, r.status_code, r.text[-1500:])
+    assert not (site["data"] / "bad").exists()
+
+
+def test_a_token_is_required_beyond_this_machine(site):
+    from fastapi.testclient import TestClient
+
+    from pipelines.errors import UserError
+    from pipelines.ui import Settings, check_binding, create_app
+
+    with pytest.raises(UserError, match="needs a token"):
+        check_binding("0.0.0.0", None)
+    check_binding("127.0.0.1", None)
+    app = create_app(Settings(load_config(None, []), site["uri"], [site["data"]], token="s3cret"))
+    client = TestClient(app)
+    assert client.get("/models").status_code == 401
+    assert client.get("/models", params={"token": "wrong"}).status_code == 401
+    ok = client.get("/models", params={"token": "s3cret"})
+    assert ok.status_code == 200 and "gan-generator" in ok.text
+    assert client.get("/datasets").status_code == 200  # the cookie set by the first visit
