@@ -79,7 +79,7 @@ def generate(args: argparse.Namespace) -> int:
     print(table(res.metrics))
     counts = ", ".join(str(c) for c in res.counts)
     print(f"generate: {res.rows} rows ({counts} per class) in {len(res.files)} files, {res.written} written now; "
-          f"card {res.out / 'README.md'}; MLflow run {res.run_id}")
+          f"card {res.out}/README.md; MLflow run {res.run_id}")
     return 0
 
 

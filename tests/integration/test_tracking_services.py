@@ -12,6 +12,7 @@ from tests.integration.services import mlflow_server, postgres, s3_server
 
 pytestmark = pytest.mark.slow
 BUCKET = "ganpipe-artifacts"
+STEPS = 80  # logging steps per writer, both at once
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def _writer(uri: str, run_id: str, barrier, key: str) -> None:
     from pipelines.services import tracking
 
     barrier.wait()
-    for step in range(150):
+    for step in range(STEPS):
         tracking.log_metrics(uri, run_id, {key: float(step), f"{key}_b": -float(step)}, step=step)
 
 
@@ -65,7 +66,7 @@ def test_two_writers_at_once_lose_nothing(tmp_path, request, store):
     assert [p.exitcode for p in procs] == [0, 0]
     for i, run_id in enumerate(runs):
         for key in (f"m{i}", f"m{i}_b"):
-            assert sorted(m.step for m in c.get_metric_history(run_id, key)) == list(range(150))
+            assert sorted(m.step for m in c.get_metric_history(run_id, key)) == list(range(STEPS))
 
 
 def _objects(server) -> list[str]:
@@ -85,9 +86,11 @@ def test_the_workflow_tracks_registers_checkpoints_to_s3_and_generates_through_t
              "train.checkpoint_every=10", "train.batch_size=32", "train.eval_samples=200", "eval.samples=200",
              "eval.cas=false", "generate.eval_samples=200", "generate.rows_per_file=256", "workflow.rows=300",
              f"mlflow.tracking_uri={url}", f"ray.storage_path=s3://{BUCKET}/runs"]
-    code, out, err = run_cli(capsys, "run", *set_args(small + ["train.iterations=20", "workflow.name=served"]))
+    dataset = f"s3://{BUCKET}/datasets/served"
+    code, out, err = run_cli(capsys, "run", *set_args(small + ["train.iterations=20", "workflow.name=served",
+                                                               f"workflow.out={dataset}"]))
     assert code == 0, err[-3000:]
-    assert not (workdir / "ganpipe_runs").exists()  # checkpoints went to the bucket
+    assert not (workdir / "ganpipe_runs").exists() and not (workdir / "datasets").exists()  # all in the bucket
     assert not (workdir / "mlflow.db").exists()  # everything went to the server
     c = MlflowClient(tracking_uri=url)
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
@@ -108,8 +111,25 @@ def test_the_workflow_tracks_registers_checkpoints_to_s3_and_generates_through_t
     # A client with only the tracking URI (no bucket credentials) loads the champion through the server.
     mlflow.set_tracking_uri(url)
     g = mlflow.pytorch.load_model("models:/gan-generator@champion")
-    manifest = json.loads((workdir / "datasets" / "served-v1" / "manifest.json").read_text())
-    assert manifest["rows"] == 300 and g is not None
+    assert g is not None
+    # The dataset in the bucket: shards with their checksums, card, evaluation, and the manifest.
+    import boto3
+    import pyarrow.parquet as pq
+
+    s3 = boto3.client("s3", endpoint_url=server["s3"])
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key="datasets/served/manifest.json")["Body"].read())
+    assert manifest["rows"] == 300 and [f["rows"] for f in manifest["files"]] == [256, 44]
+    keys = set(_objects(server))
+    for f in manifest["files"]:
+        assert f"datasets/served/{f['file']}" in keys
+        assert f"datasets/served/.ganpipe/sums/{f['file'].split('/')[-1]}.sha256" in keys
+    assert {"datasets/served/README.md", "datasets/served/evaluation/metrics.json"} <= keys
+    table = pq.read_table(f"{dataset}/data")  # readers take the bucket directly
+    assert table.num_rows == 300 and sorted(table.column("id").to_pylist()) == list(range(300))
+    assert f"dataset {dataset} (300 rows)" in out
+    code, _, err = run_cli(capsys, "generate", "--model", "models:/gan-generator@champion", "--rows", "10", "--out",
+                           "s3://no-such-bucket/x", "--set", f"mlflow.tracking_uri={url}")
+    assert code == 2 and "the bucket 'no-such-bucket' does not exist" in err and "Traceback" not in err
     # The same training run, longer: it resumes from its newest checkpoint in the bucket.
     code, out, err = run_cli(capsys, "train", *set_args(small + ["train.iterations=30", f"train.run_name={train_name}"]))
     assert code == 0, err[-3000:]

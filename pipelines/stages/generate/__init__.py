@@ -21,13 +21,14 @@ from ...config import Config
 from ...errors import UserError
 from ...services import contract, names, tracking
 from ...services.models import LoadedGenerator, resolve
+from . import remote
 from .labels import label_counts
 from .writer import ShardWriter, file_complete, shard_name, sum_path
 
 
 @dataclass
 class GenerateResult:
-    out: Path
+    out: Path | str  # the dataset's folder, or its object-store URI
     rows: int
     counts: list[int]
     files: list[dict]
@@ -130,7 +131,12 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
                         f"or a registered version whose training run kept its checkpoint has it)")
     if min_confidence is not None and not 0 < min_confidence <= 1:
         raise UserError(f"--min-confidence {min_confidence}: give a probability in (0, 1]")
-    out_dir = Path(out).expanduser().resolve()
+    remote_uri = None if names.is_local(str(out)) else str(out).rstrip("/")
+    if remote_uri:  # written through a local mirror; shards go to the bucket from the actors (remote.py)
+        remote.filesystem(remote_uri)  # a bucket that is missing or unreachable: one clear error, now
+        out_dir = remote.mirror(remote_uri)
+    else:
+        out_dir = Path(out).expanduser().resolve()
     net, gcfg, data = _verifier(cfg, loaded, model)
     filters = {}
     if rejection or min_confidence is not None:
@@ -139,17 +145,29 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
     request = _request(cfg, loaded, model, counts, total, seed, filters)
     with names.hold_dataset(out_dir):  # one writer per dataset folder
         return _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed,
-                      verbose, tags)
+                      verbose, tags, remote_uri)
 
 
-def _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed, verbose, tags):
+def _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed, verbose, tags,
+           remote_uri=None):
+    state = out_dir / contract.DATASET_STATE_DIR / "request.json"
+    if remote_uri:
+        remote.pull_state(remote_uri, out_dir)
+    old_key = json.loads(state.read_text()).get("key") if state.is_file() else None
     _prepare_out(out_dir, request, overwrite)
+    if remote_uri:
+        if old_key is not None and old_key != request["key"]:
+            remote.clear(remote_uri)  # another request's dataset, replaced under --overwrite
+        remote.drop_manifest(remote_uri)  # complete again only when written last
+        remote.push(remote_uri, out_dir, [state])
 
     per_file = cfg.generate.rows_per_file
     n_files = -(-total // per_file)
     shards = [{"index": i, "count": n_files, "start": i * per_file, "stop": min(total, (i + 1) * per_file)}
               for i in range(n_files)]
     data_dir = out_dir / contract.DATASET_DATA_DIR
+    if remote_uri:
+        remote.pull_shards(remote_uri, out_dir, [shard_name(s["index"], n_files) for s in shards])
     missing = [s for s in shards if not file_complete(data_dir / shard_name(s["index"], n_files))]
     provenance = {"model": model, "run_id": loaded.run_id, "iteration": loaded.iteration, "seed": seed,
                   "ganpipe_version": _version(), "request_key": request["key"],
@@ -157,10 +175,13 @@ def _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, to
     generator = {"spec": loaded.meta["spec"], "state": {k: v.clone() for k, v in g.state_dict().items()},
                  "d_state": loaded.d_state if request.get("drs") else None}
     verifier = {"state": net.model.state_dict(), "channels": data.image_shape[0], "num_classes": data.num_classes}
-    written, nodes, tries = _write_shards(cfg, missing, generator, verifier, request, data_dir, provenance, verbose)
+    written, nodes, tries = _write_shards(cfg, missing, generator, verifier, request, data_dir, provenance, verbose,
+                                          remote_uri)
+    if remote_uri:
+        remote.pull_shards(remote_uri, out_dir, [shard_name(s["index"], n_files) for s in missing])
     files = _collect(data_dir, shards, n_files)
     _record_tries(out_dir, tries)
-    return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance, tags)
+    return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance, tags, remote_uri)
 
 
 def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, seed: int) -> dict:
@@ -211,8 +232,9 @@ def _model_version(model: str, uri: str) -> str | None:
 
 
 def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: dict, request: dict, data_dir: Path,
-                  provenance: dict, verbose: bool) -> tuple[int, list[str]]:
-    """The missing shards, written on Ray Data by a pool of generator actors."""
+                  provenance: dict, verbose: bool, remote_uri: str | None = None) -> tuple[int, list[str]]:
+    """The missing shards, written on Ray Data by a pool of generator actors (uploaded by them to
+    `remote_uri` when the dataset lives in object storage)."""
     if not missing:
         return 0, [], {}
     import logging
@@ -226,7 +248,11 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     import torch
 
     weights = data_dir.parent / contract.DATASET_STATE_DIR / "weights.pt"
-    torch.save({"generator": generator, "verifier": verifier}, weights)
+    if remote_uri:  # the actors need not see the driver's folder: the weights go through Ray's object store
+        kwargs = {"generator": generator, "verifier": verifier, "weights": None, "upload": remote_uri}
+    else:
+        torch.save({"generator": generator, "verifier": verifier}, weights)
+        kwargs = {"generator": None, "verifier": None, "weights": str(weights)}
     ctx = ray.data.DataContext.get_current()
     if not verbose:
         ctx.enable_progress_bars = False
@@ -244,8 +270,7 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
         ds = ray.data.from_items(missing).map_batches(
             ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
             num_cpus=cfg.generate.cpus_per_actor, max_restarts=0,  # a lost actor's shard is rewritten by a rerun
-            fn_constructor_kwargs={"generator": None, "verifier": None, "request": request, "data_dir": str(data_dir),
-                                   "provenance": provenance, "weights": str(weights)})
+            fn_constructor_kwargs={"request": request, "data_dir": str(data_dir), "provenance": provenance, **kwargs})
     from tqdm import tqdm
 
     done = []
@@ -261,7 +286,8 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     failed = [d for d in done if d["error"]]
     for d in failed:
         if d["error"].startswith("FilterUnmet: "):
-            raise UserError(f"--out {data_dir.parent}: {d['error'][len('FilterUnmet: '):]}; loosen the filter")
+            raise UserError(f"--out {remote_uri or data_dir.parent}: {d['error'][len('FilterUnmet: '):]}; "
+                            f"loosen the filter")
     if failed:
         raise RuntimeError(f"writing {failed[0]['file']} failed: {failed[0]['error']}")
     return len(done), sorted({d["node_id"] for d in done}), {d["file"]: json.loads(d["tries"]) for d in done}
@@ -285,7 +311,7 @@ def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
 
 
 def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: int, nodes: list[str], gcfg: Config,
-            data, uri: str, provenance: dict, tags: dict | None = None) -> GenerateResult:
+            data, uri: str, provenance: dict, tags: dict | None = None, remote_uri: str | None = None) -> GenerateResult:
     import numpy as np
 
     from .card import evaluate_dataset, write_card
@@ -306,8 +332,11 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
     acceptance = [float(c / t) if t else None for c, t in zip(counts, tried)] \
         if (request.get("drs") or request.get("min_confidence") is not None) and tried.sum() else None
     write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance)
+    if remote_uri:  # everything but the manifest, which comes last
+        remote.push(remote_uri, out, [out / contract.DATASET_CARD, out / contract.DATASET_EVALUATION_DIR,
+                                      out / contract.DATASET_STATE_DIR / "tries.json"])
     run_id = _track(cfg, uri, out, request, provenance, counts.tolist(), metrics,
-                    {**(tags or {}), contract.NODES: json.dumps(nodes)})
+                    {**(tags or {}), contract.NODES: json.dumps(nodes)}, remote_uri or str(out))
     manifest = {"rows": int(counts.sum()), "counts": counts.tolist(), "class_names": request["class_names"],
                 "acceptance": acceptance,
                 "files": files, "request": {k2: v for k2, v in request.items() if k2 != "class_names"},
@@ -316,27 +345,31 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
     tmp = out / f".{contract.DATASET_MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     tmp.replace(out / contract.DATASET_MANIFEST)
-    return GenerateResult(out, int(counts.sum()), counts.tolist(), files, written, nodes, metrics, run_id)
+    if remote_uri:
+        remote.push(remote_uri, out, [out / contract.DATASET_MANIFEST])
+    return GenerateResult(remote_uri or out, int(counts.sum()), counts.tolist(), files, written, nodes, metrics, run_id)
 
 
 def _track(cfg: Config, uri: str, out: Path, request: dict, provenance: dict, counts: list[int],
-           metrics: dict, extra_tags: dict | None = None) -> str:
+           metrics: dict, extra_tags: dict | None = None, location: str | None = None) -> str:
     """An MLflow run (stage `generate`): the request, the dataset as an output, the card and manifest;
     the model version (when there is one) lists the datasets made from it."""
     from mlflow.entities import Param
 
     c = tracking.client(uri)
     exp_id = tracking.experiment_id(uri, cfg.mlflow.experiment)
-    tags = {contract.STAGE: "generate", contract.RUN_DISPLAY_NAME: f"generate-{out.name}", **(extra_tags or {})}
+    location = location or str(out)  # where the dataset is: its folder, or its object-store URI
+    tags = {contract.STAGE: "generate", contract.RUN_DISPLAY_NAME: f"generate-{location.rstrip('/').split('/')[-1]}",
+            **(extra_tags or {})}
     if provenance["run_id"]:
         tags[contract.SOURCE_RUN] = provenance["run_id"]
     run = c.create_run(exp_id, tags=tags)
     run_id = run.info.run_id
     params = {"model": provenance["model"], "model_version": provenance["model_version"], "seed": request["seed"],
-              "rows": request["rows"], "counts": json.dumps(request["counts"]), "out": str(out),
+              "rows": request["rows"], "counts": json.dumps(request["counts"]), "out": location,
               "rows_per_file": request["rows_per_file"]}
     c.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-    tracking.log_dataset_input(uri, run_id, out.name, request["key"], str(out), "output",
+    tracking.log_dataset_input(uri, run_id, location.rstrip("/").split("/")[-1], request["key"], location, "output",
                                {"rows": request["rows"], "counts": counts})
     scalars = {f"{contract.EVAL_PREFIX}{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
     tracking.log_metrics(uri, run_id, {"rows": request["rows"], **scalars}, step=0)
@@ -347,6 +380,6 @@ def _track(cfg: Config, uri: str, out: Path, request: dict, provenance: dict, co
         name = provenance["model"][len("models:/"):].split("@")[0].split("/")[0]
         mv = c.get_model_version(name, version)
         made = json.loads(mv.tags.get(contract.V_DATASETS, "[]"))
-        if str(out) not in made:
-            c.set_model_version_tag(name, version, contract.V_DATASETS, json.dumps(made + [str(out)]))
+        if location not in made:
+            c.set_model_version_tag(name, version, contract.V_DATASETS, json.dumps(made + [location]))
     return run_id

@@ -64,9 +64,12 @@ class ShardWriter:
     (`__call__` takes a batch of shard descriptions) and directly in tests."""
 
     def __init__(self, generator: dict | None, verifier: dict | None, request: dict, data_dir: str, provenance: dict,
-                 weights: str | None = None):
+                 weights: str | None = None, upload: str | None = None):
         """`weights`: a file holding {"generator", "verifier"} (written by the driver into the dataset
-        folder, which every actor sees), read instead of passing the weights through the object store."""
+        folder, which every actor sees), read instead of passing the weights through the object store.
+        `upload`: the dataset's object-store URI; each shard is then written to a temporary local
+        folder and uploaded, data first and its sha256 last (remote.py)."""
+        self.upload = upload
         torch.set_num_threads(1)  # one CPU per actor; also keeps reductions in one fixed order
         if weights is not None:
             both = torch.load(weights, map_location="cpu", weights_only=True)
@@ -83,6 +86,11 @@ class ShardWriter:
         self.net = SmallCNN(verifier["channels"], verifier["num_classes"])
         self.net.load_state_dict(verifier["state"])
         self.net.eval().to(memory_format=torch.channels_last)  # about 1.5x faster on CPU at one thread
+        if upload:
+            import tempfile
+
+            data_dir = str(Path(tempfile.mkdtemp(prefix="ganpipe-shards-")) / contract.DATASET_DATA_DIR)
+            Path(data_dir).mkdir()
         self.request, self.data_dir = request, Path(data_dir)
         self.schema = schema(request["class_names"], provenance)
         k = len(request["class_names"])
@@ -164,6 +172,14 @@ class ShardWriter:
         side = sum_path(final)
         side.parent.mkdir(parents=True, exist_ok=True)
         side.write_text(digest + "\n")
+        if self.upload:
+            from .remote import filesystem, upload
+
+            fs, root = filesystem(self.upload)
+            local_root = self.data_dir.parent
+            for path in (final, side):  # the checksum last: a shard counts as written once it is there
+                upload(fs, path, f"{root}/{path.relative_to(local_root).as_posix()}")
+                path.unlink()
         return {"file": final.name, "rows": stop - start, "sha256": digest, "counts": counts.tolist(),
                 "tries": self.tries.tolist()}
 
