@@ -42,16 +42,19 @@ def client(address: str):
 
 def check_shared(cfg: Config) -> None:
     """On a cluster every node reads the checkpoints and the tracking store: no relative local paths."""
+    from ..services.names import is_local
+
     storage, uri = cfg.ray.storage_path, cfg.mlflow.tracking_uri or ""
-    if "://" not in storage and not Path(storage).expanduser().is_absolute():
+    if is_local(storage) and not Path(storage).expanduser().is_absolute():
         raise UserError(f"ray.storage_path={storage!r} is relative: on a cluster it would land in the job's "
                         f"temporary folder; give a path every node sees (absolute, shared) or s3://BUCKET/PATH")
     for key, path in (("workflow.out", cfg.workflow.out), ("workflow.reports", cfg.workflow.reports)):
         if "out" in key and path is None:
             path = "datasets"
-        if not Path(path).expanduser().is_absolute():
+        if is_local(path) and not Path(path).expanduser().is_absolute():
             raise UserError(f"{key}={path!r} is relative: on a cluster it would land in the job's temporary "
-                            f"working folder, which Ray removes; give an absolute path every node sees")
+                            f"working folder, which Ray removes; give an absolute path every node sees"
+                            + (" or s3://BUCKET/PATH" if "out" in key else ""))
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         raise UserError(f"mlflow.tracking_uri={uri!r} is a relative file; give an MLflow server "
                         f"(http://HOST:5000) or an absolute path every node sees")
