@@ -64,7 +64,7 @@ class Game:
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, *, k: int = 1, g_loss: str = "non_saturating",
-                 label_prior: torch.Tensor | None = None, ema_beta: float | None = None):
+                 label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False):
         if k < 1:
             raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
         if g_loss not in losses.G_LOSSES:
@@ -77,6 +77,10 @@ class Game:
             label_prior = torch.full((self.num_classes,), 1.0 / self.num_classes)
         self.label_prior = label_prior
         self.ema = EMA(generator, ema_beta) if ema_beta else None
+        # The G update may take the generated batch of the iteration's last D update (made with its
+        # graph kept) instead of a fresh one: one G forward fewer per iteration, as DCGAN's reference
+        # loop does. Off: the seed's algorithm, a fresh noise batch for the G update.
+        self.reuse_fake = reuse_fake
 
     @property
     def device(self) -> torch.device:
@@ -86,12 +90,18 @@ class Game:
         """Fresh z ~ N(0, I) and, when conditional, labels drawn from the label prior."""
         return sample_latent(n, self.z_dim, self.label_prior if self.num_classes else None, generator, self.device)
 
-    def discriminator_step(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[float, float, float, float]:
-        """One D update on a real batch and a fresh generated one; returns (loss_d, D(x), D(G(z)), V)."""
+    def discriminator_step(self, x: torch.Tensor, y: torch.Tensor | None,
+                           generated: tuple[torch.Tensor, torch.Tensor | None] | None = None
+                           ) -> tuple[float, float, float, float]:
+        """One D update on a real batch and a fresh generated one (or `generated`, a batch made by the
+        caller; it is detached here); returns (loss_d, D(x), D(G(z)), V)."""
         self.D.requires_grad_(True)
-        z, y_fake = self.sample_latent(x.shape[0])
-        with torch.no_grad():
-            fake = self.G(z, y_fake)
+        if generated is None:
+            z, y_fake = self.sample_latent(x.shape[0])
+            with torch.no_grad():
+                fake = self.G(z, y_fake)
+        else:
+            fake, y_fake = generated[0].detach(), generated[1]
         real_logits = self.D(x, y)
         fake_logits = self.D(fake, y_fake)
         loss = losses.discriminator_loss(real_logits, fake_logits)
@@ -101,12 +111,17 @@ class Game:
         return (loss.item(), torch.sigmoid(real_logits).mean().item(),
                 torch.sigmoid(fake_logits).mean().item(), -loss.item())
 
-    def generator_step(self, n: int) -> float:
-        """One G update with D frozen (no gradient reaches D's parameters)."""
+    def generator_step(self, n: int, generated: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> float:
+        """One G update with D frozen (no gradient reaches D's parameters), on a fresh generated batch
+        of `n` or on `generated` (made with its graph by the last D update)."""
         self.D.requires_grad_(False)
         try:
-            z, y = self.sample_latent(n)
-            loss = losses.generator_loss(self.D(self.G(z, y), y), self.g_loss)
+            if generated is None:
+                z, y = self.sample_latent(n)
+                fake = self.G(z, y)
+            else:
+                fake, y = generated
+            loss = losses.generator_loss(self.D(fake, y), self.g_loss)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_g.step()
@@ -121,11 +136,15 @@ class Game:
         fetch = next_real if callable(next_real) else (lambda: next(next_real))
         d_stats = []
         n = 0
-        for _ in range(self.k):
+        generated = None
+        for i in range(self.k):
             x, y = fetch()
             n = x.shape[0]
-            d_stats.append(self.discriminator_step(x, y))
-        loss_g = self.generator_step(n)
+            if self.reuse_fake and i == self.k - 1:
+                z, y_fake = self.sample_latent(n)
+                generated = (self.G(z, y_fake), y_fake)  # its graph is kept for the G update
+            d_stats.append(self.discriminator_step(x, y, generated))
+        loss_g = self.generator_step(n, generated)
         mean = [sum(s[i] for s in d_stats) / len(d_stats) for i in range(4)]
         return StepStats(loss_d=mean[0], loss_g=loss_g, d_real=mean[1], d_fake=mean[2], value=mean[3])
 

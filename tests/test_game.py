@@ -99,3 +99,43 @@ def test_k_must_be_positive():
     g, d = build_models(ModelSpec("mlp", 8, (1, 28, 28)))
     with pytest.raises(ValueError, match="k=0"):
         Game(g, d, *adam_pair(g, d, 1e-3, 1e-3), k=0)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_reusing_the_last_d_batch_for_g_is_the_same_d_update_and_a_g_update_on_that_batch(k):
+    """reuse_fake: D's updates are exactly the fresh-batch game's; the G update is the one made on the
+    last D update's generated batch (same z and labels) against the updated D, to float tolerance."""
+    import copy
+
+    torch.manual_seed(0)
+    reuse = _game(k=k, arch="dcgan")
+    reuse.reuse_fake = True
+    fresh = copy.deepcopy(reuse)
+    fresh.reuse_fake = False
+    g0 = copy.deepcopy(reuse.G)
+    opt_state = copy.deepcopy(reuse.opt_g.state_dict())
+    real = [(torch.rand(16, 1, 28, 28) * 2 - 1, torch.randint(0, 3, (16,))) for _ in range(k)]
+
+    torch.manual_seed(5)
+    s_reuse = reuse.step(iter(real))
+    torch.manual_seed(5)
+    s_fresh = fresh.step(iter(real))
+    assert s_reuse.loss_d == pytest.approx(s_fresh.loss_d, abs=1e-6)
+    for a, b in zip(reuse.D.parameters(), fresh.D.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    # The reference G update: G0 on the noise the last D update drew, against the updated D.
+    torch.manual_seed(5)
+    for _ in range(k):  # the noise of each D update, in order; the last one is the G update's
+        z, y = reuse.sample_latent(16)
+    opt_g = torch.optim.Adam(g0.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    opt_g.load_state_dict(opt_state)
+    reuse.D.requires_grad_(False)
+    loss = losses.generator_loss(reuse.D(g0(z, y), y), "non_saturating")
+    opt_g.zero_grad()
+    loss.backward()
+    opt_g.step()
+    assert s_reuse.loss_g == pytest.approx(loss.item(), abs=1e-5)
+    for a, b in zip(reuse.G.parameters(), g0.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(reuse.D.parameters(), fresh.D.parameters()):  # D stays frozen in the G update
+        assert torch.equal(a.grad, b.grad)

@@ -87,6 +87,8 @@ class TrainConfig(Section):
         "non_saturating", description="G ascends log D(G(z)) (non_saturating) or descends log(1 - D(G(z))) (minimax)")
     ema_beta: float | None = Field(None, gt=0, lt=1, description="keep an EMA of G's weights with this beta; "
                                                                 "unset: none")
+    reuse_fake: bool = Field(False, description="the G update takes the last D update's generated batch (one G "
+                                                "forward fewer, as DCGAN's reference loop); false: a fresh batch")
     epochs: int = Field(10, ge=1, description="passes over the training split by D (k batches per iteration)")
     iterations: int | None = Field(None, ge=1, description="run length in iterations; overrides epochs when set")
     time_budget_s: float | None = Field(None, gt=0, description="end the run at the first evaluation after this "

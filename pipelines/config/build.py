@@ -26,7 +26,8 @@ def build_game(cfg: Config, train, device: torch.device | str = "cpu") -> tuple[
     t = cfg.train
     opt_g, opt_d = adam_pair(g, d, t.lr_g, t.lr_d, (t.beta1, t.beta2))
     game = Game(g, d, opt_g, opt_d, k=t.k, g_loss=t.g_loss,
-                label_prior=train.label_prior() if spec.num_classes else None, ema_beta=t.ema_beta)
+                label_prior=train.label_prior() if spec.num_classes else None, ema_beta=t.ema_beta,
+                reuse_fake=t.reuse_fake)
     return game, spec
 
 

@@ -62,7 +62,11 @@ def create_app(s: Settings):
     app.state.batches = batches
 
     def run_link(run_id: str) -> str:
-        return f"{s.mlflow_url.rstrip('/')}/#/runs/{run_id}" if s.mlflow_url else f"runs:/{run_id}"
+        """The run's page in MLflow's UI (#/experiments/EXP/runs/RUN), or its runs:/ URI without one."""
+        if not s.mlflow_url:
+            return f"runs:/{run_id}"
+        exp = views.experiment_of(s.tracking_uri, run_id)
+        return f"{s.mlflow_url.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
 
     def page(request: Request, name: str, http_status: int = 200, **ctx):
         ctx = {"title": name.split(".")[0].title(), "mlflow_url": s.mlflow_url, "run_link": run_link,
@@ -169,7 +173,7 @@ def create_app(s: Settings):
         rows, total = views.rows(ds, lab, order, p)
         pages = max(1, -(-total // 48))
         file_url = f"/files/{ds.key}"
-        run_id = (ds.manifest.get("model") or {}).get("run_id")
+        run_id = ds.manifest.get("generate_run_id")
         return page(request, "dataset.html", ds=ds, card=views.card_html(ds, file_url), rows=rows, total=total,
                     names=names, label=lab, order=order, page=p, pages=pages, run_id=run_id, nav="/datasets",
                     title=ds.path.name)

@@ -73,6 +73,11 @@ def versions(uri: str) -> list[Version]:
     return out
 
 
+@lru_cache(maxsize=1024)
+def experiment_of(uri: str, run_id: str) -> str:
+    return tracking.client(uri).get_run(run_id).info.experiment_id
+
+
 def find_version(uri: str, name: str, version: str) -> Version:
     for v in versions(uri):
         if v.name == name and v.version == str(version):

@@ -21,6 +21,7 @@ from tests.integration.test_evaluate import _checkpoint
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+MLFLOW_UI = "http://127.0.0.1:5000"  # where run links point (not served here)
 FAST = ["eval.cas=false", "eval.samples=200", "generate.eval_samples=200"]
 
 
@@ -48,7 +49,7 @@ def site(tmp_path_factory, feature_cache, ray_local):
                            "--out", str(data / "digits-300"), "--set", f"mlflow.tracking_uri={uri}",
                            "--set", "generate.rows_per_file=256", *[a for f in FAST for a in ("--set", f)])
     assert code == 0, err[-3000:]
-    app = create_app(Settings(cfg, uri, [data]))
+    app = create_app(Settings(cfg, uri, [data], mlflow_url=MLFLOW_UI))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -66,7 +67,7 @@ def site(tmp_path_factory, feature_cache, ray_local):
 
 
 class _Capture:
-    """run_cli's capsys for a module fixture (pytest's capsys is per test): output goes to a buffer."""
+    """run_cli's capsys in a module fixture (pytest's capsys is per test): the output is not read."""
 
     def readouterr(self):
         class Out:
@@ -99,6 +100,12 @@ def test_models_page_lists_champion_and_challenger_side_by_side(site, browser):
     assert [f.split(":")[0] for f in figures] == ["champion", "challenger"], figures
     for img in page.locator("figure img").all():  # both grids decoded by the browser
         assert img.evaluate("i => i.complete && i.naturalWidth") > 100
+    from mlflow.tracking import MlflowClient
+
+    link = page.locator("#versions a").first.get_attribute("href")  # the newest version's training run
+    run_id = link.rsplit("/", 1)[1]
+    exp = MlflowClient(tracking_uri=site["uri"]).get_run(run_id).info.experiment_id
+    assert link == f"{MLFLOW_UI}/#/experiments/{exp}/runs/{run_id}"
     page.screenshot(path=str(site["shots"] / "models.png"), full_page=True)
     page.close()
 
@@ -129,6 +136,10 @@ def test_datasets_page_opens_a_dataset_and_sorts_its_rows(site, browser):
     assert "digits-300" in page.locator("#datasets").inner_text()
     page.click("text=digits-300")
     assert "Synthetic dataset: 300 images" in page.locator("#card").inner_text()
+    import json
+
+    made_by = json.loads((site["data"] / "digits-300" / "manifest.json").read_text())["generate_run_id"]
+    assert page.get_attribute("#run-link", "href").endswith(f"/runs/{made_by}")  # the generate run
     conf = [float(x) for x in page.locator("#rows .tile").evaluate_all("t => t.map(e => e.dataset.confidence)")]
     assert len(conf) == 48 and conf == sorted(conf)  # the least convincing rows first
     page.select_option("#label", "3")
@@ -186,7 +197,7 @@ def test_bad_input_gets_a_clear_message_and_the_right_status(site):
     assert not (site["data"] / "bad").exists()
 
 
-def test_a_token_is_required_beyond_this_machine(site):
+def test_a_token_is_required_beyond_this_machine(site, capsys):
     from fastapi.testclient import TestClient
 
     from pipelines.errors import UserError
@@ -195,6 +206,11 @@ def test_a_token_is_required_beyond_this_machine(site):
     with pytest.raises(UserError, match="needs a token"):
         check_binding("0.0.0.0", None)
     check_binding("127.0.0.1", None)
+    # The command itself: refused before it serves anything.
+    from tests.helpers import assert_one_line
+
+    assert_one_line(*run_cli(capsys, "ui", "--host", "0.0.0.0", "--set", f"mlflow.tracking_uri={site['uri']}")[::2],
+                    "--host 0.0.0.0: serving beyond this machine needs a token")
     app = create_app(Settings(load_config(None, []), site["uri"], [site["data"]], token="s3cret"))
     client = TestClient(app)
     assert client.get("/models").status_code == 401
