@@ -113,6 +113,8 @@ def pull_shards(uri: str, local: Path, names_: list[str]) -> None:
         side = sum_path(path)
         remote_side = f"{root}/{rel(side, local)}"
         if not _exists(fs, remote_side) or not _exists(fs, f"{root}/{rel(path, local)}"):
+            path.unlink(missing_ok=True)  # the bucket is the truth: a mirrored copy it lacks is written again
+            side.unlink(missing_ok=True)
             continue
         download(fs, remote_side, side)
         if path.is_file() and sha256_file(path) == side.read_text().strip():
