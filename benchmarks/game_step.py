@@ -76,12 +76,13 @@ def main() -> None:
         base, _ = build_game(cfg, train)
         batch = cfg.train.batch_size
 
-        def fresh(reuse: bool) -> Game:
+        def fresh(reuse: bool, nhwc: bool = False) -> Game:
             G, D = copy.deepcopy(base.G), copy.deepcopy(base.D)
             opt_g, opt_d = adam_pair(G, D, cfg.train.lr_g, cfg.train.lr_d, (cfg.train.beta1, cfg.train.beta2))
-            return Game(G, D, opt_g, opt_d, k=1, label_prior=base.label_prior, reuse_fake=reuse)
+            return Game(G, D, opt_g, opt_d, k=1, label_prior=base.label_prior, reuse_fake=reuse, channels_last=nhwc)
 
-        sides = {"plain": fresh(False), "game": fresh(False), "game_reuse": fresh(True)}
+        sides = {"plain": fresh(False), "game": fresh(False), "game_reuse": fresh(True),
+                 "game_reuse_nhwc": fresh(True, True)}
         seconds = {k: 0.0 for k in sides}
         for r in range(a.rounds + 1):  # round 0 warms every side up and is not counted
             for name, game in sides.items():
@@ -96,11 +97,12 @@ def main() -> None:
                 if r:
                     seconds[name] += time.perf_counter() - start
         rate = {k: a.rounds * a.iterations * batch / v for k, v in seconds.items()}
-        best = max(("game", "game_reuse"), key=rate.get)
+        best = max(("game", "game_reuse", "game_reuse_nhwc"), key=rate.get)
         row = (f"| {datetime.date.today()} | game step vs plain dcgan loop, conditional DCGAN width {width}, mnist5k, "
                f"batch {batch}, k=1, {a.threads} threads, {a.rounds}x{a.iterations} it "
                f"| plain loop {rate['plain']:.0f} img/s "
-               f"| Game.step {rate['game']:.0f} img/s; reuse_fake {rate['game_reuse']:.0f} img/s "
+               f"| Game.step {rate['game']:.0f} img/s; reuse_fake {rate['game_reuse']:.0f} img/s; reuse_fake + "
+               f"channels_last {rate['game_reuse_nhwc']:.0f} img/s "
                f"| **{rate[best] / rate['plain']:.2f}x** ({best}), {rate['game'] / rate['plain']:.2f}x fresh batch "
                f"| {os.uname().machine}, {os.cpu_count()} cores |")
         record(row, a.out) if a.out else record(row)

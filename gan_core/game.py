@@ -64,7 +64,8 @@ class Game:
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, *, k: int = 1, g_loss: str = "non_saturating",
-                 label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False):
+                 label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False,
+                 channels_last: bool = False):
         if k < 1:
             raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
         if g_loss not in losses.G_LOSSES:
@@ -81,6 +82,11 @@ class Game:
         # graph kept) instead of a fresh one: one G forward fewer per iteration, as DCGAN's reference
         # loop does. Off: the seed's algorithm, a fresh noise batch for the G update.
         self.reuse_fake = reuse_fake
+        # NHWC tensors for G, D and the real batches: faster convolutions on CPU (BENCHMARKS.md).
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
@@ -139,6 +145,7 @@ class Game:
         generated = None
         for i in range(self.k):
             x, y = fetch()
+            x = x.contiguous(memory_format=self.memory_format)
             n = x.shape[0]
             if self.reuse_fake and i == self.k - 1:
                 z, y_fake = self.sample_latent(n)

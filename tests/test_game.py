@@ -34,10 +34,10 @@ def test_minimax_saturates_and_non_saturating_does_not():
         losses.generator_loss(logit, "wgan")
 
 
-def _game(k=1, ema=None, arch="mlp", num_classes=3):
+def _game(k=1, ema=None, arch="mlp", num_classes=3, **kw):
     g, d = build_models(ModelSpec(arch, 8, (1, 28, 28), num_classes=num_classes, g_width=16, d_width=16))
     opt_g, opt_d = adam_pair(g, d, 1e-3, 1e-3)
-    return Game(g, d, opt_g, opt_d, k=k, ema_beta=ema, label_prior=torch.tensor([0.5, 0.3, 0.2]))
+    return Game(g, d, opt_g, opt_d, k=k, ema_beta=ema, label_prior=torch.tensor([0.5, 0.3, 0.2]), **kw)
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -139,3 +139,22 @@ def test_reusing_the_last_d_batch_for_g_is_the_same_d_update_and_a_g_update_on_t
         assert torch.allclose(a, b, atol=1e-5)
     for a, b in zip(reuse.D.parameters(), fresh.D.parameters()):  # D stays frozen in the G update
         assert torch.equal(a.grad, b.grad)
+
+
+def test_channels_last_plays_the_same_game_to_float_tolerance():
+    """The NHWC layout changes only the order of float sums: the same losses and weights after steps."""
+    torch.manual_seed(0)
+    nchw = _game(k=2, arch="dcgan")
+    torch.manual_seed(0)
+    nhwc = _game(k=2, arch="dcgan", channels_last=True)
+    real = [(torch.rand(16, 1, 28, 28) * 2 - 1, torch.randint(0, 3, (16,))) for _ in range(6)]
+    for step in range(3):
+        torch.manual_seed(step)
+        a = nchw.step(iter(real[2 * step:2 * step + 2]))
+        torch.manual_seed(step)
+        b = nhwc.step(iter(real[2 * step:2 * step + 2]))
+        assert a.loss_d == pytest.approx(b.loss_d, abs=1e-4) and a.loss_g == pytest.approx(b.loss_g, abs=1e-4)
+    for p, q in zip(nchw.G.parameters(), nhwc.G.parameters()):
+        assert torch.allclose(p, q, atol=1e-4)
+    w = next(p for p in nhwc.D.parameters() if p.dim() == 4 and p.shape[1] > 1)  # a conv past the first
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()

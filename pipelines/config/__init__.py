@@ -87,6 +87,8 @@ class TrainConfig(Section):
         "non_saturating", description="G ascends log D(G(z)) (non_saturating) or descends log(1 - D(G(z))) (minimax)")
     ema_beta: float | None = Field(None, gt=0, lt=1, description="keep an EMA of G's weights with this beta; "
                                                                 "unset: none")
+    channels_last: bool = Field(False, description="G, D and the real batches in channels-last (NHWC) memory "
+                                                   "layout: faster convolutions on CPU, the same game")
     reuse_fake: bool = Field(False, description="the G update takes the last D update's generated batch (one G "
                                                 "forward fewer, as DCGAN's reference loop); false: a fresh batch")
     epochs: int = Field(10, ge=1, description="passes over the training split by D (k batches per iteration)")
