@@ -173,7 +173,7 @@ def create_app(s: Settings):
         rows, total = views.rows(ds, lab, order, p)
         pages = max(1, -(-total // 48))
         file_url = f"/files/{ds.key}"
-        run_id = ds.manifest.get("generate_run_id")
+        run_id = views.generate_run_of(s.tracking_uri, str(ds.path))
         return page(request, "dataset.html", ds=ds, card=views.card_html(ds, file_url), rows=rows, total=total,
                     names=names, label=lab, order=order, page=p, pages=pages, run_id=run_id, nav="/datasets",
                     title=ds.path.name)

@@ -78,6 +78,17 @@ def experiment_of(uri: str, run_id: str) -> str:
     return tracking.client(uri).get_run(run_id).info.experiment_id
 
 
+def generate_run_of(uri: str, location: str) -> str | None:
+    """The newest `generate` run that wrote the dataset at `location` (its `out` param)."""
+    if "'" in location or "\\" in location:  # cannot reach a filter safely
+        return None
+    c = tracking.client(uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()],
+                         f"params.out = '{location}' and {contract.filter_eq(contract.STAGE, 'generate')}",
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
 def find_version(uri: str, name: str, version: str) -> Version:
     for v in versions(uri):
         if v.name == name and v.version == str(version):

@@ -136,10 +136,11 @@ def test_datasets_page_opens_a_dataset_and_sorts_its_rows(site, browser):
     assert "digits-300" in page.locator("#datasets").inner_text()
     page.click("text=digits-300")
     assert "Synthetic dataset: 300 images" in page.locator("#card").inner_text()
-    import json
+    from mlflow.tracking import MlflowClient
 
-    made_by = json.loads((site["data"] / "digits-300" / "manifest.json").read_text())["generate_run_id"]
-    assert page.get_attribute("#run-link", "href").endswith(f"/runs/{made_by}")  # the generate run
+    made_by = page.get_attribute("#run-link", "href").rsplit("/", 1)[1]  # the generate run that wrote it
+    run = MlflowClient(tracking_uri=site["uri"]).get_run(made_by)
+    assert run.data.tags["ganpipe.stage"] == "generate" and run.data.params["out"] == str(site["data"] / "digits-300")
     conf = [float(x) for x in page.locator("#rows .tile").evaluate_all("t => t.map(e => e.dataset.confidence)")]
     assert len(conf) == 48 and conf == sorted(conf)  # the least convincing rows first
     page.select_option("#label", "3")
@@ -218,3 +219,40 @@ def test_a_token_is_required_beyond_this_machine(site, capsys):
     ok = client.get("/models", params={"token": "s3cret"})
     assert ok.status_code == 200 and "gan-generator" in ok.text
     assert client.get("/datasets").status_code == 200  # the cookie set by the first visit
+
+
+def test_the_command_serves_the_pages_and_mlflow_ui_beside_them(site, tmp_path):
+    """`ganpipe ui --mlflow` as a user starts it: the pages on PORT, MLflow's own UI on PORT + 1, and
+    the run links pointing there; both stop with it."""
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    while True:  # PORT + 1 must be free as well
+        with __import__("socket").socket() as s:
+            if s.connect_ex(("127.0.0.1", port + 1)) != 0:
+                break
+        port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ui", "--port", str(port), "--data",
+                             str(site["data"]), "--mlflow", "--set", f"mlflow.tracking_uri={site['uri']}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                pages = requests.get(f"http://127.0.0.1:{port}/models", timeout=2)
+                ui = requests.get(f"http://127.0.0.1:{port + 1}/health", timeout=2)
+                if pages.ok and ui.ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.time() < deadline, "ganpipe ui --mlflow did not serve both"
+            time.sleep(0.5)
+        assert f'href="http://127.0.0.1:{port + 1}/#/experiments/' in pages.text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    with pytest.raises(requests.RequestException):
+        requests.get(f"http://127.0.0.1:{port + 1}/health", timeout=2)

@@ -341,8 +341,7 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
                 "acceptance": acceptance,
                 "files": files, "request": {k2: v for k2, v in request.items() if k2 != "class_names"},
                 "model": {"uri": provenance["model"], "version": provenance["model_version"],
-                          "run_id": provenance["run_id"], "iteration": provenance["iteration"]},
-                "generate_run_id": run_id}
+                          "run_id": provenance["run_id"], "iteration": provenance["iteration"]}}
     tmp = out / f".{contract.DATASET_MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     tmp.replace(out / contract.DATASET_MANIFEST)
