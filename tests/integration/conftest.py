@@ -25,6 +25,9 @@ def ray_dashboard(ray_local):
     ray_local.shutdown()
     init_ray("", verbose=False, dashboard=True)
     yield ray_local
+    # A fresh Ray again for the modules after: nothing a stopped trial held carries over to them.
+    ray_local.shutdown()
+    init_ray("", verbose=False)
 
 
 @pytest.fixture
