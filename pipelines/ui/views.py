@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -262,10 +262,12 @@ def rows(ds: Dataset, label: int | None, order: str, page: int, per_page: int = 
     pick = index[page * per_page:(page + 1) * per_page]
     names = ds.manifest.get("class_names") or [str(i) for i in range(len(ds.manifest.get("counts", [])))]
     starts = np.concatenate([[0], np.cumsum([pq.ParquetFile(f).metadata.num_rows for f in files])])
+    images = {f: pq.read_table(files[f], columns=["image"]).column("image")  # each file read once
+              for f in sorted({int(file_of[j]) for j in pick})}
     out = []
     for j in pick:
         f = int(file_of[j])
-        image = pq.read_table(files[f], columns=["image"]).column("image")[int(j - starts[f])].as_py()
+        image = images[f][int(j - starts[f])].as_py()
         lab, seen = int(meta.column("label")[int(j)].as_py()), int(meta.column("verifier_label")[int(j)].as_py())
         out.append({"id": int(meta.column("id")[int(j)].as_py()), "src": data_url(image["bytes"]),
                     "label": names[lab] if lab < len(names) else lab,
@@ -319,7 +321,6 @@ class Batch:
     out: Path
     key: str  # the dataset's key once done (root/rel)
     log: Path
-    started: float = field(default_factory=time.time)
     proc: subprocess.Popen | None = None
     job_id: str | None = None
     address: str | None = None
