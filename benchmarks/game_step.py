@@ -4,7 +4,12 @@ during the G update; `.item()` every step), in one process, on the same G and D 
 initialization), data and batch. Variants of the step alternate in rounds so that the machine's
 drift falls on all of them alike.
 
-    python benchmarks/game_step.py --iterations 60 --rounds 3 --threads 2
+Also, against the machine's arithmetic limit: the floating-point operations of one iteration are
+counted (torch's FlopCounterMode: forward and backward of G and D, k included), the machine's fp32
+matrix-multiply rate is measured in the same run, and each variant's GFLOP/s is reported as a share
+of it. `--compile` adds a variant with G and D through `torch.compile`, its compile time apart.
+
+    python benchmarks/game_step.py --iterations 60 --rounds 3 --threads 2 --compile
 """
 from __future__ import annotations
 
@@ -17,12 +22,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import record  # noqa: E402
+from plain_dcgan import plain_loop  # noqa: E402
+from record import add_outputs, record  # noqa: E402
 
 from gan_core import Game, adam_pair  # noqa: E402
 from gan_core.data.stream import BatchStream  # noqa: E402
@@ -30,32 +35,28 @@ from pipelines.config import load_config  # noqa: E402
 from pipelines.config.build import build_game, load_data  # noqa: E402
 
 
-def plain_loop(G, D, opt_g, opt_d, stream, z_dim: int, num_classes: int, iterations: int) -> None:
-    """pytorch/examples dcgan/main.py's iteration, conditional: labels drawn uniformly."""
-    for _ in range(iterations):
-        x, y = next(stream)
-        n = x.shape[0]
-        # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
-        D.zero_grad()
-        out = D(x, y)
-        err_real = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
-        err_real.backward()
-        d_x = torch.sigmoid(out).mean().item()
-        z = torch.randn(n, z_dim)
-        y_fake = torch.randint(0, num_classes, (n,))
-        fake = G(z, y_fake)
-        out = D(fake.detach(), y_fake)
-        err_fake = F.binary_cross_entropy_with_logits(out, torch.zeros_like(out))
-        err_fake.backward()
-        d_g1 = torch.sigmoid(out).mean().item()
-        opt_d.step()
-        # (2) Update G network: maximize log(D(G(z)))
-        G.zero_grad()
-        out = D(fake, y_fake)
-        err_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
-        err_g.backward()
-        opt_g.step()
-        _ = (err_real.item() + err_fake.item(), err_g.item(), d_x, d_g1)
+def matmul_rate(threads: int, seconds: float = 1.0) -> float:
+    """The machine's fp32 matrix-multiply rate (FLOP/s) at `threads`: the best of square sizes 512 to 2048."""
+    torch.set_num_threads(threads)
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start))
+    return best
+
+
+def iteration_flops(game: Game, stream) -> float:
+    """Floating-point operations of one `game.step` (multiply-adds count 2), by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        game.step(stream)
+    return float(counter.get_total_flops())
 
 
 def main() -> None:
@@ -65,11 +66,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--widths", default="32,64")
-    p.add_argument("--out", default=None)
+    p.add_argument("--compile", action="store_true", help="add a variant with G and D through torch.compile")
+    add_outputs(p)
     a = p.parse_args()
+    peak = matmul_rate(a.threads)
     torch.set_num_threads(a.threads)
+    numbers: dict = {"matmul_gflops": peak / 1e9}
+    rows = []
     for width in [int(w) for w in a.widths.split(",")]:
-        cfg = load_config(None, [f"model.g_width={width}", f"model.d_width={width}", "train.ema_beta=null"])
+        cfg = load_config(None, [f"model.g_width={width}", f"model.d_width={width}", "train.ema_beta=null",
+                                "train.channels_last=false"])  # the plain loop's copies start in NCHW
         train, _ = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
         x, y = train.tensors()
         torch.manual_seed(0)
@@ -83,6 +89,18 @@ def main() -> None:
 
         sides = {"plain": fresh(False), "game": fresh(False), "game_reuse": fresh(True),
                  "game_reuse_nhwc": fresh(True, True)}
+        flops = {name: iteration_flops(game, BatchStream(x, y, batch, seed=99))
+                 for name, game in sides.items() if name != "plain"}
+        compile_s = None
+        if a.compile:
+            sides["game_compiled"] = fresh(True, True)
+            flops["game_compiled"] = flops["game_reuse_nhwc"]
+            g = sides["game_compiled"]
+            g.G, g.D = torch.compile(g.G), torch.compile(g.D)
+            start = time.perf_counter()
+            for _ in range(3):
+                g.step(BatchStream(x, y, batch, seed=98))
+            compile_s = time.perf_counter() - start
         seconds = {k: 0.0 for k in sides}
         for r in range(a.rounds + 1):  # round 0 warms every side up and is not counted
             for name, game in sides.items():
@@ -97,15 +115,24 @@ def main() -> None:
                 if r:
                     seconds[name] += time.perf_counter() - start
         rate = {k: a.rounds * a.iterations * batch / v for k, v in seconds.items()}
-        best = max(("game", "game_reuse", "game_reuse_nhwc"), key=rate.get)
-        row = (f"| {datetime.date.today()} | game step vs plain dcgan loop, conditional DCGAN width {width}, mnist5k, "
-               f"batch {batch}, k=1, {a.threads} threads, {a.rounds}x{a.iterations} it "
-               f"| plain loop {rate['plain']:.0f} img/s "
-               f"| Game.step {rate['game']:.0f} img/s; reuse_fake {rate['game_reuse']:.0f} img/s; reuse_fake + "
-               f"channels_last {rate['game_reuse_nhwc']:.0f} img/s "
-               f"| **{rate[best] / rate['plain']:.2f}x** ({best}), {rate['game'] / rate['plain']:.2f}x fresh batch "
-               f"| {os.uname().machine}, {os.cpu_count()} cores |")
-        record(row, a.out) if a.out else record(row)
+        best = max((k for k in sides if k.startswith("game") and k != "game_compiled"), key=rate.get)
+        # share of the matmul rate: the FLOPs each variant executes, at its measured iterations/second
+        share = {k: flops[k] * rate[k] / batch / peak for k in flops}
+        numbers[f"w{width}"] = {"img_s": rate, "gflop_per_iteration": {k: v / 1e9 for k, v in flops.items()},
+                                "flop_share": share, "best": best, "ratio": rate[best] / rate["plain"],
+                                "compile_s": compile_s}
+        compiled = (f"; torch.compile {rate['game_compiled']:.0f} img/s after {compile_s:.0f} s compiling"
+                    if compile_s is not None else "")
+        rows.append(f"| {datetime.date.today()} | game step vs plain dcgan loop, conditional DCGAN width {width}, mnist5k, "
+                    f"batch {batch}, k=1, {a.threads} threads, {a.rounds}x{a.iterations} it "
+                    f"| plain loop {rate['plain']:.0f} img/s "
+                    f"| Game.step {rate['game']:.0f} img/s; reuse_fake {rate['game_reuse']:.0f} img/s; reuse_fake + "
+                    f"channels_last {rate['game_reuse_nhwc']:.0f} img/s{compiled}; {flops[best] / 1e9:.2f} GFLOP "
+                    f"per iteration, {share[best]:.0%} of the {peak / 1e9:.0f} GFLOP/s matmul rate "
+                    f"| **{rate[best] / rate['plain']:.2f}x** ({best}), {rate['game'] / rate['plain']:.2f}x fresh batch "
+                    f"| {os.uname().machine}, {os.cpu_count()} cores |")
+    for i, row in enumerate(rows):
+        record(row, a.out, numbers, a.json if i == len(rows) - 1 else None)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Batch stage: rows/second written to Parquet by `ganpipe generate` end to end (Ray Data, PNG
-encoding, verifier, card, MLflow run) against the bare generator forward pass at the same block size,
-and the peak memory of a large job against a small one, in one run.
+encoding, verifier, card, MLflow run) against the bare generator forward pass at the same block size
+on the same CPUs (one process with as many threads as the job has CPUs), and the peak memory of a large job against a small one, in one run.
 
     python benchmarks/generate_throughput.py --small 10000 --large 1000000
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import record  # noqa: E402
+from record import add_outputs, record  # noqa: E402
 
 
 def _tree_rss_mib(root: int) -> float:
@@ -91,15 +91,15 @@ def job(rows: int, tmp: Path) -> dict:
     return {"rows": res.rows, "wall": wall, "rows_per_s": res.rows / wall, "peak_mib": peak[0]}
 
 
-def bare_forward(tmp: Path, rows: int) -> float:
-    """Rows/second of G alone on FORWARD_BLOCK-row blocks with one thread, as each actor runs it."""
+def bare_forward(tmp: Path, rows: int, threads: int) -> float:
+    """Rows/second of G alone (plain eval mode, NCHW) on FORWARD_BLOCK-row blocks with `threads` threads."""
     import torch
 
     from gan_core import aligned_blocks, labels_for_rows, render_rows
 
     _, game = _setup(tmp)
     g = game.G.eval()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     counts = [rows // 10 + (1 if c < rows % 10 else 0) for c in range(10)]
     start = time.perf_counter()
     for ids, _ in aligned_blocks(0, rows, rows):
@@ -113,13 +113,15 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=1_000_000)
     ap.add_argument("--job", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    add_outputs(ap)
     args = ap.parse_args()
     if args.job:
         print(json.dumps(job(args.job, Path(args.tmp))))
         return
     tmp = Path(tempfile.mkdtemp())
-    bare = bare_forward(tmp, 20_000)
+    cpus = os.cpu_count()
+    bare1 = bare_forward(tmp, 20_000, 1)
+    bare = bare_forward(tmp, 20_000, cpus)  # the baseline: G alone on the CPUs the job has
     runs = {}
     for rows in (args.small, args.large):
         out = subprocess.run([sys.executable, __file__, "--job", str(rows), "--tmp", str(tmp)], check=True,
@@ -127,15 +129,18 @@ def main() -> None:
         runs[rows] = json.loads(out.strip().splitlines()[-1])
     s, big = runs[args.small], runs[args.large]
     row = (f"| {datetime.date.today()} | generate, conditional DCGAN width 32 (quick preset), "
-           f"{os.cpu_count()} actors x 1 CPU | bare G forward, 1 thread, 256-row blocks: {bare:.0f} rows/s | "
+           f"{cpus} actors x 1 CPU | bare G forward, 256-row blocks, {cpus} threads: {bare:.0f} rows/s "
+           f"(1 thread: {bare1:.0f}) | "
            f"ganpipe generate end to end (Ray start, PNG, verifier, Parquet, card, MLflow): "
            f"{args.large:,} rows {big['rows_per_s']:.0f} rows/s ({big['wall']:.0f} s), "
            f"{args.small:,} rows {s['rows_per_s']:.0f} rows/s ({s['wall']:.0f} s); peak memory of the job's "
            f"processes {big['peak_mib']:.0f} MiB vs {s['peak_mib']:.0f} MiB | "
-           f"**{big['rows_per_s'] / bare:.2f}x** of the bare forward pass (at {args.large:,} rows); memory "
+           f"**{big['rows_per_s'] / bare:.2f}x** of the bare forward pass on {cpus} threads "
+           f"({big['rows_per_s'] / bare1:.2f}x of one thread), at {args.large:,} rows; memory "
            f"**{big['peak_mib'] / s['peak_mib']:.2f}x** ({args.large:,} vs {args.small:,} rows) | "
            f"{os.cpu_count()} cores |")
-    record(row, args.out)
+    record(row, args.out, {"bare": bare, "bare_1_thread": bare1, "large": big, "small": s,
+                           "ratio": big["rows_per_s"] / bare, "memory_ratio": big["peak_mib"] / s["peak_mib"]}, args.json)
 
 
 if __name__ == "__main__":

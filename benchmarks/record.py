@@ -1,15 +1,26 @@
-"""Printing a benchmark's result row and appending it to BENCHMARKS.md (or the given file)."""
+"""Printing a benchmark's result row and appending it to BENCHMARKS.md (or the given file); the
+numbers behind it can also go to a JSON file, which `run_all.py` reads."""
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
 DEFAULT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
-def record(row: str, out: str | Path = DEFAULT) -> None:
+def add_outputs(parser: argparse.ArgumentParser) -> None:
+    """--out (the Markdown file the row is appended to) and --json (the numbers, for run_all.py)."""
+    parser.add_argument("--out", default=str(DEFAULT), help="Markdown file the result row is appended to")
+    parser.add_argument("--json", default=None, help="also write the measured numbers to this JSON file")
+
+
+def record(row: str, out: str | Path = DEFAULT, numbers: dict | None = None, json_path: str | None = None) -> None:
     print(row)
     path = Path(out)
     if not path.exists():
         path.write_text("# Benchmarks\n\n")
     with path.open("a") as f:
         f.write(row + "\n")
+    if json_path:
+        Path(json_path).write_text(json.dumps(numbers or {}, indent=1))

@@ -4,6 +4,11 @@ Ray Train's defaults for the controller (a health check every 2 s, a preemption 
 settings ganpipe uses for a local Ray (`pipelines.services.runtime.LOCAL_TRAIN_ENV`), alternated in
 one run so that the machine's drift falls on both sides alike.
 
+Ray's share: the same work without Ray (one process that imports ganpipe, opens an MLflow run on a
+fresh store, loads the data, builds the game and runs its first iteration) is timed in the same
+run; the rest of `ganpipe train`'s time to its first iteration is Ray's (its node, Train's
+controller, the worker processes).
+
     python benchmarks/startup.py --rounds 3
 """
 from __future__ import annotations
@@ -21,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import record  # noqa: E402
+from record import add_outputs, record  # noqa: E402
 
 from pipelines.services.runtime import LOCAL_TRAIN_ENV  # noqa: E402
 
@@ -47,10 +52,38 @@ def one(env_extra: dict, folder: Path, cache: str) -> tuple[float, float]:
     return first - start, end - start
 
 
+BARE = """
+import time, sys
+start = float(sys.argv[1])
+import mlflow, torch
+from gan_core.data.stream import BatchStream
+from pipelines.config import load_config
+from pipelines.config.build import build_game, load_data
+cfg = load_config(None, sys.argv[3:])
+mlflow.set_tracking_uri(sys.argv[2])
+with mlflow.start_run():
+    mlflow.log_params({"seed": cfg.seed})
+    train, _ = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
+    game, _ = build_game(cfg, train)
+    x, y = train.tensors()
+    game.step(BatchStream(x, y, cfg.train.batch_size, seed=0))
+    mlflow.log_metric("iteration", 1)
+    print(time.time() - start)
+"""
+
+
+def bare(folder: Path) -> float:
+    """Seconds from the command to the first iteration of the same run in one process, without Ray."""
+    start = time.time()
+    out = subprocess.run([sys.executable, "-c", BARE, str(start), f"sqlite:///{folder / 'mlflow.db'}", *ARGS],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--out", default=None)
+    add_outputs(p)
     a = p.parse_args()
     sides = {"ray": RAY_DEFAULTS, "ganpipe": LOCAL_TRAIN_ENV}
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
@@ -60,13 +93,17 @@ def main() -> None:
         for _ in range(a.rounds):
             for side, env in sides.items():
                 times[side].append(one(env, Path(tempfile.mkdtemp(dir=tmp)), cache))
+            times.setdefault("bare", []).append((bare(Path(tempfile.mkdtemp(dir=tmp))), 0.0))
     mean = {s: (sum(t[0] for t in v) / len(v), sum(t[1] for t in v) / len(v)) for s, v in times.items()}
-    r, g = mean["ray"], mean["ganpipe"]
+    r, g, b = mean["ray"], mean["ganpipe"], mean["bare"][0]
+    ray_share = (g[0] - b) / g[0]
     row = (f"| {datetime.date.today()} | local `ganpipe train` start-up, 6 iterations, 2 workers, mean of {a.rounds} "
            f"| Ray Train defaults: first iteration {r[0]:.1f} s, end {r[1]:.1f} s "
-           f"| ganpipe local settings: first iteration {g[0]:.1f} s, end {g[1]:.1f} s "
+           f"| ganpipe local settings: first iteration {g[0]:.1f} s, end {g[1]:.1f} s; the same first iteration "
+           f"without Ray {b:.1f} s, so Ray's share {ray_share:.0%} "
            f"| **{r[1] / g[1]:.2f}x** end, {r[0] / g[0]:.2f}x first iteration | {os.uname().machine}, {os.cpu_count()} cores |")
-    record(row, a.out) if a.out else record(row)
+    record(row, a.out, {"ray_defaults_first_s": r[0], "ray_defaults_end_s": r[1], "first_s": g[0], "end_s": g[1],
+                        "bare_first_s": b, "ray_share": ray_share}, a.json)
 
 
 if __name__ == "__main__":

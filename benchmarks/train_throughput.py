@@ -5,6 +5,11 @@ is the real `ganpipe train` worker loop (DDP not engaged with one worker), measu
 worker over the last log windows, plus the end-to-end wall time including Ray's start-up.
 
     python benchmarks/train_throughput.py --iterations 200
+    python benchmarks/train_throughput.py --iterations 200 --workers 2
+
+With `--workers N` the TorchTrainer side runs N DDP workers with one thread each, and the bare loop
+one process with N threads on the same global batch (N x train.batch_size): the two layouts of the
+same training on N cores.
 """
 from __future__ import annotations
 
@@ -22,15 +27,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import record  # noqa: E402
+from record import add_outputs, record  # noqa: E402
 
 from gan_core.data.stream import BatchStream  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.config.build import build_game, load_data  # noqa: E402
 
 
-def bare_loop(cfg, iterations: int, warmup: int) -> float:
-    torch.set_num_threads(1)
+def bare_loop(cfg, iterations: int, warmup: int, threads: int = 1) -> float:
+    torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     train, _ = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
     x, y = train.tensors()
@@ -45,14 +50,14 @@ def bare_loop(cfg, iterations: int, warmup: int) -> float:
     return iterations * t.k * t.batch_size / (time.perf_counter() - start)
 
 
-def ray_trainer(cfg, iterations: int, warmup: int) -> tuple[float, float]:
+def ray_trainer(cfg, iterations: int, warmup: int, workers: int = 1) -> tuple[float, float]:
     from mlflow.tracking import MlflowClient
 
     from pipelines.stages.train import run_training
 
     tmp = tempfile.mkdtemp()
     cfg = load_config(None, [f"train.iterations={warmup + iterations}", f"train.log_every={warmup}",
-                             f"train.checkpoint_every={warmup + iterations}", "ray.num_workers=1",
+                             f"train.checkpoint_every={warmup + iterations}", f"ray.num_workers={workers}",
                              f"ray.storage_path={tmp}/runs", f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
                              *OVERRIDES])
     start = time.perf_counter()
@@ -60,7 +65,8 @@ def ray_trainer(cfg, iterations: int, warmup: int) -> tuple[float, float]:
     wall = time.perf_counter() - start
     hist = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db").get_metric_history(out.run_id, "images_per_second")
     steady = [m.value for m in sorted(hist, key=lambda m: m.step) if m.step > warmup]
-    return sum(steady) / len(steady), (warmup + iterations) * cfg.train.k * cfg.train.batch_size / wall
+    images = (warmup + iterations) * cfg.train.k * cfg.train.batch_size * workers
+    return sum(steady) / len(steady), images / wall
 
 
 OVERRIDES: list[str] = []
@@ -70,22 +76,27 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "BENCHMARKS.md"))
+    add_outputs(ap)
     args = ap.parse_args()
     OVERRIDES.extend(args.overrides)
     cfg = load_config(None, args.overrides)
-    first = bare_loop(cfg, args.iterations, args.warmup)
-    steady, end_to_end = ray_trainer(cfg, args.iterations, args.warmup)
-    second = bare_loop(cfg, args.iterations, args.warmup)  # before and after, to average out drift
+    n = args.workers
+    bare_cfg = load_config(None, [*args.overrides, f"train.batch_size={cfg.train.batch_size * n}"])
+    first = bare_loop(bare_cfg, args.iterations, args.warmup, threads=n)
+    steady, end_to_end = ray_trainer(cfg, args.iterations, args.warmup, workers=n)
+    second = bare_loop(bare_cfg, args.iterations, args.warmup, threads=n)  # before and after: drift averages out
     bare = (first + second) / 2
     row = (f"| {datetime.date.today()} | train throughput, {cfg.model.arch} "
-           f"{'conditional ' if cfg.model.conditional else ''}{cfg.data.source}, batch {cfg.train.batch_size}, "
-           f"{args.iterations} it | bare loop {bare:.0f} img/s ({first:.0f} before, {second:.0f} after) | TorchTrainer 1 worker {steady:.0f} img/s "
+           f"{'conditional ' if cfg.model.conditional else ''}{cfg.data.source}, global batch "
+           f"{cfg.train.batch_size * n}, {args.iterations} it | bare loop, 1 process x {n} thread(s) {bare:.0f} img/s "
+           f"({first:.0f} before, {second:.0f} after) | TorchTrainer {n} worker(s) x 1 thread {steady:.0f} img/s "
            f"(end to end incl. Ray start {end_to_end:.0f} img/s) | **{steady / bare:.2f}x** steady, "
            f"{end_to_end / bare:.2f}x end to end | {platform.processor() or platform.machine()}, "
            f"{os.cpu_count()} cores |")
-    record(row, args.out)
+    record(row, args.out, {"workers": n, "bare": bare, "steady": steady, "end_to_end": end_to_end,
+                           "ratio": steady / bare}, args.json)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,6 @@ class Game:
         if self.num_classes and label_prior is None:
             label_prior = torch.full((self.num_classes,), 1.0 / self.num_classes)
         self.label_prior = label_prior
-        self.ema = EMA(generator, ema_beta) if ema_beta else None
         # The G update may take the generated batch of the iteration's last D update (made with its
         # graph kept) instead of a fresh one: one G forward fewer per iteration, as DCGAN's reference
         # loop does. Off: the seed's algorithm, a fresh noise batch for the G update.
@@ -87,6 +86,7 @@ class Game:
         if channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
+        self.ema = EMA(generator, ema_beta) if ema_beta else None  # in G's layout: its updates stay elementwise
 
     @property
     def device(self) -> torch.device:

@@ -185,6 +185,19 @@ def test_row_latents_depend_on_seed_and_row_only():
     assert abs(float(whole.mean())) < 0.05 and abs(float(whole.std()) - 1) < 0.05
 
 
+def test_rows_generator_draws_the_plain_generators_images_in_channels_last():
+    from gan_core import ModelSpec, build_models, render_rows, rows_generator
+
+    torch.manual_seed(0)
+    g, _ = build_models(ModelSpec("dcgan", 16, (1, 28, 28), 3, 8, 8))
+    ids, y = np.arange(64), torch.arange(64) % 3
+    plain = render_rows(g.eval(), ids, 5, y)
+    fast = rows_generator(g)
+    assert fast is g and not g.training
+    assert next(p for p in g.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(render_rows(g, ids, 5, y), plain, atol=1e-5)
+
+
 def test_row_labels_have_the_exact_counts_asked_for():
     counts = [5, 0, 17, 3]
     ids = np.arange(25)

@@ -87,8 +87,9 @@ class TrainConfig(Section):
         "non_saturating", description="G ascends log D(G(z)) (non_saturating) or descends log(1 - D(G(z))) (minimax)")
     ema_beta: float | None = Field(None, gt=0, lt=1, description="keep an EMA of G's weights with this beta; "
                                                                 "unset: none")
-    channels_last: bool = Field(False, description="G, D and the real batches in channels-last (NHWC) memory "
-                                                   "layout: faster convolutions on CPU, the same game")
+    channels_last: bool = Field(True, description="G, D and the real batches in channels-last (NHWC) memory "
+                                                  "layout: faster convolutions on CPU, the same game to float "
+                                                  "tolerance")
     reuse_fake: bool = Field(False, description="the G update takes the last D update's generated batch (one G "
                                                 "forward fewer, as DCGAN's reference loop); false: a fresh batch")
     epochs: int = Field(10, ge=1, description="passes over the training split by D (k batches per iteration)")
@@ -215,6 +216,9 @@ class GenerateConfig(Section):
     actors: int | None = Field(None, ge=1, description="generator replicas (Ray Data actors); unset: as many "
                                                        "as the cluster's CPUs fit")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per generator replica")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs reserved per generator replica; above 0 the "
+                                                         "replicas compute on their GPU (their bytes differ from a "
+                                                         "CPU's, so the device is part of the request)")
     eval_samples: int = Field(2000, ge=10, description="rows of the dataset evaluated for its card")
     max_tries: int = Field(50, ge=1, description="candidates tried per row with a quality filter before the "
                                                  "filter counts as unmet")

@@ -21,7 +21,7 @@ import os
 import numpy as np
 import torch
 
-from gan_core import ModelSpec, aligned_blocks, build_models, labels_for_rows, render_rows
+from gan_core import ModelSpec, aligned_blocks, build_models, labels_for_rows, render_rows, rows_generator
 from gan_core.data import encode_png, to_uint8
 
 SPEC_FILE = "ganpipe.json"  # next to model.pt2: the model spec and class names
@@ -98,7 +98,7 @@ class ImageServer:
     """The python_function model: (label, count) rows and a seed in, PNG images out."""
 
     def __init__(self, g: torch.nn.Module, class_names: list[str]):
-        self.g, self.class_names = g.eval(), class_names
+        self.g, self.class_names = rows_generator(g), class_names
 
     def counts(self, table) -> list[int] | None:
         """Counts per class from the request rows; one clear error for a bad request."""

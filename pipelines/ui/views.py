@@ -121,10 +121,10 @@ def draw(model_uri: str, tracking_uri: str, labels: list[int] | None, n: int, se
     the rows `generate` would write for these labels and seed."""
     import torch
 
-    from gan_core import render_rows
+    from gan_core import render_rows, rows_generator
     from gan_core.data import to_uint8
 
-    g = _loaded(model_uri, tracking_uri).generator.eval()
+    g = rows_generator(_loaded(model_uri, tracking_uri).generator)
     ids = torch.arange(n, dtype=torch.int64)
     y = torch.tensor(labels, dtype=torch.int64) if labels is not None and g.num_classes else None
     with torch.no_grad():

@@ -186,7 +186,7 @@ def test_a_killed_job_rerun_writes_only_what_is_missing_and_ends_the_same(workdi
     assert json.loads((out / "manifest.json").read_text())["rows"] == 50
 
 
-def test_generate_bad_input(workdir, capsys, registry):
+def test_generate_bad_input(workdir, capsys, registry, ray_local):
     def fails(*args, model="models:/gan-generator@champion", out=workdir / "bad"):
         code, _, err = run_cli(capsys, "generate", "--model", model, "--out", str(out),
                                "--set", f"mlflow.tracking_uri={registry['uri']}", *args)
@@ -206,6 +206,10 @@ def test_generate_bad_input(workdir, capsys, registry):
                            str(blocker / "sub"), "--rows", "10", "--set", f"mlflow.tracking_uri={registry['uri']}")
     assert_one_line(code, err, "cannot write there")
     assert not (workdir / "bad").exists()
+    # GPU actors on a cluster without GPUs: refused instead of waiting for resources that never come
+    assert_one_line(*fails("--rows", "10", "--set", "generate.gpus_per_actor=1", out=workdir / "gpu"),
+                    "generate.gpus_per_actor=1.0: the Ray cluster has 0 GPUs")
+    assert not (workdir / "gpu" / "manifest.json").exists() and not list((workdir / "gpu").rglob("*.parquet"))
     import os
     import signal
 

@@ -84,7 +84,8 @@ def _request(cfg: Config, loaded: LoadedGenerator, model: str, counts: list[int]
     what = {"model": model, "run_id": loaded.run_id, "iteration": loaded.iteration,
             "data_fingerprint": loaded.meta.get("data_fingerprint"), "seed": seed, "rows": rows,
             "counts": counts, "class_names": list(loaded.meta["class_names"]),
-            "rows_per_file": cfg.generate.rows_per_file, **filters}
+            "rows_per_file": cfg.generate.rows_per_file, **filters,
+            **({"device": "cuda"} if cfg.generate.gpus_per_actor else {})}
     key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
     return {**what, "key": key}
 
@@ -261,7 +262,13 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     # Every actor is up before the first shard is handed out, and each holds one shard at a time, so
     # shards spread over the whole pool (and its nodes) instead of queueing on the first actor ready.
     ctx.wait_for_min_actors_s = 600
-    fits = int(ray.cluster_resources().get("CPU", 1) // cfg.generate.cpus_per_actor)
+    have = ray.cluster_resources()
+    fits = int(have.get("CPU", 1) // cfg.generate.cpus_per_actor)
+    if cfg.generate.gpus_per_actor:
+        if have.get("GPU", 0) < cfg.generate.gpus_per_actor:
+            raise UserError(f"generate.gpus_per_actor={cfg.generate.gpus_per_actor}: the Ray cluster has "
+                            f"{have.get('GPU', 0):g} GPUs")
+        fits = min(fits, int(have["GPU"] // cfg.generate.gpus_per_actor))
     actors = max(1, min(cfg.generate.actors or fits, len(missing)))
     import warnings
 
@@ -270,6 +277,7 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
         ds = ray.data.from_items(missing).map_batches(
             ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
             num_cpus=cfg.generate.cpus_per_actor, max_restarts=0,  # a lost actor's shard is rewritten by a rerun
+            **({"num_gpus": cfg.generate.gpus_per_actor} if cfg.generate.gpus_per_actor else {}),
             fn_constructor_kwargs={"request": request, "data_dir": str(data_dir), "provenance": provenance, **kwargs})
     from tqdm import tqdm
 

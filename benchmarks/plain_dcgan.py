@@ -1,0 +1,35 @@
+"""The baseline of the step benchmarks: pytorch/examples' dcgan/main.py iteration, conditional (labels
+drawn uniformly): the fake batch made once and used for both updates, D's weight gradients computed
+during the G update, `.item()` every step. Needs torch only."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def plain_loop(G, D, opt_g, opt_d, stream, z_dim: int, num_classes: int, iterations: int) -> None:
+    """pytorch/examples dcgan/main.py's iteration, conditional: labels drawn uniformly."""
+    for _ in range(iterations):
+        x, y = next(stream)
+        n = x.shape[0]
+        # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+        D.zero_grad()
+        out = D(x, y)
+        err_real = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+        err_real.backward()
+        d_x = torch.sigmoid(out).mean().item()
+        z = torch.randn(n, z_dim, device=x.device)
+        y_fake = torch.randint(0, num_classes, (n,), device=x.device)
+        fake = G(z, y_fake)
+        out = D(fake.detach(), y_fake)
+        err_fake = F.binary_cross_entropy_with_logits(out, torch.zeros_like(out))
+        err_fake.backward()
+        d_g1 = torch.sigmoid(out).mean().item()
+        opt_d.step()
+        # (2) Update G network: maximize log(D(G(z)))
+        G.zero_grad()
+        out = D(fake, y_fake)
+        err_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+        err_g.backward()
+        opt_g.step()
+        _ = (err_real.item() + err_fake.item(), err_g.item(), d_x, d_g1)

@@ -1,0 +1,120 @@
+"""Every speed target of ganpipe in one table: runs each benchmark in its own process, one after the
+other on a quiet machine, and prints each measured ratio beside its target, marked met or not.
+The table and the benchmarks' own rows replace the "All targets" section of BENCHMARKS.md.
+
+    python benchmarks/run_all.py            # the full run (about 25 minutes on 2 cores)
+    python benchmarks/run_all.py --quick    # short runs of every benchmark, to check that they work
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS_MD = HERE.parent / "BENCHMARKS.md"
+START, END = "<!-- run_all: start -->", "<!-- run_all: end -->"
+
+# name -> (script arguments of the full run, of the quick run)
+RUNS = {
+    "game_step": (["--iterations", "60", "--rounds", "3", "--threads", "2", "--compile"],
+                  ["--iterations", "5", "--rounds", "1", "--threads", "2", "--widths", "32,64"]),
+    "train_1": (["--iterations", "200", "--workers", "1"], ["--iterations", "20", "--warmup", "5", "--workers", "1"]),
+    "train_2": (["--iterations", "200", "--workers", "2"], ["--iterations", "20", "--warmup", "5", "--workers", "2"]),
+    "generate": (["--small", "10000", "--large", "1000000"], ["--small", "2000", "--large", "20000"]),
+    "startup": (["--rounds", "3"], ["--rounds", "1"]),
+}
+SCRIPT = {"game_step": "game_step.py", "train_1": "train_throughput.py", "train_2": "train_throughput.py",
+          "generate": "generate_throughput.py", "startup": "startup.py"}
+
+
+def targets(r: dict) -> list[tuple[str, str, float | None, str, bool | None]]:
+    """(what, measured, value, target, met) for every target, from the benchmarks' numbers."""
+    rows = []
+    g = r.get("game_step")
+    if g:
+        for w in ("w32", "w64"):
+            rows.append((f"1. `Game.step` vs the plain DCGAN loop, width {w[1:]} ({g[w]['best']})",
+                         f"{g[w]['ratio']:.2f}x", g[w]["ratio"], ">= 1.3x", g[w]["ratio"] >= 1.3))
+        share = g["w64"]["flop_share"][g["w64"]["best"]]
+        rows.append((f"2. width 64: share of the {g['matmul_gflops']:.0f} GFLOP/s fp32 matmul rate",
+                     f"{share:.0%}", share, ">= 60%", share >= 0.6))
+        if g["w64"].get("compile_s") is not None:
+            c = g["w64"]["img_s"]["game_compiled"] / g["w64"]["img_s"]["game_reuse_nhwc"]
+            rows.append(("1. torch.compile vs the same step eager, width 64 (compile time apart)",
+                         f"{c:.2f}x after {g['w64']['compile_s']:.0f} s", c, "pays within a default run", None))
+    t1 = r.get("train_1")
+    if t1:
+        rows.append(("3. TorchTrainer, 1 worker, steady vs the bare step", f"{t1['ratio']:.2f}x", t1["ratio"],
+                     ">= 0.95x", t1["ratio"] >= 0.95))
+    t2 = r.get("train_2")
+    if t2:
+        rows.append(("3. 2 workers x 1 thread vs 1 process x 2 threads, same global batch", f"{t2['ratio']:.2f}x",
+                     t2["ratio"], ">= 0.95x", t2["ratio"] >= 0.95))
+    gen = r.get("generate")
+    if gen:
+        rows.append((f"4. generate rows/s vs the bare G forward on the same CPUs ({gen['large']['rows']:,} rows)",
+                     f"{gen['ratio']:.2f}x", gen["ratio"], ">= 0.6x", gen["ratio"] >= 0.6))
+        rows.append((f"4. generate peak memory, {gen['large']['rows']:,} vs {gen['small']['rows']:,} rows",
+                     f"{gen['memory_ratio']:.2f}x", gen["memory_ratio"], "<= 1.2x", gen["memory_ratio"] <= 1.2))
+    s = r.get("startup")
+    if s:
+        rows.append(("5. start-up: `ganpipe train` to its first iteration, Ray's share",
+                     f"{s['first_s']:.1f} s, Ray {s['ray_share']:.0%} (without Ray {s['bare_first_s']:.1f} s)",
+                     s["first_s"], "reported", None))
+        rows.append(("5. start-up cut: ganpipe's local Ray settings vs Ray Train's defaults, to the end",
+                     f"{s['ray_defaults_end_s'] / s['end_s']:.2f}x", s["ray_defaults_end_s"] / s["end_s"],
+                     "reported", None))
+    return rows
+
+
+def table(rows: list[tuple]) -> str:
+    mark = {True: "met", False: "**not met**", None: "-"}
+    lines = ["| target | measured | goal | |", "|---|---|---|---|"]
+    lines += [f"| {what} | {measured} | {goal} | {mark[met]} |" for what, measured, _, goal, met in rows]
+    return "\n".join(lines)
+
+
+def replace_section(md: str, section: str) -> str:
+    """`md` with the text between the run_all markers replaced (the section appended if absent)."""
+    block = f"{START}\n{section}\n{END}"
+    if START in md and END in md:
+        return md[:md.index(START)] + block + md[md.index(END) + len(END):]
+    return md.rstrip("\n") + "\n\n## All targets: `python benchmarks/run_all.py`\n\n" + block + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="short runs, to check that every benchmark works")
+    ap.add_argument("--only", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
+    ap.add_argument("--out", default=str(BENCHMARKS_MD))
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ganpipe-bench-"))
+    rows_md = tmp / "rows.md"
+    results = {}
+    for name in a.only.split(","):
+        args = RUNS[name][1 if a.quick else 0]
+        out = tmp / f"{name}.json"
+        print(f"== {name}: python benchmarks/{SCRIPT[name]} {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, str(HERE / SCRIPT[name]), *args, "--out", str(rows_md), "--json", str(out)],
+                       check=True)
+        results[name] = json.loads(out.read_text())
+    summary = table(targets(results))
+    print(summary)
+    if a.quick:
+        return  # short runs are not measurements: nothing is recorded
+    section = (f"Latest full run, {datetime.date.today()}, {os.uname().machine}, {os.cpu_count()} cores "
+               f"(`python benchmarks/run_all.py`):\n\n{summary}\n\nThe benchmarks' own rows from that run:\n\n"
+               f"| date | what | baseline | ganpipe | ratio | machine |\n|---|---|---|---|---|---|\n"
+               f"{rows_md.read_text().replace('# Benchmarks', '').strip()}")
+    path = Path(a.out)
+    path.write_text(replace_section(path.read_text() if path.exists() else "# Benchmarks\n", section))
+
+
+if __name__ == "__main__":
+    main()

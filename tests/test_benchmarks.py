@@ -1,0 +1,35 @@
+"""benchmarks/run_all.py: each target is judged from the benchmarks' numbers, and its section of
+BENCHMARKS.md is replaced, never appended twice."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import run_all  # noqa: E402
+
+
+def _numbers(step_ratio: float, share: float, gen_ratio: float) -> dict:
+    step = {"img_s": {"plain": 100.0, "game_reuse_nhwc": 100.0 * step_ratio}, "best": "game_reuse_nhwc",
+            "ratio": step_ratio, "flop_share": {"game_reuse_nhwc": share}, "compile_s": None}
+    return {"game_step": {"matmul_gflops": 160.0, "w32": step, "w64": step},
+            "train_1": {"ratio": 0.97}, "train_2": {"ratio": 0.90},
+            "generate": {"ratio": gen_ratio, "memory_ratio": 1.1, "large": {"rows": 1000}, "small": {"rows": 10}},
+            "startup": {"first_s": 30.0, "bare_first_s": 10.0, "ray_share": 2 / 3, "end_s": 40.0,
+                        "ray_defaults_end_s": 44.0}}
+
+
+def test_each_target_is_marked_met_or_not_from_its_number():
+    marks = [met for _, _, _, _, met in run_all.targets(_numbers(1.31, 0.55, 0.61))]
+    assert marks == [True, True, False, True, False, True, True, None, None]
+    assert [m for *_, m in run_all.targets(_numbers(1.29, 0.61, 0.59))][:3] == [False, False, True]
+    table = run_all.table(run_all.targets(_numbers(1.31, 0.55, 0.61)))
+    assert "| 55% | >= 60% | **not met** |" in table and "| 1.31x | >= 1.3x | met |" in table
+    assert "Ray 67% (without Ray 10.0 s)" in table
+
+
+def test_the_section_is_replaced_between_its_markers():
+    md = "# Benchmarks\n\nintro\n"
+    once = run_all.replace_section(md, "first")
+    twice = run_all.replace_section(once + "\n## Later section\n", "second")
+    assert twice.count(run_all.START) == 1 and "first" not in twice and "second" in twice
+    assert twice.startswith("# Benchmarks\n\nintro") and twice.rstrip().endswith("## Later section")
