@@ -92,18 +92,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="short runs, to check that every benchmark works")
     ap.add_argument("--only", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
+    ap.add_argument("--results", default=None, help="folder of each benchmark's numbers and rows (default: a new "
+                                                     "temporary one); with --only, the others are read from it")
     ap.add_argument("--out", default=str(BENCHMARKS_MD))
     a = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="ganpipe-bench-"))
-    rows_md = tmp / "rows.md"
+    tmp = Path(a.results or tempfile.mkdtemp(prefix="ganpipe-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    print(f"results in {tmp}", flush=True)
     results = {}
-    for name in a.only.split(","):
-        args = RUNS[name][1 if a.quick else 0]
-        out = tmp / f"{name}.json"
-        print(f"== {name}: python benchmarks/{SCRIPT[name]} {' '.join(args)}", flush=True)
-        subprocess.run([sys.executable, str(HERE / SCRIPT[name]), *args, "--out", str(rows_md), "--json", str(out)],
-                       check=True)
-        results[name] = json.loads(out.read_text())
+    for name in RUNS:
+        out, rows = tmp / f"{name}.json", tmp / f"{name}.md"
+        if name in a.only.split(","):
+            args = RUNS[name][1 if a.quick else 0]
+            print(f"== {name}: python benchmarks/{SCRIPT[name]} {' '.join(args)}", flush=True)
+            rows.unlink(missing_ok=True)
+            subprocess.run([sys.executable, str(HERE / SCRIPT[name]), *args, "--out", str(rows), "--json", str(out)],
+                           check=True)
+        if out.exists():
+            results[name] = json.loads(out.read_text())
     summary = table(targets(results))
     print(summary)
     if a.quick:
@@ -111,7 +117,8 @@ def main() -> None:
     section = (f"Latest full run, {datetime.date.today()}, {os.uname().machine}, {os.cpu_count()} cores "
                f"(`python benchmarks/run_all.py`):\n\n{summary}\n\nThe benchmarks' own rows from that run:\n\n"
                f"| date | what | baseline | ganpipe | ratio | machine |\n|---|---|---|---|---|---|\n"
-               f"{rows_md.read_text().replace('# Benchmarks', '').strip()}")
+               + "\n".join(r.read_text().replace("# Benchmarks", "").strip()
+                           for r in (tmp / f"{n}.md" for n in RUNS) if r.exists()))
     path = Path(a.out)
     path.write_text(replace_section(path.read_text() if path.exists() else "# Benchmarks\n", section))
 

@@ -214,3 +214,68 @@ def test_png_encoder_round_trips_gray_and_rgb_and_refuses_other_shapes():
     for bad in (np.zeros((2, 8, 8), np.uint8), np.zeros((1, 8, 8), np.float32)):
         with pytest.raises(ValueError, match="encode_png takes uint8"):
             encode_png(bad)
+
+
+def _streamed_files(root, files=5, rows=60, classes=("a", "b", "c")):
+    root.mkdir(parents=True, exist_ok=True)
+    for f in range(files):
+        labels = [(f + i) % len(classes) for i in range(rows)]
+        write_hf_parquet(root / f"part-{f}.parquet", make_images(rows, 12, seed=f), labels, list(classes))
+    return root
+
+
+def test_streamed_parquet_splits_by_whole_files_and_holds_only_a_sample(tmp_path):
+    from gan_core.data.streamed import StreamedDataset, load_streamed, split_files
+
+    root = _streamed_files(tmp_path / "ds")
+    ds = load_streamed(str(root), 12, None, holdout_fraction=0.2, seed=3, sample_rows=100)
+    assert isinstance(ds, StreamedDataset)
+    assert len(ds.holdout_files) == 1 and len(ds.train_files) == 4
+    assert sorted(ds.train_files + ds.holdout_files) == sorted(str(p) for p in root.glob("*.parquet"))
+    assert ds.train_rows == 240 and sum(ds.train_label_counts) == 240
+    assert ds.split_sizes(0.2) == (240, 60)
+    train, hold = ds.split(0.2, 3)
+    assert len(hold) == 60 and len(train) == 100  # the sample: 100 rows of the train files, not 240
+    assert train.images.shape[1:] == (1, 12, 12)
+    assert torch.allclose(train.label_prior(), torch.tensor(ds.train_label_counts, dtype=torch.float32) / 240)
+    # the same files give the same split and fingerprint; a changed file changes the fingerprint
+    again = load_streamed(str(root), 12, None, 0.2, 3, 100)
+    assert again.holdout_files == ds.holdout_files and again.fingerprint == ds.fingerprint
+    write_hf_parquet(root / "part-4.parquet", make_images(61, 12, seed=9), [0, 1, 2] * 20 + [0], ["a", "b", "c"])
+    assert load_streamed(str(root), 12, None, 0.2, 3, 100).fingerprint != ds.fingerprint
+    assert split_files([f"f{i}" for i in range(30)], 0.1, 0)[1] == split_files([f"f{i}" for i in range(30)], 0.1, 0)[1]
+    with pytest.raises(DataError, match="at least two Parquet files"):
+        split_files(["only.parquet"], 0.1, 0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .parquet files"):
+        load_streamed(str(tmp_path / "empty"), 12, None, 0.1, 0, 100)
+    with pytest.raises(DataError, match="does not exist"):
+        load_streamed(str(tmp_path / "nowhere"), 12, None, 0.1, 0, 100)
+
+
+def test_a_streamed_shard_resumed_at_batch_b_draws_what_the_uninterrupted_stream_draws():
+    from pipelines.stages.train.stream import StreamedBatches, rank_files
+
+    images = make_images(40, 12)
+    cells = np.array([{"bytes": png_bytes(im), "path": f"{i}.png"} for i, im in enumerate(images)], dtype=object)
+
+    def epoch_batches(epoch):  # a fixed order per epoch, as a Ray Data shard read in order gives
+        order = np.random.default_rng(epoch).permutation(40)
+        for lo in range(0, 40 - 7, 8):
+            idx = order[lo:lo + 8]
+            yield {"image": cells[idx], "label": idx % 3, "path": np.array([f"file-{i % 2}" for i in idx])}
+
+    whole = StreamedBatches(epoch_batches, rows=40, batch_size=8, image_size=12, channels=None, mixed_sizes="resize")
+    drawn = [next(whole) for _ in range(12)]  # two and a half epochs of 5 batches
+    resumed = StreamedBatches(epoch_batches, 40, 8, 12, None, "resize", start_batch=7)
+    for b in range(7, 12):
+        x, y = next(resumed)
+        assert torch.equal(x, drawn[b][0]) and torch.equal(y, drawn[b][1])
+    assert drawn[0][0].shape == (8, 1, 12, 12) and -1 <= float(drawn[0][0].min()) < float(drawn[0][0].max()) <= 1
+    assert not torch.equal(drawn[0][0], drawn[5][0])  # the next epoch comes in another order
+    assert set(whole.files) == {"file-0", "file-1"} and sum(whole.files.values()) == 12 * 8
+    assert rank_files(["a", "b", "c", "d", "e"], 2) == [["a", "c", "e"], ["b", "d"]]
+    from pipelines.config import ConfigError
+
+    with pytest.raises(ConfigError, match="3 train file\\(s\\) cannot be shared by 4 workers"):
+        rank_files(["a", "b", "c"], 4)

@@ -104,3 +104,24 @@ def test_memorization_flags_planted_copies(digits_net):
     assert flags[:30].all(), "every planted copy is flagged"
     assert flags[30:].mean() < 0.05, flags[30:].mean()
     assert out["near_copy_share"] == pytest.approx((30 + flags[30:].sum()) / 180)
+
+
+def test_bootstrap_intervals_cover_the_value_shrink_with_samples_and_repeat_for_a_seed():
+    from gan_core.metrics import frechet_distance
+    from gan_core.metrics.bootstrap import fd_interval, ratio_interval, share_interval
+
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(400, 8)), rng.normal(0.3, 1.0, size=(400, 8))
+    lo, hi = fd_interval(real, fake, rounds=100)
+    assert lo < frechet_distance(real, fake) < hi
+    assert fd_interval(real, fake, rounds=100) == (lo, hi)  # seeded
+    big_lo, big_hi = fd_interval(rng.normal(size=(3000, 8)), rng.normal(0.3, 1.0, size=(3000, 8)), rounds=60)
+    assert big_hi - big_lo < (hi - lo) / 2  # ~1/sqrt(n)
+    hits = rng.random(2000) < 0.8
+    s_lo, s_hi = share_interval(hits)
+    assert s_lo < hits.mean() < s_hi and 0.02 < s_hi - s_lo < 0.05  # 2 x 1.96 x sqrt(.8 x .2 / 2000) = 0.035
+    r_lo, r_hi = ratio_interval(hits, hits)
+    assert r_lo == r_hi == 1.0  # the same rows: the ratio cannot move
+    other = rng.random(2000) < 0.9
+    r_lo, r_hi = ratio_interval(hits, other)
+    assert r_lo < hits.mean() / other.mean() < r_hi

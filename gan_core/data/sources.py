@@ -105,6 +105,26 @@ def load_imagefolder(path: str, size: int, channels: int | None, mixed_sizes: st
     return ImageDataset(arr, _check_labels(np.array(labels), classes, source), classes, root.name)
 
 
+def parquet_rows(table, f, limit: int | None = None) -> tuple[list, list[int], list[str]]:
+    """(decoded images, labels, row names) of a Parquet table in the Hugging Face image layout (its
+    first `limit` rows when given); a missing column or cell is one DataError naming the file."""
+    missing = [c for c in ("image", "label") if c not in table.column_names]
+    if missing:
+        raise DataError(f"{f}: missing column(s) {missing} (the Hugging Face image layout has "
+                        f"'image' and 'label'); it has {table.column_names}")
+    if limit is not None:
+        table = table.slice(0, limit)
+    images, labels, where = [], [], []
+    for i, (cell, lab) in enumerate(zip(table.column("image").to_pylist(), table.column("label").to_pylist())):
+        data = cell.get("bytes") if isinstance(cell, dict) else cell
+        if data is None or lab is None:
+            raise DataError(f"{f}: row {i} has no image bytes or no label")
+        images.append(decode_image(data, f"{f} row {i}"))
+        labels.append(int(lab))
+        where.append(f"{f} row {i}")
+    return images, labels, where
+
+
 def load_parquet(path: str, size: int, channels: int | None, mixed_sizes: str = "resize",
                  class_names: list[str] | None = None, allow_empty_classes: bool = False, **_) -> ImageDataset:
     """Parquet in the Hugging Face image layout: a file, or a folder of *.parquet (data/ inside too)."""
@@ -121,18 +141,11 @@ def load_parquet(path: str, size: int, channels: int | None, mixed_sizes: str = 
             table = pq.read_table(f)
         except Exception as e:  # pyarrow raises several types for a damaged file
             raise DataError(f"{f}: not a readable Parquet file ({e})") from None
-        missing = [c for c in ("image", "label") if c not in table.column_names]
-        if missing:
-            raise DataError(f"{f}: missing column(s) {missing} (the Hugging Face image layout has "
-                            f"'image' and 'label'); it has {table.column_names}")
         names_meta = names_meta or class_names_from_metadata(table.schema.metadata)
-        for i, (cell, lab) in enumerate(zip(table.column("image").to_pylist(), table.column("label").to_pylist())):
-            data = cell.get("bytes") if isinstance(cell, dict) else cell
-            if data is None or lab is None:
-                raise DataError(f"{f}: row {i} has no image bytes or no label")
-            images.append(decode_image(data, f"{f} row {i}"))
-            labels.append(int(lab))
-            where.append(f"{f} row {i}")
+        i, lab, w = parquet_rows(table, f)
+        images += i
+        labels += lab
+        where += w
     names = class_names or names_meta or [str(i) for i in range(max(labels) + 1)]
     arr = stack_images(images, size, channels, mixed_sizes, source, where)
     labels = _check_labels(np.array(labels), names, source, allow_empty_classes)

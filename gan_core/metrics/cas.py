@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .classifier import accuracy, fit_classifier
+from .bootstrap import ratio_interval, share_interval
+from .classifier import fit_classifier, hits
 
 
 def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, real_x: torch.Tensor,
@@ -11,9 +12,15 @@ def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, 
                                   num_classes: int, epochs: int = 4, seed: int = 0, min_steps: int = 300) -> dict[str, float]:
     """Accuracy on the real holdout of a fresh classifier trained on synthetic data, next to the same
     classifier trained on as many real training images (a seeded random subset: a split is stored
-    class by class, so its first n images may hold only some classes); and their ratio."""
+    class by class, so its first n images may hold only some classes); and their ratio, with bootstrap
+    intervals over the holdout rows (`cas_lo`/`cas_hi`, `cas_ratio_lo`/`cas_ratio_hi`)."""
     n = min(len(synth_x), len(real_x))
     pick = torch.randperm(len(real_x), generator=torch.Generator().manual_seed(int(seed)))[:n]
-    cas = accuracy(fit_classifier(synth_x[:n], synth_y[:n], num_classes, epochs, seed, min_steps=min_steps), holdout_x, holdout_y)
-    real = accuracy(fit_classifier(real_x[pick], real_y[pick], num_classes, epochs, seed, min_steps=min_steps), holdout_x, holdout_y)
-    return {"cas": cas, "cas_real": real, "cas_ratio": cas / real if real > 0 else float("nan")}
+    synth = hits(fit_classifier(synth_x[:n], synth_y[:n], num_classes, epochs, seed, min_steps=min_steps),
+                 holdout_x, holdout_y)
+    real = hits(fit_classifier(real_x[pick], real_y[pick], num_classes, epochs, seed, min_steps=min_steps),
+                holdout_x, holdout_y)
+    cas, ref = float(synth.mean()), float(real.mean())
+    (lo, hi), (rlo, rhi) = share_interval(synth, seed=seed), ratio_interval(synth, real, seed=seed)
+    return {"cas": cas, "cas_real": ref, "cas_ratio": cas / ref if ref > 0 else float("nan"),
+            "cas_lo": lo, "cas_hi": hi, "cas_ratio_lo": rlo, "cas_ratio_hi": rhi}

@@ -84,10 +84,15 @@ def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: i
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+def hits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> np.ndarray:
+    """Per row: whether the model's predicted class is `y`."""
     model.eval()
-    hits = sum(int((model(x[i:i + batch].float()).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
-    return hits / max(1, len(x))
+    return torch.cat([model(x[i:i + batch].float()).argmax(1) == y[i:i + batch]
+                      for i in range(0, len(x), batch)]).numpy() if len(x) else np.zeros(0, dtype=bool)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    return float(hits(model, x, y, batch).mean()) if len(x) else 0.0
 
 
 def load_or_train(train, holdout, cache_dir: str | Path, epochs: int = 4, seed: int = 0) -> tuple[FeatureNet, bool]:

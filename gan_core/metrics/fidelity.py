@@ -10,4 +10,4 @@ def label_fidelity(probs: np.ndarray, requested: np.ndarray, num_classes: int) -
     hit = pred == requested
     per_class = [float(hit[requested == c].mean()) if (requested == c).any() else float("nan")
                  for c in range(num_classes)]
-    return {"label_fidelity": float(hit.mean()), "per_class": per_class}
+    return {"label_fidelity": float(hit.mean()), "per_class": per_class, "hits": hit}

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..game import unwrap
 from ..sampling import sample_latent, seeded
+from .bootstrap import fd_interval, share_interval
 from .cas import classification_accuracy_score
 from .classifier import FeatureNet
 from .fidelity import label_fidelity
@@ -53,7 +54,8 @@ def cheap_metrics(net: FeatureNet, fake_x: torch.Tensor, fake_y: torch.Tensor | 
 
 def full_metrics(net: FeatureNet, train, holdout, fake_x: torch.Tensor, fake_y: torch.Tensor | None,
                  seed: int = 0, cas: bool = True, prdc_k: int = 5, max_points: int = 2000) -> dict:
-    """Every metric, each with its real-data reference under the key `<name>_real`."""
+    """Every metric, each with its real-data reference under the key `<name>_real`; fd, label
+    fidelity, CAS and the CAS ratio also with a 95% bootstrap interval (`<name>_lo`, `<name>_hi`)."""
     _check_count(len(fake_x), "generated set")
     xt, yt = train.tensors()
     xh, yh = holdout.tensors()
@@ -66,12 +68,14 @@ def full_metrics(net: FeatureNet, train, holdout, fake_x: torch.Tensor, fake_y: 
     f_train, _ = net.embed(xt[ti])
     m: dict = {"classifier_holdout_accuracy": net.holdout_accuracy, "samples": int(n)}
     m["fd"] = frechet_distance(f_hold, f_fake)
+    m["fd_lo"], m["fd_hi"] = fd_interval(f_hold, f_fake, seed=seed)
     m["fd_real"] = frechet_distance(f_hold, f_train[:n])
     m.update(prdc(f_hold, f_fake, prdc_k))
     m.update({f"{k}_real": v for k, v in prdc(f_hold, f_train[:n], prdc_k).items()})
     if fake_y is not None:
         fid = label_fidelity(p_fake, fake_y[fi].numpy(), train.num_classes)
         m["label_fidelity"], m["label_fidelity_per_class"] = fid["label_fidelity"], fid["per_class"]
+        m["label_fidelity_lo"], m["label_fidelity_hi"] = share_interval(fid["hits"], seed=seed)
         m["label_fidelity_real"] = net.holdout_accuracy
         if cas:
             m.update(classification_accuracy_score(fake_x, fake_y, xt, yt, xh, yh, train.num_classes, seed=seed))

@@ -59,6 +59,24 @@ class DataConfig(Section):
     class_names: list[str] | None = Field(None, description="names of the classes, for sources that carry none")
     holdout_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of each class held out for evaluation")
     root: str | None = Field(None, description="download folder of torchvision sources")
+    streaming: Literal["auto", "on", "off"] = Field(
+        "auto", description="parquet: sources only: stream the train files to the workers through Ray Data instead "
+                            "of loading the data into each worker; auto: when the files exceed data.stream_above_mb")
+    stream_above_mb: float = Field(2048, gt=0, description="size of a parquet: source above which auto streams it")
+    stream_sample: int = Field(10000, ge=100, description="rows of streamed data held in memory: of the holdout "
+                                                          "files for the metrics, of the train files for the "
+                                                          "feature network")
+
+    @field_validator("streaming", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v):  # YAML reads a bare on/off as a boolean
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _streaming(self) -> "DataConfig":
+        if self.streaming == "on" and not self.source.startswith("parquet:"):
+            raise ValueError(f"data.streaming=on: streaming reads parquet: sources; data.source is {self.source!r}")
+        return self
 
 
 @_described

@@ -31,9 +31,28 @@ def build_game(cfg: Config, train, device: torch.device | str = "cpu") -> tuple[
     return game, spec
 
 
+def streams(cfg: Config) -> bool:
+    """Whether the train split reaches the workers as a stream (Ray Data) rather than in memory: the
+    one rule, read by the driver, the worker and the stages that load the data."""
+    d = cfg.data
+    if d.streaming == "off" or not d.source.startswith("parquet:"):
+        return False
+    if d.streaming == "on":
+        return True
+    from gan_core.data.streamed import parquet_files
+
+    return sum(parquet_files(d.source[len("parquet:"):])[2]) > d.stream_above_mb * 2 ** 20
+
+
 def load_data(cfg: Config):
-    """The configured dataset (an ImageDataset); bad input raises DataError naming the file or value."""
+    """The configured dataset (an ImageDataset; for streamed data a StreamedDataset, its in-memory
+    sample and file split); bad input raises DataError naming the file or value."""
     from gan_core.data import load_dataset
 
     d = cfg.data
+    if streams(cfg):
+        from gan_core.data.streamed import load_streamed
+
+        return load_streamed(d.source[len("parquet:"):], d.image_size, d.channels, d.holdout_fraction, cfg.seed,
+                             d.stream_sample, d.mixed_sizes, d.class_names)
     return load_dataset(d.source, d.image_size, d.channels, d.mixed_sizes, d.class_names, d.root)

@@ -22,6 +22,7 @@ BEST_RUN_ID = "ganpipe.best_run_id"
 PLANNED_ITERATIONS = "ganpipe.planned_iterations"
 STOP_REASON = "ganpipe.stop_reason"  # why a run ended before its planned length (train.target, ...)
 CHECKPOINT_ITERATION = "ganpipe.checkpoint_iteration"  # the iteration of checkpoint/state.pt (the best)
+STREAM_SHARD = "ganpipe.stream_shard"  # .RANK: JSON {file: rows read} of a worker's streamed shard
 NODES = "ganpipe.nodes"  # JSON list of the Ray node ids a stage ran on (training ranks in order; generate actors)
 DATA_FINGERPRINT = "data.fingerprint"
 EVAL_PROTOCOL = "ganpipe.eval_protocol"  # the protocol of the eval_* metrics on the run
@@ -52,11 +53,12 @@ V_DATA_FINGERPRINT = "data_fingerprint"
 V_LABEL_PRIOR = "label_prior"
 V_METRIC_NAME = "metric_name"
 V_METRIC_VALUE = "metric_value"
+V_METRIC_INTERVAL = "metric_interval"  # JSON [lo, hi]: the value's 95% bootstrap interval
 V_EVAL_PROTOCOL = "eval_protocol"
 V_RUN_ID = "run_id"
 V_ITERATION = "iteration"
 VERSION_TAGS = (V_Z_DIM, V_NUM_CLASSES, V_CLASS_NAMES, V_IMAGE_SHAPE, V_DATA_FINGERPRINT, V_LABEL_PRIOR,
-                V_METRIC_NAME, V_METRIC_VALUE, V_EVAL_PROTOCOL, V_RUN_ID, V_ITERATION)
+                V_METRIC_NAME, V_METRIC_VALUE, V_METRIC_INTERVAL, V_EVAL_PROTOCOL, V_RUN_ID, V_ITERATION)
 
 V_DATASETS = "ganpipe.datasets"  # JSON list of dataset folders made from this version
 

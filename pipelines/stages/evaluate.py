@@ -28,12 +28,14 @@ class EvalResult:
 
 def table(metrics: dict) -> str:
     """The printed table: every metric of the metric table that was computed, with its real-data value."""
-    lines = [f"{'metric':<24}{'value':>10}{'real data':>12}  better  meaning"]
+    lines = [f"{'metric':<24}{'value':>10}{'95% interval':>20}{'real data':>12}  better  meaning"]
     for m in METRICS.values():
         if m.name in metrics:
             ref = m.real_value(metrics)
-            lines.append(f"{m.name:<24}{metrics[m.name]:>10.4f}{'' if ref is None else f'{ref:>12.4f}'}  "
-                         f"{m.better:<6}  {m.meaning}")
+            lo, hi = metrics.get(f"{m.name}_lo"), metrics.get(f"{m.name}_hi")
+            band = f"[{lo:.4f}, {hi:.4f}]" if lo is not None and hi is not None else ""
+            lines.append(f"{m.name:<24}{metrics[m.name]:>10.4f}{band:>20}{'' if ref is None else f'{ref:>12.4f}'}"
+                         f"{'' if ref is not None else ' ' * 12}  {m.better:<6}  {m.meaning}")
     lines.append(f"feature network accuracy on real holdout: {metrics['classifier_holdout_accuracy']:.4f} "
                  f"({metrics['samples']} samples per set)")
     return "\n".join(ln for ln in lines if ln)
@@ -52,8 +54,10 @@ def _report(out: Path, metrics: dict, subject: str, class_names: list[str]) -> P
 
 def protocol(cfg: Config, n_samples: int) -> str:
     """The evaluation protocol as a string: numbers computed under the same protocol compare."""
+    from gan_core.metrics.bootstrap import ROUNDS
+
     return (f"samples={n_samples};seed={cfg.seed};holdout={cfg.data.holdout_fraction};cas={int(cfg.eval.cas)};"
-            f"classifier_epochs={cfg.eval.classifier_epochs}")
+            f"classifier_epochs={cfg.eval.classifier_epochs};bootstrap={ROUNDS}")
 
 
 def generator_config(cfg: Config, loaded: LoadedGenerator) -> Config:

@@ -1,7 +1,8 @@
 """`ganpipe register`: log a run's generator as an MLflow model (pt2, pickle-free, plus a
 python_function flavor that serves labeled images; see services/serving.py), register it,
 evaluate it under the fixed protocol, and give it the alias `champion` only when it beats the
-current champion on the same metric, data fingerprint and protocol; otherwise `challenger`."""
+current champion on the same metric, data fingerprint and protocol, beyond its bootstrap interval;
+otherwise `challenger`."""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +10,7 @@ import io
 import json
 from dataclasses import dataclass
 
-from gan_core.metrics import is_better
+from gan_core.metrics import METRICS, is_better
 
 from ..config import Config, check_name
 from ..errors import UserError
@@ -38,9 +39,11 @@ def _validate_name(name: str) -> None:
 
 
 def decide(new_value: float, champion: dict | None, metric: str, fingerprint: str,
-           protocol: str | None = None) -> tuple[str, str]:
+           protocol: str | None = None, interval: tuple[float, float] | None = None) -> tuple[str, str]:
     """(alias, reason) for a new version given the champion's tags (None when there is none).
-    Values compare only under the same metric, data fingerprint and evaluation protocol."""
+    Values compare only under the same metric, data fingerprint and evaluation protocol. With the new
+    value's bootstrap `interval`, the new version wins only when it is better beyond it: its whole
+    interval lies on the better side of the champion's value."""
     if champion is None:
         return contract.CHAMPION, "there is no champion yet"
     if champion.get(contract.V_METRIC_NAME) != metric:
@@ -51,10 +54,16 @@ def decide(new_value: float, champion: dict | None, metric: str, fingerprint: st
         return contract.CHALLENGER, (f"the champion was evaluated under another protocol "
                                      f"({champion.get(contract.V_EVAL_PROTOCOL)}, not {protocol})")
     old = float(champion[contract.V_METRIC_VALUE])
-    better = is_better(metric, new_value, old)
-    verb = "beats" if better else "does not beat"
-    return (contract.CHAMPION if better else contract.CHALLENGER), \
-        f"{metric} {new_value:.4g} {verb} the champion's {old:.4g}"
+    if not is_better(metric, new_value, old):
+        return contract.CHALLENGER, f"{metric} {new_value:.4g} does not beat the champion's {old:.4g}"
+    if interval is None:
+        return contract.CHAMPION, f"{metric} {new_value:.4g} beats the champion's {old:.4g}"
+    lo, hi = interval
+    band = f"{metric} {new_value:.4g} (95% interval {lo:.4g}-{hi:.4g})"
+    far = hi if METRICS[metric].direction == "min" else lo  # the end nearest the champion
+    if is_better(metric, far, old):
+        return contract.CHAMPION, f"{band} beats the champion's {old:.4g} beyond its interval"
+    return contract.CHALLENGER, f"{band} is better than the champion's {old:.4g}, but not beyond its interval"
 
 
 def _existing_version(c, name: str, run_id: str, iteration: int):
@@ -102,6 +111,8 @@ def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: 
     if metric not in metrics:
         raise UserError(f"--run {run_id}: the evaluation has no {metric!r} metric to be compared by")
     value = float(metrics[metric])
+    interval = (float(metrics[f"{metric}_lo"]), float(metrics[f"{metric}_hi"])) \
+        if f"{metric}_lo" in metrics and f"{metric}_hi" in metrics else None
     g = loaded.generator
     mlflow.set_tracking_uri(uri)
     quiet = contextlib.redirect_stderr(io.StringIO()) if not verbose else contextlib.nullcontext()
@@ -115,6 +126,7 @@ def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: 
             contract.V_IMAGE_SHAPE: json.dumps(list(g.image_shape)),
             contract.V_DATA_FINGERPRINT: meta["data_fingerprint"], contract.V_LABEL_PRIOR: json.dumps(meta["label_prior"]),
             contract.V_METRIC_NAME: metric, contract.V_METRIC_VALUE: value,
+            contract.V_METRIC_INTERVAL: json.dumps(list(interval) if interval else None),
             contract.V_EVAL_PROTOCOL: metrics["protocol"], contract.V_RUN_ID: run_id,
             contract.V_ITERATION: loaded.iteration}
     for k, v in tags.items():
@@ -126,7 +138,7 @@ def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: 
         champion = dict(current.tags) if str(current.version) != version else None
     except MlflowException:  # the alias does not exist yet
         champion = None
-    chosen, reason = decide(value, champion, metric, meta["data_fingerprint"], metrics["protocol"])
+    chosen, reason = decide(value, champion, metric, meta["data_fingerprint"], metrics["protocol"], interval)
     chosen = alias if chosen == contract.CHAMPION else contract.CHALLENGER
     c.set_registered_model_alias(name, chosen, version)
     return Registration(name, version, chosen, reason, metrics)

@@ -1,6 +1,8 @@
 """Registry: the champion is chosen on one fixed evaluation protocol and moves only when beaten on
 the same metric, data and protocol; registering a run twice keeps one version; the pt2 model loads
 and samples."""
+import json
+
 import pytest
 import torch
 
@@ -25,6 +27,13 @@ def test_decide_rules():
     assert alias == "challenger" and "another protocol" in reason
     lf = {"metric_name": "label_fidelity", "metric_value": "0.5", "data_fingerprint": "abc", "eval_protocol": PROTO}
     assert decide(0.9, lf, "label_fidelity", "abc", PROTO)[0] == "champion"  # higher is better there
+    # With its bootstrap interval, a new version wins only when better beyond it
+    assert decide(9.0, champ, "fd", "abc", PROTO, (8.0, 9.9)) == (
+        "champion", "fd 9 (95% interval 8-9.9) beats the champion's 10 beyond its interval")
+    assert decide(9.0, champ, "fd", "abc", PROTO, (8.0, 10.5)) == (
+        "challenger", "fd 9 (95% interval 8-10.5) is better than the champion's 10, but not beyond its interval")
+    assert decide(0.6, lf, "label_fidelity", "abc", PROTO, (0.45, 0.7))[0] == "challenger"
+    assert decide(0.6, lf, "label_fidelity", "abc", PROTO, (0.55, 0.7))[0] == "champion"
 
 
 def _run_with_checkpoint(tmp_path, uri, seed, sub, noisy_fd):
@@ -55,13 +64,15 @@ def test_champion_is_chosen_on_the_protocol_moves_only_when_beaten_and_samples_l
         run_id = _run_with_checkpoint(tmp_path, uri, seed, f"r{i}", noisy_fd=float(i))
         reg = register(cfg, run_id)
         value = reg.metrics["fd"]
-        assert reg.metrics["protocol"] == "samples=200;seed=0;holdout=0.1;cas=0;classifier_epochs=4"
+        assert reg.metrics["protocol"] == "samples=200;seed=0;holdout=0.1;cas=0;classifier_epochs=4;bootstrap=200"
         v = c.get_model_version(reg.name, reg.version)
         assert float(v.tags["metric_value"]) == value and v.tags["eval_protocol"] == reg.metrics["protocol"]
+        lo, hi = json.loads(v.tags["metric_interval"])
+        assert lo == reg.metrics["fd_lo"] and hi == reg.metrics["fd_hi"] and lo < hi
         assert c.get_run(run_id).data.metrics["eval_fd"] == pytest.approx(value)  # the same evaluation, logged
-        expected = "champion" if best is None or value < best else "challenger"
+        expected = "champion" if best is None or hi < best else "challenger"  # better beyond its interval
         assert reg.alias == expected, (reg, best)
-        best = value if best is None else min(best, value)
+        best = value if expected == "champion" else best
         regs.append((run_id, reg))
     assert len({round(r.metrics["fd"], 6) for _, r in regs}) == 3
     assert {r.alias for _, r in regs} == {"champion", "challenger"}  # both outcomes are exercised

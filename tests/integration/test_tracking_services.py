@@ -84,7 +84,7 @@ def test_the_workflow_tracks_registers_checkpoints_to_s3_and_generates_through_t
     url = server["url"]
     small = ["data.source=digits", "model.g_width=8", "model.d_width=8", "train.eval_every=10",
              "train.checkpoint_every=10", "train.batch_size=32", "train.eval_samples=200", "eval.samples=200",
-             "eval.cas=false", "generate.eval_samples=200", "generate.rows_per_file=256", "workflow.rows=300",
+             "eval.cas=false", "generate.eval_samples=200", "generate.rows_per_file=256", "workflow.rows=800",
              f"mlflow.tracking_uri={url}", f"ray.storage_path=s3://{BUCKET}/runs"]
     dataset = f"s3://{BUCKET}/datasets/served"
     code, out, err = run_cli(capsys, "run", *set_args(small + ["train.iterations=20", "workflow.name=served",
@@ -118,15 +118,15 @@ def test_the_workflow_tracks_registers_checkpoints_to_s3_and_generates_through_t
 
     s3 = boto3.client("s3", endpoint_url=server["s3"])
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key="datasets/served/manifest.json")["Body"].read())
-    assert manifest["rows"] == 300 and [f["rows"] for f in manifest["files"]] == [256, 44]
+    assert manifest["rows"] == 800 and [f["rows"] for f in manifest["files"]] == [256, 256, 256, 32]
     keys = set(_objects(server))
     for f in manifest["files"]:
         assert f"datasets/served/{f['file']}" in keys
         assert f"datasets/served/.ganpipe/sums/{f['file'].split('/')[-1]}.sha256" in keys
     assert {"datasets/served/README.md", "datasets/served/evaluation/metrics.json"} <= keys
     table = pq.read_table(f"{dataset}/data")  # readers take the bucket directly
-    assert table.num_rows == 300 and sorted(table.column("id").to_pylist()) == list(range(300))
-    assert f"dataset {dataset} (300 rows)" in out
+    assert table.num_rows == 800 and sorted(table.column("id").to_pylist()) == list(range(800))
+    assert f"dataset {dataset} (800 rows)" in out
     code, _, err = run_cli(capsys, "generate", "--model", "models:/gan-generator@champion", "--rows", "10", "--out",
                            "s3://no-such-bucket/x", "--set", f"mlflow.tracking_uri={url}")
     assert code == 2 and "the bucket 'no-such-bucket' does not exist" in err and "Traceback" not in err
@@ -136,3 +136,22 @@ def test_the_workflow_tracks_registers_checkpoints_to_s3_and_generates_through_t
     run = c.get_run(stages["train"].info.run_id)
     assert [m.value for m in c.get_metric_history(run.info.run_id, "resumed_from")] == [0.0, 20.0]
     assert f"runs/{train_name}/checkpoint_00000030/state.pt" in _objects(server)
+    # A sweep on the server: two trials at once, each training on the dataset in the bucket, streamed
+    # to its worker through Ray Data; neither loses a metric.
+    code, out, err = run_cli(capsys, "tune", *set_args(small + [
+        f"data.source=parquet:{dataset}/data", "data.streaming=on", "data.stream_sample=300",
+        "train.iterations=20", "train.log_every=10", "tune.num_samples=2", "tune.scheduler=fifo",
+        "tune.name=served-sweep",
+        "tune.max_concurrent_trials=2", 'tune.space={"train.lr_d": {"choice": [0.0002, 0.0004]}}']))
+    assert code == 0, err[-3000:]
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()],
+                         filter_string="tags.`ganpipe.sweep` = 'served-sweep'")
+    trials = [r for r in runs if r.data.tags.get("ganpipe.stage") == "tune-trial"]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    first_end = min(r.info.end_time for r in trials)
+    assert max(r.info.start_time for r in trials) < first_end  # the two ran at the same time
+    for r in trials:
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "fd")] == [10, 20]
+        assert sorted(m.step for m in c.get_metric_history(r.info.run_id, "loss_d")) == [10, 20]
+        shard = json.loads(r.data.tags["ganpipe.stream_shard.0"])
+        assert sum(shard.values()) == 20 * 32 and all("datasets/served/data/train-" in f for f in shard)

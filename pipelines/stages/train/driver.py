@@ -104,8 +104,9 @@ def preflight(cfg: Config, verbose: bool = False, dashboard: bool = False):
     return cfg, uri, data
 
 
-def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=None, callbacks=()):
-    """The TorchTrainer of one training run; `cfg.ray.num_workers` must be resolved."""
+def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=None, callbacks=(), data=None):
+    """The TorchTrainer of one training run; `cfg.ray.num_workers` must be resolved. Streamed `data`
+    (a StreamedDataset) goes to the workers as one Ray Data shard each, its in-memory sample with them."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -113,11 +114,16 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
 
     from ...services.runtime import worker_resources
 
+    from .stream import rows_per_rank, trainer_datasets
+
     storage = cfg.ray.storage_path  # made absolute by preflight (with_absolute_paths)
+    datasets, data_config = trainer_datasets(cfg, data)
+    streamed = {"sample": data, "rows": rows_per_rank(data.train_files, cfg.ray.num_workers)} if datasets else None
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "tracking_uri": uri, "run_id": run_id,
-                           "progress": progress, "run_dir": f"{storage}/{run_name}"},
+                           "progress": progress, "run_dir": f"{storage}/{run_name}", "streamed": streamed},
+        **({"datasets": datasets, "dataset_config": data_config} if datasets else {}),
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker=worker_resources(cfg)),
         run_config=RunConfig(
@@ -203,7 +209,7 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
     run_id = open_mlflow_run(uri, cfg, run_name, data, "train", tags)
 
     progress = Queue(actor_options={"num_cpus": 0})
-    trainer = build_trainer(cfg, uri, run_id, run_name, progress)
+    trainer = build_trainer(cfg, uri, run_id, run_name, progress, data=data)
     stop = threading.Event()
     bar = threading.Thread(target=_progress_bar, args=(progress, stop, quiet), daemon=True)
     bar.start()

@@ -157,7 +157,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
 
-    data = load_data(cfg)
+    streamed = loop_config.get("streamed")
+    data = streamed["sample"] if streamed else load_data(cfg)  # streamed: the sample the driver read
     plan = plan_run(cfg, data, world)
     train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
     x_all, y_all = train.tensors()
@@ -174,7 +175,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         game.D.register_comm_hook(counter, AllReduceCounter.hook)
 
     t = cfg.train
-    stream = BatchStream(x_all, y_all, t.batch_size, world, rank, cfg.seed, start_batch=start * t.k, device=device)
+    if streamed:  # this worker's own files, through Ray Data
+        from .stream import worker_stream
+
+        stream = worker_stream(cfg, rank, streamed["rows"][rank], start * t.k, device)
+    else:
+        stream = BatchStream(x_all, y_all, t.batch_size, world, rank, cfg.seed, start_batch=start * t.k, device=device)
     probe = None
     if rank == 0:
         tracking.log_metrics(uri, run_id, {contract.RESUMED_FROM: start}, step=start)
@@ -201,6 +207,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     if world > 1:  # G's BatchNorm statistics moved locally in the last forward; align them with rank 0
         for b in unwrap(game.G).buffers():
             dist.broadcast(b, src=0)
+    if streamed:  # which files this worker read, and how many rows of each
+        tracking.client(uri).set_tag(run_id, f"{contract.STREAM_SHARD}.{rank}", json.dumps(stream.files)[:5000])
     digests = replica_digests(game, world)
     return {"status": result.status, "iteration": result.iteration, "reason": result.reason,
             "replica_digests": digests, "replicas_identical": all(d == digests[0] for d in digests)}

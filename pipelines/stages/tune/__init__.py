@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gan_core.data.streamed import StreamedDataset
+
 from ...config import TUNE_METRICS, Config, set_key
 from ...config.plan import plan_run
 from ...errors import UserError
@@ -83,7 +85,8 @@ def _trial(params: dict[str, Any], setup: dict) -> None:
     })
     tags = {contract.PARENT_RUN: setup["parent"], contract.SWEEP: setup["sweep"], contract.TRIAL_ID: trial_id}
     run_id = open_mlflow_run(setup["uri"], cfg, name, setup["data"], "tune-trial", tags)
-    fit_and_record(build_trainer(cfg, setup["uri"], run_id, name, callbacks=[TuneReportCallback()]),
+    fit_and_record(build_trainer(cfg, setup["uri"], run_id, name, callbacks=[TuneReportCallback()],
+                                 data=setup["streamed"]),
                    cfg, setup["uri"], run_id, name)
 
 
@@ -133,7 +136,8 @@ def _run_sweep(cfg: Config, name: str, verbose: bool, tags: dict | None) -> Swee
         search_alg = BasicVariantGenerator(random_state=cfg.seed)
     setup = {"base": cfg.model_dump(mode="json"), "uri": uri, "parent": parent, "sweep": name,
              "data": DataRef(cfg.data.source, data.fingerprint, len(data), data.num_classes, data.image_shape),
-             "workers": cfg.tune.workers_per_trial}
+             "workers": cfg.tune.workers_per_trial,
+             "streamed": data if isinstance(data, StreamedDataset) else None}  # its sample, for each trial's shards
     # A trial driver asks for no CPU (a token of memory only), so its CPUs go to its workers.
     trainable = tune.with_resources(tune.with_parameters(_trial, setup=setup), {"CPU": 0, "memory": 64 * 2**20})
     storage = cfg.ray.storage_path
