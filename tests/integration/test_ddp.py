@@ -1,5 +1,10 @@
-"""Two Ray Train workers under DDP: replicas stay identical, and each iteration all-reduces
-exactly k * |theta_D| + |theta_G| gradient elements (D frozen during the G update)."""
+"""Two Ray Train workers under DDP, on data streamed through Ray Data: replicas stay identical, each
+iteration all-reduces exactly k * |theta_D| + |theta_G| gradient elements (D frozen during the G
+update), and each worker reads only its own train files (never another's, never a holdout file).
+The in-memory data path runs multi-worker in the faults, workflow and quick-preset tests."""
+import json
+
+import numpy as np
 import pytest
 
 from gan_core import ModelSpec, build_models
@@ -14,12 +19,35 @@ def _numel(module):
     return sum(p.numel() for p in module.parameters())
 
 
+def _parquet_digits(root, files=5, rows=100):
+    """mnist5k digits (stored class by class, so a shuffled pick) in `files` Parquet files."""
+    from gan_core.data import load_dataset
+    from tests.test_data import write_hf_parquet
+
+    digits = load_dataset("mnist5k")
+    pick = np.random.default_rng(0).permutation(len(digits))[:files * rows]
+    root.mkdir()
+    for f in range(files):
+        sel = pick[f * rows:(f + 1) * rows]
+        write_hf_parquet(root / f"train-{f:05d}-of-{files:05d}.parquet", digits.images[sel, 0], digits.labels[sel],
+                         digits.class_names)
+    return root
+
+
 @pytest.mark.parametrize("k,arch", [(2, "dcgan")])
-def test_two_workers_stay_in_sync_and_allreduce_k_d_plus_g(tmp_path, ray_local, feature_cache, k, arch):
-    cfg = load_config(None, [f"eval.cache_dir={feature_cache}",
-        f"model.arch={arch}", "model.g_width=8", "model.d_width=8", f"train.k={k}", "train.iterations=6",
-        "train.log_every=3", "train.checkpoint_every=6", "train.batch_size=16", "ray.num_workers=2",
-        f"ray.storage_path={tmp_path / 'runs'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+def test_two_workers_stay_in_sync_allreduce_k_d_plus_g_and_read_their_own_streamed_files(tmp_path, ray_local, k,
+                                                                                         arch):
+    from mlflow.tracking import MlflowClient
+
+    from gan_core.data.streamed import load_streamed
+
+    root = _parquet_digits(tmp_path / "parquet")
+    cfg = load_config(None, [
+        f"data.source=parquet:{root}", "data.streaming=on", "data.stream_sample=300",
+        f"eval.cache_dir={tmp_path / 'features'}", f"model.arch={arch}", "model.g_width=8", "model.d_width=8",
+        f"train.k={k}", "train.iterations=6", "train.log_every=3", "train.checkpoint_every=6", "train.batch_size=16",
+        "train.eval_samples=100", "ray.num_workers=2", f"ray.storage_path={tmp_path / 'runs'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
     ])
     out = run_training(cfg, quiet=True)
     g, d = build_models(ModelSpec(arch, cfg.model.z_dim, (1, 28, 28), 10, 8, 8))
@@ -29,15 +57,20 @@ def test_two_workers_stay_in_sync_and_allreduce_k_d_plus_g(tmp_path, ray_local, 
     assert len(digests) == 2 and digests[0] == digests[1], digests
     assert out.worker_result["replicas_identical"] is True
     assert out.metrics["iteration"] == 6
-    # The MLflow run holds every config value, the metric curves, a sample grid, the checkpoint.
-    from mlflow.tracking import MlflowClient
-
+    # Each worker read its own train files through Ray Data: files r, r + 2, ... of the file split.
     c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = c.get_run(out.run_id)
+    split = load_streamed(str(root), 28, None, 0.1, 0, 300)
+    names = lambda files: {f.rsplit("/", 1)[-1] for f in files}  # noqa: E731
+    seen = [json.loads(run.data.tags[f"{contract.STREAM_SHARD}.{r}"]) for r in range(2)]
+    assert names(seen[0]) == names(split.train_files[0::2]) and names(seen[1]) == names(split.train_files[1::2])
+    assert not (names(seen[0]) | names(seen[1])) & names(split.holdout_files)
+    assert sum(seen[0].values()) == sum(seen[1].values()) == 6 * k * 16  # k real batches per iteration
+    assert run.data.tags["data.fingerprint"] == split.fingerprint
+    # The MLflow run holds every config value, the metric curves, a sample grid, the checkpoint.
     assert run.info.status == "FINISHED"
     assert run.data.params["train.k"] == str(k) and run.data.params["ray.num_workers"] == "2"
     assert len(run.data.params) == len(flatten(cfg))
-    assert len(run.data.tags["data.fingerprint"]) == 64
     assert [m.step for m in c.get_metric_history(out.run_id, "loss_d")] == [3, 6]
     for key in ("loss_g", "d_real", "d_fake", "value", "value_gap"):
         assert len(c.get_metric_history(out.run_id, key)) == 2
@@ -51,51 +84,6 @@ def test_two_workers_stay_in_sync_and_allreduce_k_d_plus_g(tmp_path, ray_local, 
     exp = c.get_experiment(run.info.experiment_id)
     assert exp.tags[contract.EXPERIMENT_KIND_TAG] == "custom_model_development"
     (ds,) = run.inputs.dataset_inputs
-    assert ds.dataset.name == "mnist5k" and ds.dataset.digest == run.data.tags["data.fingerprint"][:32]
+    assert ds.dataset.name == cfg.data.source and ds.dataset.digest == run.data.tags["data.fingerprint"][:32]
     assert [t.value for t in ds.tags] == ["training"]
     assert out.metrics["planned_iterations"] == 6 and out.metrics["d_images"] == 6 * (2 * k + 1) * 16 * 2
-
-
-def test_streamed_parquet_reaches_each_worker_as_its_own_shard_and_resumes(tmp_path, ray_local, feature_cache):
-    """data.streaming=on: the train files go through Ray Data, worker r reading files r, r + 2, ...;
-    no worker reads another's file or a holdout file; a rerun of the run resumes on the stream."""
-    import json
-
-    import numpy as np
-    from mlflow.tracking import MlflowClient
-
-    from gan_core.data import load_dataset
-    from tests.test_data import write_hf_parquet
-
-    digits = load_dataset("mnist5k")  # stored class by class: the files take a shuffled 500
-    pick = np.random.default_rng(0).permutation(len(digits))[:500]
-    root = tmp_path / "parquet"
-    root.mkdir()
-    for f in range(5):
-        rows = pick[f * 100:(f + 1) * 100]
-        write_hf_parquet(root / f"train-{f:05d}-of-00005.parquet", digits.images[rows, 0], digits.labels[rows],
-                         digits.class_names)
-    overrides = [f"data.source=parquet:{root}", "data.streaming=on", "data.stream_sample=300",
-                 f"eval.cache_dir={tmp_path / 'features'}", "model.g_width=8", "model.d_width=8",
-                 "train.log_every=7", "train.checkpoint_every=7", "train.eval_every=7", "train.eval_samples=100",
-                 "train.batch_size=16", "ray.num_workers=2", "train.run_name=streamed",
-                 f"ray.storage_path={tmp_path / 'runs'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
-    out = run_training(load_config(None, overrides + ["train.iterations=14"]), quiet=True)
-    assert out.metrics["iteration"] == 14 and out.worker_result["replicas_identical"] is True
-    c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tags = c.get_run(out.run_id).data.tags
-    from gan_core.data.streamed import load_streamed
-
-    split = load_streamed(str(root), 28, None, 0.1, 0, 300)
-    names = lambda files: {f.rsplit("/", 1)[-1] for f in files}  # noqa: E731
-    seen = [json.loads(tags[f"{contract.STREAM_SHARD}.{r}"]) for r in range(2)]
-    assert names(seen[0]) == names(split.train_files[0::2]) and names(seen[1]) == names(split.train_files[1::2])
-    assert not names(seen[0]) & names(seen[1]) and not (names(seen[0]) | names(seen[1])) & names(split.holdout_files)
-    assert sum(seen[0].values()) == sum(seen[1].values()) == 14 * 16  # k=1: one real batch per iteration
-    # the run's data is the parquet source, its fingerprint that of the files
-    assert tags[contract.DATA_FINGERPRINT] == split.fingerprint
-    again = run_training(load_config(None, overrides + ["train.iterations=20"]), quiet=True)
-    assert again.run_id == out.run_id and again.metrics["iteration"] == 20
-    assert [m.value for m in c.get_metric_history(out.run_id, contract.RESUMED_FROM)] == [0, 14]
-    seen = [json.loads(c.get_run(out.run_id).data.tags[f"{contract.STREAM_SHARD}.{r}"]) for r in range(2)]
-    assert sum(seen[0].values()) == 6 * 16 and names(seen[0]) <= names(split.train_files[0::2])

@@ -52,6 +52,12 @@ def test_epoch_sweep_with_k_stops_trials_at_equal_cost_nests_runs_registers_and_
 
     code, stdout, err = run_cli(capsys, *args)  # the same command resumes the sweep (here in process)
     assert code == 0, err[-3000:]
+    import ray  # the sweep leaves nothing reserved: a next stage in the same process (generate) gets every CPU
+
+    deadline = time.time() + 30
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"], ray.available_resources()
     c, runs = _runs(tmp_path)
     parent = [r for r in runs if r.data.tags.get("ganpipe.stage") == "tune"]
     trials = [r for r in runs if r.data.tags.get("ganpipe.stage") == "tune-trial"]
