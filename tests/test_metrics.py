@@ -114,6 +114,11 @@ def test_bootstrap_intervals_cover_the_value_shrink_with_samples_and_repeat_for_
     real, fake = rng.normal(size=(400, 8)), rng.normal(0.3, 1.0, size=(400, 8))
     lo, hi = fd_interval(real, fake, rounds=100)
     assert lo < frechet_distance(real, fake) < hi
+    # resampling inflates fd: the interval is corrected for it, so it holds the value even when the
+    # sets are small against the feature dimension (here every plain percentile lies above it)
+    small_real, small_fake = rng.normal(size=(60, 16)), rng.normal(0.1, 1.0, size=(60, 16))
+    s_lo, s_hi = fd_interval(small_real, small_fake, rounds=100)
+    assert s_lo < frechet_distance(small_real, small_fake) < s_hi
     assert fd_interval(real, fake, rounds=100) == (lo, hi)  # seeded
     big_lo, big_hi = fd_interval(rng.normal(size=(3000, 8)), rng.normal(0.3, 1.0, size=(3000, 8)), rounds=60)
     assert big_hi - big_lo < (hi - lo) / 2  # ~1/sqrt(n)
