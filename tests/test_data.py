@@ -228,7 +228,7 @@ def test_streamed_parquet_splits_by_whole_files_and_holds_only_a_sample(tmp_path
     from gan_core.data.streamed import StreamedDataset, load_streamed, split_files
 
     root = _streamed_files(tmp_path / "ds")
-    ds = load_streamed(str(root), 12, None, holdout_fraction=0.2, seed=3, sample_rows=100)
+    ds = load_streamed(f"parquet:{root}", 12, None, holdout_fraction=0.2, seed=3, sample_rows=100)
     assert isinstance(ds, StreamedDataset)
     assert len(ds.holdout_files) == 1 and len(ds.train_files) == 4
     assert sorted(ds.train_files + ds.holdout_files) == sorted(str(p) for p in root.glob("*.parquet"))
@@ -239,18 +239,45 @@ def test_streamed_parquet_splits_by_whole_files_and_holds_only_a_sample(tmp_path
     assert train.images.shape[1:] == (1, 12, 12)
     assert torch.allclose(train.label_prior(), torch.tensor(ds.train_label_counts, dtype=torch.float32) / 240)
     # the same files give the same split and fingerprint; a changed file changes the fingerprint
-    again = load_streamed(str(root), 12, None, 0.2, 3, 100)
+    again = load_streamed(f"parquet:{root}", 12, None, 0.2, 3, 100)
     assert again.holdout_files == ds.holdout_files and again.fingerprint == ds.fingerprint
     write_hf_parquet(root / "part-4.parquet", make_images(61, 12, seed=9), [0, 1, 2] * 20 + [0], ["a", "b", "c"])
-    assert load_streamed(str(root), 12, None, 0.2, 3, 100).fingerprint != ds.fingerprint
+    assert load_streamed(f"parquet:{root}", 12, None, 0.2, 3, 100).fingerprint != ds.fingerprint
     assert split_files([f"f{i}" for i in range(30)], 0.1, 0)[1] == split_files([f"f{i}" for i in range(30)], 0.1, 0)[1]
-    with pytest.raises(DataError, match="at least two Parquet files"):
+    with pytest.raises(DataError, match="at least two files"):
         split_files(["only.parquet"], 0.1, 0)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no .parquet files"):
-        load_streamed(str(tmp_path / "empty"), 12, None, 0.1, 0, 100)
+        load_streamed(f"parquet:{tmp_path / 'empty'}", 12, None, 0.1, 0, 100)
     with pytest.raises(DataError, match="does not exist"):
-        load_streamed(str(tmp_path / "nowhere"), 12, None, 0.1, 0, 100)
+        load_streamed(f"parquet:{tmp_path / 'nowhere'}", 12, None, 0.1, 0, 100)
+
+
+def test_a_streamed_image_folder_splits_by_image_and_each_worker_reads_its_own_images_with_their_class(tmp_path):
+    import pyarrow as pa
+
+    from gan_core.data.streamed import load_streamed
+    from pipelines.stages.train.stream import rank_items, read_items, rows_per_rank
+
+    root = make_imagefolder(tmp_path / "folder", classes=("cat", "dog", "owl"), per_class=10, size=12)
+    ds = load_streamed(f"imagefolder:{root}", 12, None, holdout_fraction=0.1, seed=0, sample_rows=8)
+    assert ds.kind == "imagefolder" and ds.class_names == ["cat", "dog", "owl"]
+    assert len(ds.holdout_files) == 3 and len(ds.train_files) == 27 and ds.train_rows == 27
+    assert sum(ds.train_label_counts) == 27 and ds.split_sizes(0.1) == (27, 3)
+    train, hold = ds.split(0.1, 0)
+    assert len(hold) == 3 and len(train) == 8 and train.images.shape[1:] == (1, 12, 12)
+    items = rank_items(ds, 2)
+    assert rows_per_rank(ds, 2) == [14, 13]
+    files = [f for it in items[0] for f in it["images"]]
+    assert files == ds.train_files[0::2]
+    rows = read_items(pa.Table.from_pylist(items[0]))
+    assert rows.column("path").to_pylist() == files
+    for f, label, cell in zip(files, rows.column("label").to_pylist(), rows.column("image").to_pylist()):
+        assert ds.class_names[label] == f.split("/")[-2] and cell["bytes"] == open(f, "rb").read()
+    from gan_core.data.streamed import decode_batch
+
+    pixels = decode_batch(rows.column("image").to_pylist(), 12, None, "resize", "test")
+    assert pixels.shape == (14, 1, 12, 12) and pixels.dtype == np.uint8
 
 
 def test_a_streamed_shard_resumed_at_batch_b_draws_what_the_uninterrupted_stream_draws():

@@ -60,9 +60,10 @@ class DataConfig(Section):
     holdout_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of each class held out for evaluation")
     root: str | None = Field(None, description="download folder of torchvision sources")
     streaming: Literal["auto", "on", "off"] = Field(
-        "auto", description="parquet: sources only: stream the train files to the workers through Ray Data instead "
-                            "of loading the data into each worker; auto: when the files exceed data.stream_above_mb")
-    stream_above_mb: float = Field(2048, gt=0, description="size of a parquet: source above which auto streams it")
+        "auto", description="parquet: and imagefolder: sources: stream the train files to the workers through Ray "
+                            "Data instead of loading the data into each worker; auto: when the files exceed "
+                            "data.stream_above_mb")
+    stream_above_mb: float = Field(2048, gt=0, description="size of a source's files above which auto streams it")
     stream_sample: int = Field(10000, ge=100, description="rows of streamed data held in memory: of the holdout "
                                                           "files for the metrics, of the train files for the "
                                                           "feature network")
@@ -74,8 +75,9 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _streaming(self) -> "DataConfig":
-        if self.streaming == "on" and not self.source.startswith("parquet:"):
-            raise ValueError(f"data.streaming=on: streaming reads parquet: sources; data.source is {self.source!r}")
+        if self.streaming == "on" and not self.source.startswith(("parquet:", "imagefolder:")):
+            raise ValueError(f"data.streaming=on: streaming reads parquet: and imagefolder: sources; data.source "
+                             f"is {self.source!r}")
         return self
 
 

@@ -34,14 +34,19 @@ def build_game(cfg: Config, train, device: torch.device | str = "cpu") -> tuple[
 def streams(cfg: Config) -> bool:
     """Whether the train split reaches the workers as a stream (Ray Data) rather than in memory: the
     one rule, read by the driver, the worker and the stages that load the data."""
+    from gan_core.data.streamed import STREAMABLE, list_files
+
     d = cfg.data
-    if d.streaming == "off" or not d.source.startswith("parquet:"):
+    if d.streaming == "off" or d.source.partition(":")[0] not in STREAMABLE:
         return False
     if d.streaming == "on":
         return True
-    from gan_core.data.streamed import parquet_files
+    from gan_core.data import DataError
 
-    return sum(parquet_files(d.source[len("parquet:"):])[2]) > d.stream_above_mb * 2 ** 20
+    try:
+        return sum(list_files(d.source)[2]) > d.stream_above_mb * 2 ** 20
+    except DataError:  # the in-memory loader names what is wrong with the source
+        return False
 
 
 def load_data(cfg: Config):
@@ -53,6 +58,6 @@ def load_data(cfg: Config):
     if streams(cfg):
         from gan_core.data.streamed import load_streamed
 
-        return load_streamed(d.source[len("parquet:"):], d.image_size, d.channels, d.holdout_fraction, cfg.seed,
-                             d.stream_sample, d.mixed_sizes, d.class_names)
+        return load_streamed(d.source, d.image_size, d.channels, d.holdout_fraction, cfg.seed, d.stream_sample,
+                             d.mixed_sizes, d.class_names)
     return load_dataset(d.source, d.image_size, d.channels, d.mixed_sizes, d.class_names, d.root)

@@ -60,7 +60,7 @@ def test_two_workers_stay_in_sync_allreduce_k_d_plus_g_and_read_their_own_stream
     # Each worker read its own train files through Ray Data: files r, r + 2, ... of the file split.
     c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = c.get_run(out.run_id)
-    split = load_streamed(str(root), 28, None, 0.1, 0, 300)
+    split = load_streamed(f"parquet:{root}", 28, None, 0.1, 0, 300)
     names = lambda files: {f.rsplit("/", 1)[-1] for f in files}  # noqa: E731
     seen = [json.loads(run.data.tags[f"{contract.STREAM_SHARD}.{r}"]) for r in range(2)]
     assert names(seen[0]) == names(split.train_files[0::2]) and names(seen[1]) == names(split.train_files[1::2])

@@ -118,7 +118,7 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
 
     storage = cfg.ray.storage_path  # made absolute by preflight (with_absolute_paths)
     datasets, data_config = trainer_datasets(cfg, data)
-    streamed = {"sample": data, "rows": rows_per_rank(data.train_files, cfg.ray.num_workers)} if datasets else None
+    streamed = {"sample": data, "rows": rows_per_rank(data, cfg.ray.num_workers)} if datasets else None
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "tracking_uri": uri, "run_id": run_id,

@@ -1,10 +1,12 @@
-"""Streamed training data: the train files of a `parquet:` source read through Ray Data and handed to
-each worker as its own shard (`ray.train.get_dataset_shard`), for data larger than a worker should
-hold (`data.streaming`; the split into train and holdout files is gan_core.data.streamed's).
+"""Streamed training data: the train files of a `parquet:` or `imagefolder:` source read through Ray
+Data and handed to each worker as its own shard (`ray.train.get_dataset_shard`), for data larger than
+a worker should hold (`data.streaming`; the split into train and holdout files is
+gan_core.data.streamed's).
 
-Worker r reads the train files r, r + W, r + 2W, ... (W workers) in a fixed order, each epoch with
-its own seeded local shuffle, so its batch b is always the same rows: a run resumed at batch b goes
-on with the batch the uninterrupted run would have drawn. The in-memory path stays for small data.
+Worker r reads the train files r, r + W, r + 2W, ... (W workers; for an image folder a file is one
+image) in a fixed order, each epoch with its own seeded local shuffle, so its batch b is always the
+same rows: a run resumed at batch b goes on with the batch the uninterrupted run would have drawn.
+The in-memory path stays for small data.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch
 from ...config import Config, ConfigError
 
 SHUFFLE_BUFFER = 4096  # rows in each worker's local shuffle buffer
+IMAGES_PER_READ = 256  # image files read by one Ray Data task
 
 
 def dataset_name(rank: int) -> str:
@@ -32,10 +35,11 @@ def rank_files(train_files: list[str], world: int) -> list[list[str]]:
 
 def _open(f: str):
     """A Parquet file (local path or URI) opened for reading."""
-    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    fs, path = pafs.FileSystem.from_uri(f) if "://" in f else (pafs.LocalFileSystem(), f)
+    from gan_core.data.streamed import filesystem_of
+
+    fs, path = filesystem_of(f)
     return pq.ParquetFile(fs.open_input_file(path))
 
 
@@ -48,25 +52,46 @@ def row_groups(files: list[str]) -> list[dict]:
     return out
 
 
-def rows_per_rank(train_files: list[str], world: int) -> list[int]:
-    """Rows in each worker's files, from the Parquet footers (no data read)."""
-    return [sum(g["rows"] for g in row_groups(files)) for files in rank_files(train_files, world)]
+def rank_items(data, world: int) -> list[list[dict]]:
+    """What each worker's dataset reads, in order: row groups of its Parquet files, or chunks of its
+    image files with their classes."""
+    per_rank = rank_files(data.train_files, world)
+    if data.kind == "parquet":
+        return [row_groups(files) for files in per_rank]
+    label = dict(zip(data.train_files, data.train_labels))
+    return [[{"images": files[i:i + IMAGES_PER_READ], "labels": [label[f] for f in files[i:i + IMAGES_PER_READ]]}
+             for i in range(0, len(files), IMAGES_PER_READ)] for files in per_rank]
 
 
-def read_row_groups(batch):
-    """A Ray Data batch of (file, group) items -> those row groups' `image` and `label`, and `path`."""
+def rows_per_rank(data, world: int) -> list[int]:
+    """Rows in each worker's files: from the Parquet footers, or the number of its images."""
+    return [sum(i["rows"] if "rows" in i else len(i["images"]) for i in items) for items in rank_items(data, world)]
+
+
+def read_items(batch):
+    """A Ray Data batch of items -> their rows: `image` ({bytes, path}), `label`, and `path` (the file read)."""
     import pyarrow as pa
 
+    from gan_core.data import IMAGE_TYPE
+    from gan_core.data.streamed import filesystem_of, read_bytes
+
     tables = []
-    for f, g in zip(batch["file"].to_pylist(), batch["group"].to_pylist()):
-        t = _open(f).read_row_group(g, columns=["image", "label"])
-        tables.append(t.append_column("path", pa.array([f] * t.num_rows)))
+    if "group" in batch.column_names:
+        for f, g in zip(batch["file"].to_pylist(), batch["group"].to_pylist()):
+            t = _open(f).read_row_group(g, columns=["image", "label"])
+            tables.append(t.append_column("path", pa.array([f] * t.num_rows)))
+        return pa.concat_tables(tables)
+    for files, labels in zip(batch["images"].to_pylist(), batch["labels"].to_pylist()):
+        fs, _ = filesystem_of(files[0])
+        cells = [{"bytes": read_bytes(fs, f), "path": f.rsplit("/", 1)[-1]} for f in files]
+        tables.append(pa.table({"image": pa.array(cells, IMAGE_TYPE), "label": pa.array(labels, pa.int64()),
+                                "path": pa.array(files)}))
     return pa.concat_tables(tables)
 
 
 def trainer_datasets(cfg: Config, data) -> tuple[dict, object | None]:
     """(datasets, DataConfig) for TorchTrainer: one Ray Data dataset per worker, not split further,
-    read in order, row group by row group; ({}, None) when the data is in memory."""
+    read in order (row group by row group, or images in chunks); ({}, None) when the data is in memory."""
     from gan_core.data.streamed import StreamedDataset
 
     if not isinstance(data, StreamedDataset):
@@ -77,9 +102,9 @@ def trainer_datasets(cfg: Config, data) -> tuple[dict, object | None]:
     world = cfg.ray.num_workers
     # Every step reserves no CPU: the workers hold the CPUs they run on, and a read waiting for one
     # of them would wait forever. Reading is I/O; the PNG decoding happens in the worker.
-    datasets = {dataset_name(r): ray.data.from_items(row_groups(files)).map_batches(
-                    read_row_groups, batch_size=1, batch_format="pyarrow", num_cpus=0)
-                for r, files in enumerate(rank_files(data.train_files, world))}
+    datasets = {dataset_name(r): ray.data.from_items(items).map_batches(read_items, batch_size=1,
+                                                                       batch_format="pyarrow", num_cpus=0)
+                for r, items in enumerate(rank_items(data, world))}
     options = ray.data.ExecutionOptions(preserve_order=True)
     return datasets, DataConfig(datasets_to_split=[], execution_options=options)
 

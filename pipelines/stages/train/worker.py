@@ -208,7 +208,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         for b in unwrap(game.G).buffers():
             dist.broadcast(b, src=0)
     if streamed:  # which files this worker read, and how many rows of each
-        tracking.client(uri).set_tag(run_id, f"{contract.STREAM_SHARD}.{rank}", json.dumps(stream.files)[:5000])
+        shard = json.dumps(stream.files)
+        if len(shard) > 5000:  # many files (an image folder): their count and rows instead
+            shard = json.dumps({"files": len(stream.files), "rows": sum(stream.files.values())})
+        tracking.client(uri).set_tag(run_id, f"{contract.STREAM_SHARD}.{rank}", shard)
     digests = replica_digests(game, world)
     return {"status": result.status, "iteration": result.iteration, "reason": result.reason,
             "replica_digests": digests, "replicas_identical": all(d == digests[0] for d in digests)}
