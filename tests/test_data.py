@@ -257,7 +257,7 @@ def test_a_streamed_image_folder_splits_by_image_and_each_worker_reads_its_own_i
     import pyarrow as pa
 
     from gan_core.data.streamed import load_streamed
-    from pipelines.stages.train.stream import rank_items, read_items, rows_per_rank
+    from pipelines.stages.train.stream import item_rows, rank_items, read_items
 
     root = make_imagefolder(tmp_path / "folder", classes=("cat", "dog", "owl"), per_class=10, size=12)
     ds = load_streamed(f"imagefolder:{root}", 12, None, holdout_fraction=0.1, seed=0, sample_rows=8)
@@ -267,7 +267,7 @@ def test_a_streamed_image_folder_splits_by_image_and_each_worker_reads_its_own_i
     train, hold = ds.split(0.1, 0)
     assert len(hold) == 3 and len(train) == 8 and train.images.shape[1:] == (1, 12, 12)
     items = rank_items(ds, 2)
-    assert rows_per_rank(ds, 2) == [14, 13]
+    assert [item_rows(i) for i in items] == [14, 13]
     files = [f for it in items[0] for f in it["images"]]
     assert files == ds.train_files[0::2]
     rows = read_items(pa.Table.from_pylist(items[0]))

@@ -24,6 +24,11 @@ from .errors import DataError
 STREAMABLE = ("parquet", "imagefolder")  # the source kinds that can be streamed
 
 
+def within(path: str) -> str:
+    """The path inside its filesystem: a URI without its scheme, a local path as it is."""
+    return path.split("://", 1)[1] if "://" in path else path
+
+
 def filesystem_of(path: str):
     """(pyarrow filesystem, the path within it) of a local path or a URI such as s3://BUCKET/KEY."""
     import pyarrow.fs as pafs
@@ -121,7 +126,7 @@ class _PriorDataset(ImageDataset):
 
 def read_bytes(fs, f: str) -> bytes:
     """A file's bytes through its filesystem (`f` as listed, with its URI scheme when it has one)."""
-    with fs.open_input_file(f.split("://", 1)[1] if "://" in f else f) as handle:
+    with fs.open_input_file(within(f)) as handle:
         return handle.read()
 
 
@@ -140,22 +145,21 @@ def load_streamed(source: str, size: int, channels: int | None, holdout_fraction
     fs, files, sizes, file_labels, folder_names = list_files(source)
     train_files, hold_files = split_files(files, holdout_fraction, seed)
     label_of = dict(zip(files, file_labels or []))
-    local = (lambda f: f.split("://", 1)[1]) if "://" in path else (lambda f: f)
 
     def read(f: str, columns=None):
         try:
-            return pq.read_table(local(f), columns=columns, filesystem=fs)
+            return pq.read_table(within(f), columns=columns, filesystem=fs)
         except Exception as e:  # pyarrow raises several types for a damaged or foreign file
             raise DataError(f"{f}: not a readable Parquet file with 'image' and 'label' ({e})") from None
 
     if kind == "parquet":
-        names = class_names or class_names_from_metadata(pq.read_schema(local(files[0]), filesystem=fs).metadata)
+        names = class_names or class_names_from_metadata(pq.read_schema(within(files[0]), filesystem=fs).metadata)
     else:
         names = class_names or folder_names
     counts, train_rows = np.zeros(len(names or []), dtype=np.int64), 0
     for f in train_files if kind == "parquet" else []:  # the label column only, file by file
         labels = read(f, ["label"]).column("label").to_numpy(zero_copy_only=False).astype(np.int64)
-        bad = labels[(labels < 0) | (labels >= len(names) if names else labels < 0)]
+        bad = labels[(labels < 0) | (labels >= (len(names) if names else np.iinfo(np.int64).max))]
         if len(bad):
             raise DataError(f"{f}: label {int(bad[0])} is outside the classes {names or '0, 1, ...'}")
         c = np.bincount(labels, minlength=len(counts)) if len(labels) else np.zeros(len(counts), np.int64)

@@ -34,8 +34,8 @@ def table(metrics: dict) -> str:
             ref = m.real_value(metrics)
             lo, hi = metrics.get(f"{m.name}_lo"), metrics.get(f"{m.name}_hi")
             band = f"[{lo:.4f}, {hi:.4f}]" if lo is not None and hi is not None else ""
-            lines.append(f"{m.name:<24}{metrics[m.name]:>10.4f}{band:>20}{'' if ref is None else f'{ref:>12.4f}'}"
-                         f"{'' if ref is not None else ' ' * 12}  {m.better:<6}  {m.meaning}")
+            real = "" if ref is None else f"{ref:.4f}"
+            lines.append(f"{m.name:<24}{metrics[m.name]:>10.4f}{band:>20}{real:>12}  {m.better:<6}  {m.meaning}")
     lines.append(f"feature network accuracy on real holdout: {metrics['classifier_holdout_accuracy']:.4f} "
                  f"({metrics['samples']} samples per set)")
     return "\n".join(ln for ln in lines if ln)

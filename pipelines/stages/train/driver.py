@@ -114,11 +114,11 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
 
     from ...services.runtime import worker_resources
 
-    from .stream import rows_per_rank, trainer_datasets
+    from .stream import trainer_datasets
 
     storage = cfg.ray.storage_path  # made absolute by preflight (with_absolute_paths)
-    datasets, data_config = trainer_datasets(cfg, data)
-    streamed = {"sample": data, "rows": rows_per_rank(data, cfg.ray.num_workers)} if datasets else None
+    datasets, data_config, rows = trainer_datasets(cfg, data)
+    streamed = {"sample": data, "rows": rows} if datasets else None
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "tracking_uri": uri, "run_id": run_id,

@@ -63,9 +63,9 @@ def rank_items(data, world: int) -> list[list[dict]]:
              for i in range(0, len(files), IMAGES_PER_READ)] for files in per_rank]
 
 
-def rows_per_rank(data, world: int) -> list[int]:
-    """Rows in each worker's files: from the Parquet footers, or the number of its images."""
-    return [sum(i["rows"] if "rows" in i else len(i["images"]) for i in items) for items in rank_items(data, world)]
+def item_rows(items: list[dict]) -> int:
+    """Rows a worker's items hold: from the Parquet footers, or the number of its images."""
+    return sum(i["rows"] if "rows" in i else len(i["images"]) for i in items)
 
 
 def read_items(batch):
@@ -89,24 +89,25 @@ def read_items(batch):
     return pa.concat_tables(tables)
 
 
-def trainer_datasets(cfg: Config, data) -> tuple[dict, object | None]:
-    """(datasets, DataConfig) for TorchTrainer: one Ray Data dataset per worker, not split further,
-    read in order (row group by row group, or images in chunks); ({}, None) when the data is in memory."""
+def trainer_datasets(cfg: Config, data) -> tuple[dict, object | None, list[int]]:
+    """(datasets, DataConfig, rows per worker) for TorchTrainer: one Ray Data dataset per worker, not
+    split further, read in order (row group by row group, or images in chunks); ({}, None, []) when the
+    data is in memory."""
     from gan_core.data.streamed import StreamedDataset
 
     if not isinstance(data, StreamedDataset):
-        return {}, None
+        return {}, None, []
     import ray.data
     from ray.train import DataConfig
 
-    world = cfg.ray.num_workers
+    per_rank = rank_items(data, cfg.ray.num_workers)
     # Every step reserves no CPU: the workers hold the CPUs they run on, and a read waiting for one
     # of them would wait forever. Reading is I/O; the PNG decoding happens in the worker.
     datasets = {dataset_name(r): ray.data.from_items(items).map_batches(read_items, batch_size=1,
                                                                        batch_format="pyarrow", num_cpus=0)
-                for r, items in enumerate(rank_items(data, world))}
+                for r, items in enumerate(per_rank)}
     options = ray.data.ExecutionOptions(preserve_order=True)
-    return datasets, DataConfig(datasets_to_split=[], execution_options=options)
+    return datasets, DataConfig(datasets_to_split=[], execution_options=options), [item_rows(i) for i in per_rank]
 
 
 class StreamedBatches:

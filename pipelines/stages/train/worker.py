@@ -161,7 +161,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     data = streamed["sample"] if streamed else load_data(cfg)  # streamed: the sample the driver read
     plan = plan_run(cfg, data, world)
     train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
-    x_all, y_all = train.tensors()
     game, spec = build_game(cfg, train, device)
     meta = checkpoint_meta(spec, data, train, run_id)
     start, seconds, wall = restore(game, cfg, loop_config.get("run_dir"), rank, world)
@@ -180,7 +179,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
 
         stream = worker_stream(cfg, rank, streamed["rows"][rank], start * t.k, device)
     else:
-        stream = BatchStream(x_all, y_all, t.batch_size, world, rank, cfg.seed, start_batch=start * t.k, device=device)
+        stream = BatchStream(*train.tensors(), t.batch_size, world, rank, cfg.seed, start_batch=start * t.k,
+                             device=device)
     probe = None
     if rank == 0:
         tracking.log_metrics(uri, run_id, {contract.RESUMED_FROM: start}, step=start)
