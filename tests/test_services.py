@@ -241,3 +241,43 @@ def test_a_name_is_held_by_one_live_process_and_a_dead_holder_blocks_nothing(tmp
     assert not names.lock_path("run", "a", storage).exists()
     # An object-store storage path keeps its locks on this machine, keyed by the URI.
     assert names.lock_path("sweep", "s", "s3://bucket/runs").parts[-4:-2] == ("ganpipe", "locks")
+
+
+class _Runs:
+    """The few MLflow client calls a trial's closing makes, kept in a dict."""
+
+    def __init__(self, status: str, tags: dict):
+        self.status, self.tags, self.logged = status, dict(tags), []
+
+    def set_tag(self, run_id, key, value):
+        self.tags[key] = value
+
+    def delete_tag(self, run_id, key):
+        del self.tags[key]
+
+    def set_terminated(self, run_id, status):
+        self.status = status
+
+    def log_artifact(self, run_id, path, folder):
+        self.logged.append(folder)
+
+    def run(self):
+        from types import SimpleNamespace
+        return SimpleNamespace(info=SimpleNamespace(run_id="r", status=self.status),
+                               data=SimpleNamespace(tags=dict(self.tags)))
+
+
+@pytest.mark.parametrize("status", ["RUNNING", "FAILED"])  # a stop that killed the actor, or one that raised out of fit
+def test_a_trial_stopped_by_the_scheduler_is_tagged_however_the_stop_reached_it(status, tmp_path):
+    from pipelines.services import contract
+    from pipelines.stages.tune import _close_trial_run
+
+    runs = _Runs(status, {})
+    _close_trial_run(runs, runs.run(), {"stopped_early": True}, {"iteration": 20, "planned_iterations": 50},
+                     str(tmp_path / "trial"))
+    assert runs.tags == {contract.STOPPED_EARLY: "true"} and runs.status == "KILLED"
+    # Interrupted once, then resumed to its planned end: the earlier tag goes, the run is finished.
+    runs = _Runs("RUNNING", {contract.STOPPED_EARLY: "true"})
+    _close_trial_run(runs, runs.run(), {"stopped_early": False}, {"iteration": 50, "planned_iterations": 50},
+                     str(tmp_path / "trial"))
+    assert runs.tags == {} and runs.status == "FINISHED"

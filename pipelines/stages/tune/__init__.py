@@ -235,15 +235,24 @@ def summarize_trials(grid, uri: str, sweep: str, metric: str, cost: str, storage
                      "cost": m.get(cost),
                      "stopped_early": not finished(m) and result.error is None,
                      "error": str(result.error).splitlines()[0] if result.error else None})
-        if run is not None and finished(m) and run.data.tags.get(contract.STOPPED_EARLY):
-            c.delete_tag(run.info.run_id, contract.STOPPED_EARLY)  # interrupted before, resumed to its end
-        if run is not None and run.info.status == "RUNNING":
-            if finished(m):  # stopped by the scheduler at its very last report: it ran to its end
-                _complete(c, run.info.run_id, f"{storage}/{sweep}-{trial_id}", int(m["iteration"]))
-            else:
-                c.set_tag(run.info.run_id, contract.STOPPED_EARLY, "true")
-                c.set_terminated(run.info.run_id, "KILLED")
+        if run is not None:
+            _close_trial_run(c, run, rows[-1], m, f"{storage}/{sweep}-{trial_id}")
     return rows
+
+
+def _close_trial_run(c, run, row: dict, m: dict, run_dir: str) -> None:
+    """The trial's MLflow run says how the trial ended, whichever way its driver was stopped: a stop
+    reaches it either as a killed actor (the run left RUNNING) or as an error out of fit (left FAILED)."""
+    run_id, status = run.info.run_id, run.info.status
+    if finished(m):
+        if run.data.tags.get(contract.STOPPED_EARLY):
+            c.delete_tag(run_id, contract.STOPPED_EARLY)  # interrupted before, resumed to its end
+        if status != "FINISHED":  # stopped by the scheduler at its very last report: it ran to its end
+            _complete(c, run_id, run_dir, int(m["iteration"]))
+    elif row["stopped_early"]:
+        c.set_tag(run_id, contract.STOPPED_EARLY, "true")
+        if status != "KILLED":
+            c.set_terminated(run_id, "KILLED")
 
 
 def _complete(c, run_id: str, run_dir: str, iteration: int) -> None:
