@@ -281,3 +281,27 @@ def test_a_trial_stopped_by_the_scheduler_is_tagged_however_the_stop_reached_it(
     _close_trial_run(runs, runs.run(), {"stopped_early": False}, {"iteration": 50, "planned_iterations": 50},
                      str(tmp_path / "trial"))
     assert runs.tags == {} and runs.status == "FINISHED"
+
+
+def test_a_one_worker_trial_keeps_its_checkpoints_as_ray_train_keeps_them(tmp_path):
+    """Persisted under the iteration's name with the metrics reported at it; pruned to the newest and the
+    `keep` best (a folder without the score counts as worst); the best is what the trial hands on."""
+    from ray.train import Checkpoint
+
+    from pipelines.stages.train.driver import best_checkpoint
+    from pipelines.stages.tune.trial import TrialSession
+
+    from pipelines.config import Config
+
+    session = TrialSession(str(tmp_path / "run"), 2, "fd", "min")
+    for it, fd in ((10, 5.0), (20, 2.0), (30, None), (40, 3.0), (50, 9.0)):
+        written = _ckpt(tmp_path / f"w{it}", it, world=1)
+        checkpoints.persist(written, session.run_dir, it, {"iteration": it, **({"fd": fd} if fd else {})})
+        checkpoints.prune(session.run_dir, session.keep, session.better)
+    kept = checkpoints.checkpoint_folders(session.run_dir)
+    assert [checkpoints.iteration_of(f) for f in kept] == [50, 40, 20]  # the newest, then fd 2.0 and 3.0
+    assert not list((tmp_path / "run").glob("*.part"))
+    assert checkpoints.load_state(kept[1])["iteration"] == 40 and not checkpoints.problems(kept[1], 1)
+    pairs = [(Checkpoint(str(f)), checkpoints.reported_metrics(f)) for f in kept]
+    assert checkpoints.iteration_of(best_checkpoint(pairs, Config()).path) == 20
+    assert session.better({"fd": 1.0}, {}) and not session.better({}, {"fd": 1.0})

@@ -119,6 +119,11 @@ def problems(folder: str | Path, world_size: int) -> list[str]:
     return [p for p in (verify(folder / n) for n in names) if p]
 
 
+def folder_name(iteration: int) -> str:
+    """The name of the checkpoint folder of an iteration (Ray Train's and a one-worker trial's alike)."""
+    return f"checkpoint_{iteration:08d}"
+
+
 def iteration_of(folder: str | Path) -> int:
     """The iteration of a `checkpoint_NNNNNNNN` folder, from its name."""
     return int(Path(folder).name.split("_")[-1])
@@ -162,3 +167,50 @@ def latest_loadable(run_dir: str | Path, world_size: int = 1) -> tuple[Path, dic
         except CheckpointError as e:
             warnings.warn(f"checkpoint {folder} skipped: {e}", stacklevel=2)
     return None
+
+
+METRICS_FILE = "metrics.json"
+
+
+def persist(folder: str | Path, run_dir: str | Path, iteration: int, metrics: dict) -> Path:
+    """Copy a written checkpoint into a local run directory under its iteration's name, with the
+    metrics reported at it; the folder appears complete or not at all (copied beside, then renamed)."""
+    import shutil
+
+    dest = Path(run_dir) / folder_name(iteration)
+    part = dest.with_name(dest.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    shutil.copytree(folder, part)
+    (part / METRICS_FILE).write_text(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(part, dest)
+    return dest
+
+
+def reported_metrics(folder: str | Path) -> dict:
+    """The metrics a persisted checkpoint was reported with ({} when none were kept)."""
+    path = Path(folder) / METRICS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def prune(run_dir: str | Path, keep: int | None, better) -> list[Path]:
+    """Keep the newest checkpoint folder and the `keep` best by `better(metrics_a, metrics_b)` (a folder
+    without the score counts as worst), as Ray Train's CheckpointConfig(num_to_keep) keeps them;
+    delete the rest. Returns the folders kept, newest first."""
+    import functools
+    import shutil
+
+    folders = checkpoint_folders(run_dir)
+    if keep is None or len(folders) <= keep:
+        return folders
+    scored = [(f, reported_metrics(f)) for f in folders]
+    order = sorted(scored, key=functools.cmp_to_key(lambda a, b: -1 if better(a[1], b[1]) else
+                                                     (1 if better(b[1], a[1]) else 0)))
+    kept = {f for f, _ in order[:keep]} | {folders[0]}
+    for f in folders:
+        if f not in kept:
+            shutil.rmtree(f, ignore_errors=True)
+    return [f for f in folders if f in kept]

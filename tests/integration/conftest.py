@@ -16,20 +16,6 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def ray_dashboard(ray_local):
-    """The session's Ray restarted with its dashboard, as `ganpipe tune` starts it (Train's cleanup
-    of trials stopped by the scheduler uses the state API the dashboard serves)."""
-    from pipelines.services.runtime import init_ray
-
-    ray_local.shutdown()
-    init_ray("", verbose=False, dashboard=True)
-    yield ray_local
-    # A fresh Ray again for the modules after: nothing a stopped trial held carries over to them.
-    ray_local.shutdown()
-    init_ray("", verbose=False)
-
-
 @pytest.fixture
 def workdir(tmp_path, monkeypatch, feature_cache):
     """A private working directory and MLflow store for in-process CLI calls."""

@@ -33,10 +33,11 @@ def _runs(tmp_path):
 
 
 def test_epoch_sweep_with_k_stops_trials_at_equal_cost_nests_runs_registers_and_resumes(workdir, capsys,
-                                                                                        ray_dashboard):
+                                                                                        ray_local):
     tmp_path = workdir
     args = ["tune", *set_args(SWEEP)]
-    proc = start(tmp_path, *args)
+    # The interrupted sweep joins the session's Ray as a driver of its own; the resumed one runs in process.
+    proc = start(tmp_path, *args, "--set", f"ray.address={ray_local.get_runtime_context().gcs_address}")
     finished: list[str] = []
     deadline = time.time() + 600
     for line in proc.stdout:  # interrupt once a trial has ended
@@ -93,7 +94,7 @@ def test_epoch_sweep_with_k_stops_trials_at_equal_cost_nests_runs_registers_and_
     assert len(versions) == 1 and versions[0].tags["eval_protocol"].startswith("samples=200;seed=3")
 
 
-def test_an_epoch_sweep_registers_a_k2_trial_when_it_is_best(workdir, capsys, ray_dashboard):
+def test_an_epoch_sweep_registers_a_k2_trial_when_it_is_best(workdir, capsys, ray_local):
     """The trial's own plan (25 iterations for one epoch at k = 2) is its end: it finishes, is the best,
     and is registered (a k-blind plan of 50 iterations called it stopped early and registered nothing)."""
     args = [a for a in SWEEP if not a.startswith(("tune.space", "tune.num_samples", "tune.name"))]

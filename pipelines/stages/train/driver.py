@@ -110,8 +110,6 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from gan_core.metrics import TRAINING_METRICS
-
     from ...services.runtime import worker_resources
 
     from .stream import trainer_datasets
@@ -119,22 +117,36 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
     storage = cfg.ray.storage_path  # made absolute by preflight (with_absolute_paths)
     datasets, data_config, rows = trainer_datasets(cfg, data)
     streamed = {"sample": data, "rows": rows} if datasets else None
+    attribute, order = checkpoint_score(cfg)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "tracking_uri": uri, "run_id": run_id,
-                           "progress": progress, "run_dir": f"{storage}/{run_name}", "streamed": streamed},
+        train_loop_config=loop_config(cfg, uri, run_id, run_name, progress, streamed),
         **({"datasets": datasets, "dataset_config": data_config} if datasets else {}),
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker=worker_resources(cfg)),
         run_config=RunConfig(
             name=run_name, storage_path=storage, callbacks=list(callbacks),
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=cfg.train.keep_checkpoints,
-                checkpoint_score_attribute=cfg.tune.metric if cfg.eval.during_training else "iteration",
-                checkpoint_score_order=TRAINING_METRICS[cfg.tune.metric] if cfg.eval.during_training else "max"),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,
+                                               checkpoint_score_attribute=attribute, checkpoint_score_order=order),
         ),
     )
+
+
+def loop_config(cfg: Config, uri: str, run_id: str, run_name: str, progress=None, streamed=None) -> dict:
+    """What every rank's `run_worker` gets: the config, where to log, where the run's checkpoints live."""
+    return {"config": cfg.model_dump(mode="json"), "tracking_uri": uri, "run_id": run_id, "progress": progress,
+            "run_dir": f"{cfg.ray.storage_path}/{run_name}", "streamed": streamed}
+
+
+def checkpoint_score(cfg: Config) -> tuple[str, str]:
+    """(metric, "min" | "max") by which a run's checkpoints are ranked and the best kept: the tuning
+    metric when the training evaluation runs, else the iteration (the newest is best)."""
+    from gan_core.metrics import TRAINING_METRICS
+
+    if cfg.eval.during_training:
+        return cfg.tune.metric, TRAINING_METRICS[cfg.tune.metric]
+    return "iteration", "max"
 
 
 def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -> TrainOutcome:
@@ -142,15 +154,23 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
     try:
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError and friends: name the run and the cause
-        _finish(uri, run_id, "FAILED")
-        raise TrainingError(f"run {run_name!r} failed: {_root_cause(e)}") from None
-    outcome = result.return_value or {}
+        finish_run(uri, run_id, "FAILED")
+        raise TrainingError(f"run {run_name!r} failed: {root_cause(e)}") from None
+    kept = [(ckpt, m) for ckpt, m in getattr(result, "best_checkpoints", None) or []]
+    return record_outcome(cfg, uri, run_id, run_name, result.return_value or {}, dict(result.metrics or {}),
+                          kept, result.checkpoint)
+
+
+def record_outcome(cfg: Config, uri: str, run_id: str, run_name: str, outcome: dict, metrics: dict,
+                   kept: list, latest) -> TrainOutcome:
+    """A run's end in MLflow: a NaN stop fails the run naming the last good checkpoint; otherwise the
+    best of the `kept` (Checkpoint, metrics) pairs (else `latest`) is logged and the run is finished."""
     if outcome.get("status") == "nan":
-        _finish(uri, run_id, "FAILED")
-        latest = result.checkpoint.path if result.checkpoint else None
+        finish_run(uri, run_id, "FAILED")
+        last = latest.path if latest else None
         raise TrainingError(f"run {run_name!r}: loss became NaN/inf at iteration {outcome['iteration']} "
-                            f"({outcome.get('values')}); the last good checkpoint is kept at {latest}")
-    best = best_checkpoint(result, cfg)
+                            f"({outcome.get('values')}); the last good checkpoint is kept at {last}")
+    best = best_checkpoint(kept, cfg) or latest
     c = tracking.client(uri)
     ckpt = None
     if best is not None:
@@ -163,14 +183,13 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
         ckpt = best.path if names.is_local(cfg.ray.storage_path) else f"runs:/{run_id}"
     if outcome.get("status") == "stopped":  # the reason as rank 0 judged it (every rank stopped with it)
         outcome = {**outcome, "reason": c.get_run(run_id).data.tags.get(contract.STOP_REASON, outcome.get("reason"))}
-    _finish(uri, run_id, "FINISHED")
-    return TrainOutcome(run_id, run_name, ckpt, dict(result.metrics or {}), f"{cfg.ray.storage_path}/{run_name}",
-                        outcome)
+    finish_run(uri, run_id, "FINISHED")
+    return TrainOutcome(run_id, run_name, ckpt, metrics, f"{cfg.ray.storage_path}/{run_name}", outcome)
 
 
-def best_checkpoint(result, cfg: Config):
-    """The checkpoint (Ray's Checkpoint) a run hands on: the best by tune.metric among those Ray kept
-    (the training evaluation runs at every checkpoint), else the newest."""
+def best_checkpoint(kept: list, cfg: Config):
+    """The checkpoint (Ray's Checkpoint) a run hands on: the best by tune.metric among the (checkpoint,
+    metrics) pairs kept (the training evaluation runs at every checkpoint); None when none has it."""
     import math
 
     from gan_core.metrics import is_better
@@ -178,12 +197,12 @@ def best_checkpoint(result, cfg: Config):
     metric = cfg.tune.metric
     best = None
     if cfg.eval.during_training:
-        for ckpt, m in getattr(result, "best_checkpoints", None) or []:
+        for ckpt, m in kept:
             value = m.get(metric)
             if isinstance(value, (int, float)) and math.isfinite(value) and (
                     best is None or is_better(metric, value, best[1])):
                 best = (ckpt, value)
-    return best[0] if best is not None else result.checkpoint
+    return best[0] if best is not None else None
 
 
 def run_training(cfg: Config, verbose: bool = False, quiet: bool = False, tags: dict | None = None) -> TrainOutcome:
@@ -233,11 +252,11 @@ def check_resumable(run_dir: str, world: int) -> None:
                             f"remove {run_dir} to start over, or choose another train.run_name")
 
 
-def _finish(uri: str, run_id: str, status: str) -> None:
+def finish_run(uri: str, run_id: str, status: str) -> None:
     tracking.client(uri).set_terminated(run_id, status)
 
 
-def _root_cause(e: BaseException) -> str:
+def root_cause(e: BaseException) -> str:
     while e.__cause__ is not None:
         e = e.__cause__
     text = str(e).strip().splitlines()

@@ -74,13 +74,44 @@ def replica_digests(game: Game, world: int) -> list[dict[str, str]]:
     return out
 
 
-def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int) -> tuple[int, float, float]:
-    """Load the newest undamaged checkpoint, Ray's or a newer complete one on disk; returns its
-    (iteration, training seconds, wall seconds), (0, 0.0, 0.0) when there is none."""
-    import ray.train
+class TrainSession:
+    """A Ray Train worker's side of the run: its rank, the checkpoint Ray hands it, its reports."""
 
+    def __init__(self):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+
+    @staticmethod
+    def device(use_gpu: bool) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device() if use_gpu else torch.device("cpu")
+
+    @staticmethod
+    def checkpoint():
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    @staticmethod
+    def report(metrics: dict, folder: str | None, step: int) -> None:
+        import ray.train
+
+        if folder is None:
+            ray.train.report(metrics)
+        else:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                             checkpoint_dir_name=checkpoints.folder_name(step))
+
+
+def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int,
+            session=None) -> tuple[int, float, float]:
+    """Load the newest undamaged checkpoint, the session's or a newer complete one on disk; returns its
+    (iteration, training seconds, wall seconds), (0, 0.0, 0.0) when there is none."""
     found = None
-    ckpt = ray.train.get_checkpoint()
+    ckpt = session.checkpoint() if session is not None else None
     if ckpt is not None:
         with ckpt.as_directory() as folder:
             if not checkpoints.problems(folder, world):
@@ -104,9 +135,10 @@ def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int)
 class RayHooks:
     """The loop's hooks inside a Ray Train worker: collective checks, MLflow, Ray Train reports."""
 
-    def __init__(self, cfg: Config, uri: str, run_id: str, rank: int, world: int, device, counter,
-                 probe, progress, plan, meta: dict):
-        self.cfg, self.uri, self.run_id, self.rank, self.world = cfg, uri, run_id, rank, world
+    def __init__(self, cfg: Config, uri: str, run_id: str, session, device, counter, probe, progress, plan,
+                 meta: dict):
+        self.cfg, self.uri, self.run_id, self.session = cfg, uri, run_id, session
+        self.rank, self.world = session.rank, session.world
         self.device, self.counter, self._probe, self.progress, self.plan, self.meta = \
             device, counter, probe, progress, plan, meta
 
@@ -133,27 +165,28 @@ class RayHooks:
         tracking.log_image(self.uri, self.run_id, grid, f"{contract.SAMPLES_DIR}/iter_{step:06d}.png")
 
     def report(self, metrics: dict, step: int, checkpoint_state: dict | None) -> None:
-        import ray.train
-
         if checkpoint_state is None:
-            ray.train.report(metrics)
+            self.session.report(metrics, None, step)
             return
         with tempfile.TemporaryDirectory() as folder:
             checkpoints.save(folder, checkpoint_state, step, self.cfg.model_dump(mode="json"), self.rank, self.meta)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                             checkpoint_dir_name=f"checkpoint_{step:08d}")
+            self.session.report(metrics, folder, step)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Runs on every worker. Returns {"status": "finished" | "stopped" | "nan", "iteration": i, ...}."""
+    """Runs on every Ray Train worker. Returns {"status": "finished" | "stopped" | "nan", "iteration": i, ...}."""
+    return run_worker(loop_config, TrainSession())
+
+
+def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
+    """One rank's training: data, game, restore, the loop, its hooks. `session` is where the rank comes
+    from and where reports and checkpoints go (Ray Train's, or a one-worker trial's own)."""
     import ray
-    import ray.train
 
     cfg = Config.model_validate(loop_config["config"])
     uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device() if cfg.ray.use_gpu else torch.device("cpu")
+    rank, world = session.rank, session.world
+    device = session.device(cfg.ray.use_gpu)
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
 
@@ -163,7 +196,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
     game, spec = build_game(cfg, train, device)
     meta = checkpoint_meta(spec, data, train, run_id)
-    start, seconds, wall = restore(game, cfg, loop_config.get("run_dir"), rank, world)
+    start, seconds, wall = restore(game, cfg, loop_config.get("run_dir"), rank, world, session)
 
     counter = AllReduceCounter()
     if world > 1:
@@ -188,7 +221,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
             probe = TrainingProbe(net, holdout, t.eval_samples,
                                   train.label_prior() if spec.num_classes else None, cfg.seed)
-    hooks = RayHooks(cfg, uri, run_id, rank, world, device, counter, probe, loop_config.get("progress"), plan, meta)
+    hooks = RayHooks(cfg, uri, run_id, session, device, counter, probe, loop_config.get("progress"), plan, meta)
     node = ray.get_runtime_context().get_node_id()
     nodes = [node] * world
     if world > 1:
