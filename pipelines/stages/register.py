@@ -104,8 +104,8 @@ def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: 
     c = tracking.client(uri)
     existing = _existing_version(c, name, run_id, loaded.iteration)
     if existing is not None:
-        aliases = list(getattr(existing, "aliases", []) or [])
-        return Registration(name, str(existing.version), aliases[0] if aliases else contract.CHALLENGER,
+        aliases = list(c.get_model_version(name, existing.version).aliases or [])  # search results carry none
+        return Registration(name, str(existing.version), aliases[0] if aliases else "",
                             f"run {run_id} at iteration {loaded.iteration} is already version {existing.version}")
     metrics = evaluate_once(cfg, loaded, run_id, uri, f"eval_reports/{run_id}")
     if metric not in metrics:

@@ -266,5 +266,7 @@ def say_evaluation(res, table, say=print) -> None:
 
 
 def say_registration(reg, say=print) -> None:
-    say(f"register: {reg.name} version {reg.version} is {reg.alias} ({reg.reason}); "
-        f"load it with mlflow.pytorch.load_model('models:/{reg.name}@{reg.alias}')")
+    uri = f"models:/{reg.name}@{reg.alias}" if reg.alias else f"models:/{reg.name}/{reg.version}"
+    state = f"is {reg.alias}" if reg.alias else "holds no alias now"
+    say(f"register: {reg.name} version {reg.version} {state} ({reg.reason}); "
+        f"load it with mlflow.pytorch.load_model('{uri}')")

@@ -82,6 +82,8 @@ def test_champion_is_chosen_on_the_protocol_moves_only_when_beaten_and_samples_l
     run_id, first = regs[0]
     again = register(cfg, run_id)
     assert again.version == first.version and "already version" in again.reason
+    now = c.get_model_version("gan-generator", first.version).aliases
+    assert again.alias == (now[0] if now else "")  # the alias it holds now, or none
     assert len(c.search_model_versions("name = 'gan-generator'")) == 3
     v = champion
     assert v.tags["z_dim"] == "64" and v.tags["class_names"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
