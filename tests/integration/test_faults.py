@@ -28,7 +28,8 @@ def test_killed_worker_is_replaced_and_an_interrupted_run_resumes_with_optimizer
                                          f"train.eval_every={every}", "train.log_every=5", f"train.k={k}",
                                          "train.run_name=faults"])]
     run = tmp_path / "ganpipe_runs" / "faults"
-    proc = start(tmp_path, *args)
+    # The first process joins the session's Ray as a driver of its own; the rerun runs in process.
+    proc = start(tmp_path, *args, "--set", f"ray.address={ray_local.get_runtime_context().gcs_address}")
     wait_for(run / f"checkpoint_{2 * every:08d}", proc)
     # A second process with the same run name is refused at once, naming the first, which goes on.
     code, _, err = run_cli(capsys, *args)

@@ -14,17 +14,17 @@ def test_ganpipe_run_on_the_quick_preset_trains_to_its_budget_registers_the_best
                                                                                              ray_local):
     from mlflow.tracking import MlflowClient
 
-    # The preset's own budget (420 s) cut to 30 s, evaluations every 50 iterations: several checkpoints.
+    # The preset's own budget (420 s) cut to 20 s, evaluations every 40 iterations: several checkpoints.
     # The evaluations after training are the schema's own (tested elsewhere), made smaller here.
-    code, out, err = run_cli(capsys, "run", "--set", "train.time_budget_s=30", "--set", "train.eval_every=50",
-                             "--set", "train.checkpoint_every=50", "--set", "workflow.rows=1000",
+    code, out, err = run_cli(capsys, "run", "--set", "train.time_budget_s=20", "--set", "train.eval_every=40",
+                             "--set", "train.checkpoint_every=40", "--set", "workflow.rows=1000",
                              "--set", "eval.cas=false", "--set", "eval.samples=500", "--set", "generate.eval_samples=500")
     assert code == 0, err[-3000:]
     run_id = run_id_from(out)
     lines = [ln for ln in out.splitlines() if ln.startswith("train:")]
     assert len(lines) == 3, out
     # 200 epochs x 35 batches per worker (2 workers, batch 64) is the cap; the budget ends it first.
-    assert "of 7000: the time budget of 30 s is spent (train.time_budget_s)" in lines[0], lines[0]
+    assert "of 7000: the time budget of 20 s is spent (train.time_budget_s)" in lines[0], lines[0]
     assert (workdir / "mlflow.db").is_file()
     assert "RayTrainWorker" not in out + err  # Ray's own log lines stay out of the default output
     d_x = metric_history(workdir, run_id, "d_real")

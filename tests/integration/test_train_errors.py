@@ -38,7 +38,7 @@ def test_more_workers_than_the_cluster_places(workdir, capsys, ray_local):
 
 def test_damaged_checkpoint_is_skipped_for_the_newest_good_and_a_nan_keeps_the_last_good(workdir, capsys,
                                                                                       ray_local):
-    base = SMALL + ["train.run_name=faults", "train.checkpoint_every=10", "train.eval_every=10",
+    base = SMALL + ["ray.num_workers=1", "train.run_name=faults", "train.checkpoint_every=10", "train.eval_every=10",
                     "train.keep_checkpoints=3"]
     code, _, err = run_cli(capsys, "train", *set_args(base + ["train.iterations=20"]))
     assert code == 0, err[-2000:]
