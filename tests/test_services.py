@@ -305,3 +305,23 @@ def test_a_one_worker_trial_keeps_its_checkpoints_as_ray_train_keeps_them(tmp_pa
     pairs = [(Checkpoint(str(f)), checkpoints.reported_metrics(f)) for f in kept]
     assert checkpoints.iteration_of(best_checkpoint(pairs, Config()).path) == 20
     assert session.better({"fd": 1.0}, {}) and not session.better({}, {"fd": 1.0})
+
+
+def test_the_raylets_worker_pool_warning_stays_off_the_terminal_and_other_messages_pass(capsys):
+    import ray._private.worker as ray_worker
+
+    from pipelines.services.runtime import quiet_worker_pool_warning
+
+    before = ray_worker.print_to_stdstream
+    try:
+        quiet_worker_pool_warning()
+        quiet_worker_pool_warning()  # once is enough; a second call wraps nothing more
+        warning = ("WARNING: 8 PYTHON worker processes have been started on node: abc with address: 10.0.0.1, "
+                   "which is 4x the maximum expected startup concurrency (2).")
+        ray_worker.print_to_stdstream({"lines": [warning], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+        ray_worker.print_to_stdstream({"lines": ["worker 12 died: out of memory"], "pid": "raylet", "is_err": False},
+                                      ignore_prefix=False)
+        out = capsys.readouterr().out
+        assert "worker processes have been started" not in out and "worker 12 died: out of memory" in out
+    finally:
+        ray_worker.print_to_stdstream = before

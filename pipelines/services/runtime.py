@@ -56,6 +56,33 @@ def check_address(address: str, timeout_s: float) -> str:
 LOCAL_TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
+POOL_WARNING = "worker processes have been started"
+
+
+def quiet_worker_pool_warning() -> None:
+    """Keep the raylet's "N PYTHON worker processes have been started ..." warning off the terminal.
+
+    Ray prints it on the driver's stdout (through its error channel, whatever `log_to_driver` says)
+    whenever many worker processes start at once, as a sweep's trials make them do; it is about
+    Ray's own process pool, not the user's run. It goes to the `ray` logger at debug level instead;
+    with -v it is printed as Ray prints it. Every other message on that channel is printed."""
+    import ray._private.worker as ray_worker
+
+    printer = ray_worker.print_to_stdstream
+    if getattr(printer, "keeps_pool_warning_off", False):
+        return
+
+    def print_to_stdstream(data, ignore_prefix: bool):
+        lines = data.get("lines") or []
+        if data.get("pid") == "raylet" and any(POOL_WARNING in str(line) for line in lines):
+            logging.getLogger("ray").debug("%s", " ".join(map(str, lines)))
+            return
+        printer(data, ignore_prefix)
+
+    print_to_stdstream.keeps_pool_warning_off = True
+    ray_worker.print_to_stdstream = print_to_stdstream
+
+
 def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.0, dashboard: bool = False) -> None:
     """Join the cluster at `address` or, when it is empty, start a fresh local Ray (never a stale
     cluster found on disk; RAY_ADDRESS, when exported, counts as an address). Ray's own logs stay
@@ -71,6 +98,7 @@ def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.
     if not verbose:
         os.environ.setdefault("RAY_TQDM", "0")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        quiet_worker_pool_warning()
         logging.getLogger("ray").setLevel(logging.ERROR)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     kwargs = dict(logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=verbose,
