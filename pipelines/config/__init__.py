@@ -204,7 +204,9 @@ class TuneConfig(Section):
     search: Literal["random", "optuna"] = Field("random", description="random search or optuna (TPE)")
     max_concurrent_trials: int | None = Field(None, ge=1, description="unset: as many as the cluster's CPUs fit")
     time_budget_s: float | None = Field(None, gt=0, description="stop the sweep after this many seconds")
-    workers_per_trial: int = Field(1, ge=1, description="Ray Train workers of each trial")
+    workers_per_trial: int = Field(1, ge=1, description="workers of each trial (1, with local storage and "
+                                                        "in-memory data: the trial trains in its own process; "
+                                                        "more: a Ray Train run per trial)")
     cost: Literal["train_seconds", "d_images", "iteration"] = Field(
         "train_seconds", description="what ASHA compares trials by: " + "; ".join(f"{k}: {v}" for k, v in COSTS.items()))
     grace_period: float | None = Field(None, gt=0, description="cost (in tune.cost's unit) a trial may spend "
