@@ -1,5 +1,6 @@
-"""What each Ray Train worker runs: the loop's rules (`loop.run_loop`) wired to DDP, Ray Train's
-reports and checkpoints, and MLflow.
+"""What each training rank runs: the loop's rules (`loop.run_loop`) wired to DDP, MLflow, and a
+session for reports and checkpoints (`TrainSession` in a Ray Train worker; a one-worker sweep trial
+brings its own, stages/tune/trial.py).
 
 G and D are separate DDP modules. D is frozen during the G update (gan_core.Game), so DDP
 all-reduces D's gradients only in D's own updates: k * |theta_D| + |theta_G| elements per
@@ -133,7 +134,7 @@ def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int,
 
 
 class RayHooks:
-    """The loop's hooks inside a Ray Train worker: collective checks, MLflow, Ray Train reports."""
+    """The loop's hooks on a rank: collective checks, MLflow, reports and checkpoints through the session."""
 
     def __init__(self, cfg: Config, uri: str, run_id: str, session, device, counter, probe, progress, plan,
                  meta: dict):
