@@ -293,18 +293,25 @@ def test_a_one_worker_trial_keeps_its_checkpoints_as_ray_train_keeps_them(tmp_pa
 
     from pipelines.config import Config
 
-    session = TrialSession(str(tmp_path / "run"), 2, "fd", "min")
+    session = TrialSession(str(tmp_path / "run"), 2, ("fd", "min"))
     for it, fd in ((10, 5.0), (20, 2.0), (30, None), (40, 3.0), (50, 9.0)):
         written = _ckpt(tmp_path / f"w{it}", it, world=1)
         checkpoints.persist(written, session.run_dir, it, {"iteration": it, **({"fd": fd} if fd else {})})
-        checkpoints.prune(session.run_dir, session.keep, session.better)
+        checkpoints.prune(session.run_dir, session.keep, *session.score)
     kept = checkpoints.checkpoint_folders(session.run_dir)
     assert [checkpoints.iteration_of(f) for f in kept] == [50, 40, 20]  # the newest, then fd 2.0 and 3.0
     assert not list((tmp_path / "run").glob("*.part"))
     assert checkpoints.load_state(kept[1])["iteration"] == 40 and not checkpoints.problems(kept[1], 1)
     pairs = [(Checkpoint(str(f)), checkpoints.reported_metrics(f)) for f in kept]
     assert checkpoints.iteration_of(best_checkpoint(pairs, Config()).path) == 20
-    assert session.better({"fd": 1.0}, {}) and not session.better({}, {"fd": 1.0})
+    # Ranked by "max", keep 1: the newest and the highest fd (9.0 at 50) stay; a newest without a score
+    # is kept as the newest only.
+    for it, fd in ((60, 1.0), (70, 8.0)):
+        checkpoints.persist(_ckpt(tmp_path / f"w{it}", it, world=1), session.run_dir, it, {"fd": fd})
+    kept = checkpoints.prune(session.run_dir, 1, "fd", "max")
+    assert [checkpoints.iteration_of(f) for f in kept] == [70, 50]
+    checkpoints.persist(_ckpt(tmp_path / "w80", 80, world=1), session.run_dir, 80, {})
+    assert [checkpoints.iteration_of(f) for f in checkpoints.prune(session.run_dir, 1, "fd", "max")] == [80, 50]
 
 
 def test_the_raylets_worker_pool_warning_stays_off_the_terminal_and_other_messages_pass(capsys):

@@ -196,20 +196,24 @@ def reported_metrics(folder: str | Path) -> dict:
         return {}
 
 
-def prune(run_dir: str | Path, keep: int | None, better) -> list[Path]:
-    """Keep the newest checkpoint folder and the `keep` best by `better(metrics_a, metrics_b)` (a folder
-    without the score counts as worst), as Ray Train's CheckpointConfig(num_to_keep) keeps them;
-    delete the rest. Returns the folders kept, newest first."""
-    import functools
+def prune(run_dir: str | Path, keep: int | None, attribute: str, order: str) -> list[Path]:
+    """Keep the newest checkpoint folder and the `keep` best by the reported `attribute` ("min" or "max"
+    `order`; a folder without a finite score counts as worst), as Ray Train's CheckpointConfig(num_to_keep)
+    keeps them; delete the rest. Returns the folders kept, newest first."""
+    import math
     import shutil
 
     folders = checkpoint_folders(run_dir)
     if keep is None or len(folders) <= keep:
         return folders
-    scored = [(f, reported_metrics(f)) for f in folders]
-    order = sorted(scored, key=functools.cmp_to_key(lambda a, b: -1 if better(a[1], b[1]) else
-                                                     (1 if better(b[1], a[1]) else 0)))
-    kept = {f for f, _ in order[:keep]} | {folders[0]}
+
+    def rank(folder: Path) -> tuple[bool, float]:
+        x = reported_metrics(folder).get(attribute)
+        if not (isinstance(x, (int, float)) and math.isfinite(x)):
+            return True, 0.0
+        return False, x if order == "min" else -x
+
+    kept = set(sorted(folders, key=rank)[:keep]) | {folders[0]}
     for f in folders:
         if f not in kept:
             shutil.rmtree(f, ignore_errors=True)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from pipelines.config import load_config
 from tests.helpers import run_cli
 from tests.integration.cli_run import metric_history, run_id_from
 
@@ -29,7 +30,8 @@ def test_ganpipe_run_on_the_quick_preset_trains_to_its_budget_registers_the_best
     assert "RayTrainWorker" not in out + err  # Ray's own log lines stay out of the default output
     d_x = metric_history(workdir, run_id, "d_real")
     ended = max(step for step, _ in metric_history(workdir, run_id, "iteration"))
-    assert ended >= 80 and len(d_x) >= ended // 25 and all(0 < v < 1 for _, v in d_x)  # every log_every (25)
+    every = load_config(None, []).train.log_every
+    assert ended >= 80 and len(d_x) >= ended // every and all(0 < v < 1 for _, v in d_x)
     assert all(v > 0 for _, v in metric_history(workdir, run_id, "images_per_second"))
     # The run hands on its best checkpoint by fd, not its last; that is what is evaluated and registered.
     c = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")

@@ -154,8 +154,7 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
     try:
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError and friends: name the run and the cause
-        finish_run(uri, run_id, "FAILED")
-        raise TrainingError(f"run {run_name!r} failed: {root_cause(e)}") from None
+        raise run_failed(uri, run_id, run_name, e) from None
     kept = [(ckpt, m) for ckpt, m in getattr(result, "best_checkpoints", None) or []]
     return record_outcome(cfg, uri, run_id, run_name, result.return_value or {}, dict(result.metrics or {}),
                           kept, result.checkpoint)
@@ -166,7 +165,7 @@ def record_outcome(cfg: Config, uri: str, run_id: str, run_name: str, outcome: d
     """A run's end in MLflow: a NaN stop fails the run naming the last good checkpoint; otherwise the
     best of the `kept` (Checkpoint, metrics) pairs (else `latest`) is logged and the run is finished."""
     if outcome.get("status") == "nan":
-        finish_run(uri, run_id, "FAILED")
+        _finish(uri, run_id, "FAILED")
         last = latest.path if latest else None
         raise TrainingError(f"run {run_name!r}: loss became NaN/inf at iteration {outcome['iteration']} "
                             f"({outcome.get('values')}); the last good checkpoint is kept at {last}")
@@ -183,7 +182,7 @@ def record_outcome(cfg: Config, uri: str, run_id: str, run_name: str, outcome: d
         ckpt = best.path if names.is_local(cfg.ray.storage_path) else f"runs:/{run_id}"
     if outcome.get("status") == "stopped":  # the reason as rank 0 judged it (every rank stopped with it)
         outcome = {**outcome, "reason": c.get_run(run_id).data.tags.get(contract.STOP_REASON, outcome.get("reason"))}
-    finish_run(uri, run_id, "FINISHED")
+    _finish(uri, run_id, "FINISHED")
     return TrainOutcome(run_id, run_name, ckpt, metrics, f"{cfg.ray.storage_path}/{run_name}", outcome)
 
 
@@ -252,11 +251,17 @@ def check_resumable(run_dir: str, world: int) -> None:
                             f"remove {run_dir} to start over, or choose another train.run_name")
 
 
-def finish_run(uri: str, run_id: str, status: str) -> None:
+def _finish(uri: str, run_id: str, status: str) -> None:
     tracking.client(uri).set_terminated(run_id, status)
 
 
-def root_cause(e: BaseException) -> str:
+def run_failed(uri: str, run_id: str, run_name: str, e: BaseException) -> TrainingError:
+    """Mark the MLflow run failed; the one error that names the run and the root cause."""
+    _finish(uri, run_id, "FAILED")
+    return TrainingError(f"run {run_name!r} failed: {_root_cause(e)}")
+
+
+def _root_cause(e: BaseException) -> str:
     while e.__cause__ is not None:
         e = e.__cause__
     text = str(e).strip().splitlines()

@@ -108,11 +108,11 @@ class TrainSession:
 
 
 def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int,
-            session=None) -> tuple[int, float, float]:
+            session) -> tuple[int, float, float]:
     """Load the newest undamaged checkpoint, the session's or a newer complete one on disk; returns its
     (iteration, training seconds, wall seconds), (0, 0.0, 0.0) when there is none."""
     found = None
-    ckpt = session.checkpoint() if session is not None else None
+    ckpt = session.checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as folder:
             if not checkpoints.problems(folder, world):

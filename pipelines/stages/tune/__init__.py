@@ -22,7 +22,7 @@ from gan_core.data.streamed import StreamedDataset
 from ...config import TUNE_METRICS, Config, set_key
 from ...config.plan import plan_run
 from ...errors import UserError
-from ...services import contract, names, tracking
+from ...services import checkpoints, contract, names, tracking
 from ...services.runtime import worker_resources
 from ..train.driver import build_trainer, fit_and_record, open_mlflow_run, preflight
 from .trial import in_trial_process, run_in_trial
@@ -74,6 +74,11 @@ def trial_config(base: dict, params: dict[str, Any]) -> Config:
     return Config.model_validate(tree)
 
 
+def trial_run_name(sweep: str, trial_id: str) -> str:
+    """A trial's run name: its MLflow run's resume key and its folder under ray.storage_path."""
+    return f"{sweep}-{trial_id}"
+
+
 def _trial(params: dict[str, Any], setup: dict) -> None:
     """One trial: a Ray Train run with its own MLflow run nested under the sweep's."""
     from ray import tune
@@ -81,7 +86,7 @@ def _trial(params: dict[str, Any], setup: dict) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(setup["base"], params)
-    name = f"{setup['sweep']}-{trial_id}"
+    name = trial_run_name(setup["sweep"], trial_id)
     cfg = cfg.model_copy(update={
         "ray": cfg.ray.model_copy(update={"num_workers": setup["workers"]}),
         "train": cfg.train.model_copy(update={"run_name": name}),
@@ -250,7 +255,7 @@ def summarize_trials(grid, uri: str, sweep: str, metric: str, cost: str, storage
                      "stopped_early": not finished(m) and result.error is None,
                      "error": str(result.error).splitlines()[0] if result.error else None})
         if run is not None:
-            _close_trial_run(c, run, rows[-1], m, f"{storage}/{sweep}-{trial_id}")
+            _close_trial_run(c, run, rows[-1], m, f"{storage}/{trial_run_name(sweep, trial_id)}")
     return rows
 
 
@@ -273,7 +278,7 @@ def _complete(c, run_id: str, run_dir: str, iteration: int) -> None:
     """Record a trial that reached its planned length as a finished run, with its final checkpoint."""
     from ray.train import Checkpoint
 
-    folder = f"{run_dir}/checkpoint_{iteration:08d}"
+    folder = f"{run_dir}/{checkpoints.folder_name(iteration)}"
     if not names.is_local(run_dir) or Path(folder).is_dir():
         with Checkpoint(folder).as_directory() as local:  # a download when the storage is s3://
             state = Path(local) / "state.pt"

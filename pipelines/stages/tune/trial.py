@@ -12,15 +12,12 @@ otherwise each trial is a TorchTrainer run.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ...config import Config
 from ...config.build import streams
 from ...services import checkpoints, names
-from ..train.driver import (TrainingError, TrainOutcome, checkpoint_score, finish_run, loop_config,
-                            record_outcome, root_cause)
+from ..train.driver import TrainOutcome, checkpoint_score, loop_config, record_outcome, run_failed
 
 
 def in_trial_process(cfg: Config) -> bool:
@@ -34,8 +31,8 @@ class TrialSession:
 
     rank, world = 0, 1
 
-    def __init__(self, run_dir: str, keep: int | None, attribute: str, order: str):
-        self.run_dir, self.keep, self.attribute, self.order = run_dir, keep, attribute, order
+    def __init__(self, run_dir: str, keep: int | None, score: tuple[str, str]):
+        self.run_dir, self.keep, self.score = run_dir, keep, score
         self.last: dict = {}
 
     @staticmethod
@@ -46,20 +43,12 @@ class TrialSession:
     def checkpoint():
         return None  # `restore` finds the newest complete checkpoint in the run directory
 
-    def better(self, a: dict, b: dict) -> bool:
-        x, y = a.get(self.attribute), b.get(self.attribute)
-        if not (isinstance(x, (int, float)) and math.isfinite(x)):
-            return False
-        if not (isinstance(y, (int, float)) and math.isfinite(y)):
-            return True
-        return x < y if self.order == "min" else x > y
-
     def report(self, metrics: dict, folder: str | None, step: int) -> None:
         from ray import tune
 
         if folder is not None:  # on disk before Tune hears of it: a stop decided on this report keeps it
             checkpoints.persist(folder, self.run_dir, step, metrics)
-            checkpoints.prune(self.run_dir, self.keep, self.better)
+            checkpoints.prune(self.run_dir, self.keep, *self.score)
         self.last = metrics
         tune.report(metrics)
 
@@ -70,14 +59,12 @@ def run_in_trial(cfg: Config, uri: str, run_id: str, run_name: str) -> TrainOutc
 
     from ..train.worker import run_worker
 
-    attribute, order = checkpoint_score(cfg)
     lc = loop_config(cfg, uri, run_id, run_name)
-    session = TrialSession(lc["run_dir"], cfg.train.keep_checkpoints, attribute, order)
+    session = TrialSession(lc["run_dir"], cfg.train.keep_checkpoints, checkpoint_score(cfg))
     try:
         outcome = run_worker(lc, session)
     except Exception as e:
-        finish_run(uri, run_id, "FAILED")
-        raise TrainingError(f"run {run_name!r} failed: {root_cause(e)}") from None
+        raise run_failed(uri, run_id, run_name, e) from None
     folders = checkpoints.checkpoint_folders(lc["run_dir"])
     kept = [(Checkpoint(str(f)), checkpoints.reported_metrics(f)) for f in folders]
     return record_outcome(cfg, uri, run_id, run_name, outcome, session.last, kept,
