@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import add_outputs, record  # noqa: E402
 
 
-def _tree_rss_mib(root: int) -> float:
-    """Resident memory of `root` and all its descendants (Linux /proc)."""
+def _tree_rss_mib(root: int) -> tuple[float, dict[str, float]]:
+    """Resident memory of `root` and all its descendants (Linux /proc), in all and by process name."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -42,12 +42,18 @@ def _tree_rss_mib(root: int) -> float:
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
+    total, todo, by_name = 0, [root], {}
     while todo:
         pid = todo.pop()
         total += rss.get(pid, 0)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                name = f.read().split(b"\0")[0].decode(errors="replace").rsplit("/", 1)[-1][:40] or str(pid)
+        except OSError:
+            name = str(pid)
+        by_name[name] = by_name.get(name, 0.0) + rss.get(pid, 0) / 2**20
         todo.extend(children.get(pid, []))
-    return total / 2**20
+    return total / 2**20, by_name
 
 
 def _setup(tmp: Path):
@@ -74,11 +80,13 @@ def job(rows: int, tmp: Path) -> dict:
     from pipelines.stages.generate import generate
 
     cfg, _ = _setup(tmp)
-    peak, done = [0.0], threading.Event()
+    peak, at_peak, done = [0.0], [{}], threading.Event()
 
     def sample():
         while not done.is_set():
-            peak[0] = max(peak[0], _tree_rss_mib(os.getpid()))
+            total, by_name = _tree_rss_mib(os.getpid())
+            if total > peak[0]:
+                peak[0], at_peak[0] = total, by_name
             time.sleep(0.2)
 
     watcher = threading.Thread(target=sample, daemon=True)
@@ -88,7 +96,8 @@ def job(rows: int, tmp: Path) -> dict:
     wall = time.perf_counter() - start
     done.set()
     watcher.join()
-    return {"rows": res.rows, "wall": wall, "rows_per_s": res.rows / wall, "peak_mib": peak[0]}
+    return {"rows": res.rows, "wall": wall, "rows_per_s": res.rows / wall, "peak_mib": peak[0],
+            "peak_by_process_mib": {k: round(v) for k, v in sorted(at_peak[0].items(), key=lambda kv: -kv[1])}}
 
 
 def bare_forward(tmp: Path, rows: int, threads: int) -> float:

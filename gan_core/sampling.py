@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .models import for_inference
+
 BLOCK = 1024  # rows per independently seeded block of `latent_rows`
 
 
@@ -100,6 +102,6 @@ def render_rows(g: torch.nn.Module, ids: np.ndarray, seed: int, y: torch.Tensor 
 
 
 def rows_generator(g: torch.nn.Module) -> torch.nn.Module:
-    """G as `render_rows` runs it: eval mode, weights in channels-last layout (convolutions about 15%
-    faster on CPU, BENCHMARKS.md). Returns `g`, changed in place."""
-    return g.eval().to(memory_format=torch.channels_last)
+    """G as `render_rows` runs it: `gan_core.models.for_inference` (eval mode, BatchNorm folded into
+    the convolutions, channels-last). Returns `g`, changed in place."""
+    return for_inference(g)

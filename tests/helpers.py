@@ -3,6 +3,20 @@ import torch
 from torch import nn
 
 
+def trained_batchnorm(module):
+    """Give every BatchNorm running statistics and an affine transform other than the identity, as
+    training would, so that folding them into the layers before is not trivially exact."""
+    gen = torch.Generator().manual_seed(1)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=gen) - 0.5)
+    return module
+
+
 class FixedSampler(nn.Module):
     """A 'generator' whose distribution never changes: x = mean + std * z, shaped (N, 1, 1, 1)."""
 

@@ -201,7 +201,7 @@ def test_idx_truncated_and_mismatched(tmp_path):
 
 
 def test_png_encoder_round_trips_gray_and_rgb_and_refuses_other_shapes():
-    from gan_core.data import encode_png
+    from gan_core.data import encode_png, encode_pngs
 
     rng = np.random.default_rng(0)
     for shape in ((1, 28, 28), (3, 32, 20)):
@@ -211,6 +211,10 @@ def test_png_encoder_round_trips_gray_and_rgb_and_refuses_other_shapes():
         expected = pixels[0] if shape[0] == 1 else np.moveaxis(pixels, 0, -1)
         assert back.shape == expected.shape and np.array_equal(back, expected)
         assert png == encode_png(pixels.copy())  # deterministic
+        batch = rng.integers(0, 256, (5, *shape), dtype=np.uint8)
+        assert encode_pngs(batch) == [encode_png(p) for p in batch]
+        assert all(np.array_equal(np.asarray(Image.open(io.BytesIO(b))), p[0] if shape[0] == 1 else np.moveaxis(p, 0, -1))
+                   for b, p in zip(encode_pngs(batch), batch))
     for bad in (np.zeros((2, 8, 8), np.uint8), np.zeros((1, 8, 8), np.float32)):
         with pytest.raises(ValueError, match="encode_png takes uint8"):
             encode_png(bad)

@@ -26,13 +26,22 @@ def test_balanced_proportional_and_explicit_counts_are_exact():
             label_counts(spec, rows, NAMES, None)
 
 
-def _writer(tmp_path, counts=(3, 250, 47), seed=5):
-    torch.manual_seed(0)
-    spec = ModelSpec("dcgan", 16, (1, 28, 28), 3, 8, 8)
-    g, _ = build_models(spec)
-    from gan_core.metrics import SmallCNN
+SPEC = ModelSpec("dcgan", 16, (1, 28, 28), 3, 8, 8)
 
-    net = SmallCNN(1, 3)
+
+def _models():
+    """A small conditional G and a verifier, with BatchNorm statistics as training leaves them."""
+    from gan_core.metrics import SmallCNN
+    from tests.helpers import trained_batchnorm
+
+    torch.manual_seed(0)
+    g, _ = build_models(SPEC)
+    return trained_batchnorm(g), trained_batchnorm(SmallCNN(1, 3))
+
+
+def _writer(tmp_path, counts=(3, 250, 47), seed=5):
+    spec = SPEC
+    g, net = _models()
     request = {"rows": sum(counts), "counts": list(counts), "seed": seed, "class_names": NAMES}
     (tmp_path / "data").mkdir(exist_ok=True)
     return ShardWriter({"spec": spec.__dict__, "state": g.state_dict()}, {"state": net.state_dict(), "channels": 1,
@@ -119,8 +128,7 @@ def test_the_served_model_draws_the_rows_generate_writes(tmp_path):
     from pipelines.services import serving
 
     w = _writer(tmp_path, counts=(3, 250, 47), seed=5)
-    spec = ModelSpec("dcgan", 16, (1, 28, 28), 3, 8, 8)
-    serving.save_model(str(tmp_path / "model"), Model(), generator=w.G, spec=spec.__dict__, class_names=NAMES)
+    serving.save_model(str(tmp_path / "model"), Model(), generator=_models()[0], spec=SPEC.__dict__, class_names=NAMES)
     served = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     out = served.predict(pd.DataFrame({"label": [1, 0, 2], "count": [250, 3, 47]}), params={"seed": 5})
     rows = w.rows(0, 300)

@@ -185,17 +185,30 @@ def test_row_latents_depend_on_seed_and_row_only():
     assert abs(float(whole.mean())) < 0.05 and abs(float(whole.std()) - 1) < 0.05
 
 
-def test_rows_generator_draws_the_plain_generators_images_in_channels_last():
+def test_rows_generator_folds_batchnorm_and_draws_the_plain_generators_images():
     from gan_core import ModelSpec, build_models, render_rows, rows_generator
+    from gan_core.metrics import SmallCNN
+    from gan_core.models import for_inference
+    from tests.helpers import trained_batchnorm
 
     torch.manual_seed(0)
     g, _ = build_models(ModelSpec("dcgan", 16, (1, 28, 28), 3, 8, 8))
+    g = trained_batchnorm(g)
     ids, y = np.arange(64), torch.arange(64) % 3
     plain = render_rows(g.eval(), ids, 5, y)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules()) == 2
     fast = rows_generator(g)
     assert fast is g and not g.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
     assert next(p for p in g.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(render_rows(g, ids, 5, y), plain, atol=1e-5)
+    net = trained_batchnorm(SmallCNN(1, 10)).eval()
+    x = torch.rand(32, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        before = net(x)
+        folded = for_inference(net)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        assert torch.allclose(folded(x.contiguous(memory_format=torch.channels_last)), before, atol=1e-5)
 
 
 def test_row_labels_have_the_exact_counts_asked_for():

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .dcgan import DCGANDiscriminator, DCGANGenerator
 from .mlp import MLPDiscriminator, MLPGenerator
@@ -44,5 +46,22 @@ def build_models(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
     return g, d
 
 
-__all__ = ["ModelSpec", "build_models", "ARCHITECTURES", "CONDITIONINGS", "MLPGenerator",
+def for_inference(module: nn.Module) -> nn.Module:
+    """`module` prepared for inference only, changed in place and returned: eval mode, every
+    BatchNorm2d that directly follows a convolution in a Sequential folded into that
+    convolution's weights (the same function to float rounding, one pass over the activations fewer), and
+    weights in channels-last layout. On CPU, at one thread, this runs the quick preset's G about 1.2x
+    and the verifier about 1.7x faster than eval mode alone (BENCHMARKS.md). Not for training."""
+    module.eval()
+    with torch.no_grad():
+        for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+            for i in range(len(seq) - 1):
+                layer, bn = seq[i], seq[i + 1]
+                if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d):
+                    seq[i] = fuse_conv_bn_eval(layer, bn, transpose=isinstance(layer, nn.ConvTranspose2d))
+                    seq[i + 1] = nn.Identity()
+    return module.to(memory_format=torch.channels_last)
+
+
+__all__ = ["ModelSpec", "build_models", "for_inference", "ARCHITECTURES", "CONDITIONINGS", "MLPGenerator",
            "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator"]

@@ -106,10 +106,11 @@ def _loaded(model_uri: str, tracking_uri: str):
 @lru_cache(maxsize=4)
 def _verifier(model_uri: str, tracking_uri: str, cfg_json: str):
     from ..stages.generate import _verifier as generate_verifier
+    from ..stages.generate.writer import verifier_module
 
     cfg = Config.model_validate(json.loads(cfg_json))
     net, _, _ = generate_verifier(cfg, _loaded(model_uri, tracking_uri), model_uri)
-    return net
+    return verifier_module(net.model)
 
 
 def class_names(model_uri: str, tracking_uri: str) -> list[str]:
@@ -154,18 +155,16 @@ def grid_png(model_uri: str, tracking_uri: str, seed: int) -> bytes:
 def try_images(cfg: Config, model_uri: str, tracking_uri: str, classes: list[int], count: int,
                seed: int) -> list[dict]:
     """`count` images per class with the verifier's label and confidence under each."""
-    import torch
+    from ..stages.generate.writer import verdicts
 
     names = class_names(model_uri, tracking_uri)
     labels = [c for c in classes for _ in range(count)]
     pixels = draw(model_uri, tracking_uri, labels, len(labels), seed)
-    net = _verifier(model_uri, tracking_uri, cfg.model_dump_json())
-    _, probs = net.embed(torch.from_numpy(pixels).float().div(127.5).sub(1))
+    pred, conf = verdicts(_verifier(model_uri, tracking_uri, cfg.model_dump_json()), pixels)
     out = []
-    for i, (lab, p) in enumerate(zip(labels, probs)):
-        seen = int(np.argmax(p))
+    for i, (lab, seen, c) in enumerate(zip(labels, pred.tolist(), conf.tolist())):
         out.append({"src": data_url(png(pixels[i])), "asked": names[lab], "seen": names[seen],
-                    "confidence": float(p[seen]), "agrees": seen == lab})
+                    "confidence": float(c), "agrees": seen == lab})
     return out
 
 
