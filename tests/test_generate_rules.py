@@ -48,6 +48,19 @@ def _writer(tmp_path, counts=(3, 250, 47), seed=5):
                        "num_classes": 3}, request, str(tmp_path / "data"), {"seed": seed})
 
 
+def test_files_are_16384_rows_or_fewer_so_that_a_small_dataset_has_eight():
+    from pipelines.stages.generate.writer import rows_per_file
+
+    assert rows_per_file(1_000_000, None) == 16384
+    assert rows_per_file(10_000, None) == 1280  # 8 files: 7 x 1280 + 1040
+    assert rows_per_file(100, None) == 256  # one block at least
+    assert rows_per_file(131_072, None) == 16384 and rows_per_file(131_073, None) == 16384
+    assert rows_per_file(10_000, 512) == 512  # as configured
+    for rows in (1, 255, 2048, 10_000, 99_999, 500_000):
+        per = rows_per_file(rows, None)
+        assert per % 256 == 0 and (-(-rows // per) >= 8 or per == 256)
+
+
 def test_rows_depend_on_seed_and_id_only_and_counts_are_exact(tmp_path):
     w = _writer(tmp_path)
     whole = w.rows(0, 300)

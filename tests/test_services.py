@@ -197,11 +197,18 @@ def test_rows_generator_folds_batchnorm_and_draws_the_plain_generators_images():
     ids, y = np.arange(64), torch.arange(64) % 3
     plain = render_rows(g.eval(), ids, 5, y)
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules()) == 2
+    keys = set(g.state_dict())
     fast = rows_generator(g)
-    assert fast is g and not g.training
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
-    assert next(p for p in g.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(render_rows(g, ids, 5, y), plain, atol=1e-5)
+    assert fast is not g and set(g.state_dict()) == keys and not fast.training  # g itself unchanged
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert sum(type(m).__name__ == "_InferenceConvTranspose" for m in fast.modules()) == 3
+    assert next(p for p in fast.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(render_rows(fast, ids, 5, y), plain, atol=1e-5)
+    for shape in ((1, 28, 28), (3, 32, 32), (3, 64, 64)):  # the 1x1 input, a wide middle layer, the image layer
+        g, _ = build_models(ModelSpec("dcgan", 16, shape, None, 8, 8))
+        g = trained_batchnorm(g)
+        ids = np.arange(32)
+        assert torch.allclose(render_rows(rows_generator(g), ids, 1), render_rows(g.eval(), ids, 1), atol=1e-5), shape
     net = trained_batchnorm(SmallCNN(1, 10)).eval()
     x = torch.rand(32, 1, 28, 28) * 2 - 1
     with torch.no_grad():

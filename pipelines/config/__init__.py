@@ -233,8 +233,10 @@ class RegistryConfig(Section):
 
 @_described
 class GenerateConfig(Section):
-    rows_per_file: int = Field(16384, ge=FORWARD_BLOCK, description=f"rows per Parquet file (a multiple of "
-                                                                    f"{FORWARD_BLOCK}, the generator's forward block)")
+    rows_per_file: int | None = Field(None, ge=FORWARD_BLOCK, description=f"rows per Parquet file (a multiple "
+                                      f"of {FORWARD_BLOCK}, the generator's forward block); unset: 16,384, or "
+                                      f"fewer where that gives a dataset at least 8 files, so that a small job "
+                                      f"is shared among its actors")
     actors: int | None = Field(None, ge=1, description="generator replicas (Ray Data actors); unset: as many "
                                                        "as the cluster's CPUs fit")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per generator replica")
@@ -251,7 +253,7 @@ class GenerateConfig(Section):
     @field_validator("rows_per_file")
     @classmethod
     def _aligned(cls, v):
-        if v % FORWARD_BLOCK:
+        if v is not None and v % FORWARD_BLOCK:
             raise ValueError(f"{v} is not a multiple of {FORWARD_BLOCK}")
         return v
 

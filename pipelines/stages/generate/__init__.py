@@ -23,7 +23,7 @@ from ...services import contract, names, tracking
 from ...services.models import LoadedGenerator, resolve
 from . import remote
 from .labels import label_counts
-from .writer import ShardWriter, file_complete, shard_name, sum_path
+from .writer import ShardWriter, file_complete, rows_per_file, shard_name, sum_path
 
 
 @dataclass
@@ -84,7 +84,7 @@ def _request(cfg: Config, loaded: LoadedGenerator, model: str, counts: list[int]
     what = {"model": model, "run_id": loaded.run_id, "iteration": loaded.iteration,
             "data_fingerprint": loaded.meta.get("data_fingerprint"), "seed": seed, "rows": rows,
             "counts": counts, "class_names": list(loaded.meta["class_names"]),
-            "rows_per_file": cfg.generate.rows_per_file, **filters,
+            "rows_per_file": rows_per_file(rows, cfg.generate.rows_per_file), **filters,
             **({"device": "cuda"} if cfg.generate.gpus_per_actor else {})}
     key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
     return {**what, "key": key}
@@ -162,7 +162,7 @@ def _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, to
         remote.drop_manifest(remote_uri)  # complete again only when written last
         remote.push(remote_uri, out_dir, [state])
 
-    per_file = cfg.generate.rows_per_file
+    per_file = request["rows_per_file"]
     n_files = -(-total // per_file)
     shards = [{"index": i, "count": n_files, "start": i * per_file, "stop": min(total, (i + 1) * per_file)}
               for i in range(n_files)]

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from gan_core import (ModelSpec, aligned_blocks, build_models, labels_for_rows, render_rows, rows_generator,
+from gan_core import (FORWARD_BLOCK, ModelSpec, aligned_blocks, build_models, labels_for_rows, render_rows, rows_generator,
                       uniform_rows)
 from gan_core.models import for_inference
 from gan_core.theory import drs_acceptance
@@ -29,6 +29,18 @@ from ...services import contract
 from ...services.checkpoints import SUM_SUFFIX, sha256_file
 
 ROW_GROUP = 1024  # rows per Parquet row group
+MAX_ROWS_PER_FILE = 16384  # the default file size, in rows
+MIN_FILES = 8  # a dataset that allows it has at least this many files, so that its actors share the work
+
+
+def rows_per_file(rows: int, configured: int | None) -> int:
+    """Rows per file for a dataset of `rows` rows: `generate.rows_per_file` when set; otherwise
+    MAX_ROWS_PER_FILE, or fewer (a multiple of FORWARD_BLOCK, at least one block) so that the dataset
+    has MIN_FILES files where it is large enough to."""
+    if configured is not None:
+        return configured
+    share = -(-rows // MIN_FILES)
+    return min(MAX_ROWS_PER_FILE, max(FORWARD_BLOCK, -(-share // FORWARD_BLOCK) * FORWARD_BLOCK))
 
 
 class FilterUnmet(Exception):
@@ -63,9 +75,7 @@ def file_complete(path: Path) -> bool:
 
 def verifier_module(model: torch.nn.Module, device: torch.device | str = "cpu") -> torch.nn.Module:
     """The verifier (a trained SmallCNN) as generate runs it: a copy prepared by `for_inference`."""
-    import copy
-
-    return for_inference(copy.deepcopy(model).to(device))
+    return for_inference(model).to(device)
 
 
 @torch.no_grad()
