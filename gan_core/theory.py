@@ -88,6 +88,31 @@ def drs_acceptance(logits, max_logit: float, gamma: float = 0.0, eps: float = 1e
     return 1.0 / (1.0 + np.exp(-f))
 
 
+def logit_calibration(real_logits, fake_logits, iters: int = 50) -> tuple[float, float]:
+    """(a, b) such that sigmoid(a * logit + b) best tells held-out real samples from generated ones
+    (logistic regression on D's logit, both sets weighted equally; Newton's method). A discriminator
+    at its optimum D* needs none, (a, b) = (1, 0): its logit already is log p_data / p_g. A trained
+    D is not at D*: it fits its training batches and trails G, so its logit is too sharp or too flat;
+    a * logit + b is the calibrated estimate of log p_data / p_g that DRS needs (Azadi et al. 2019,
+    section 4)."""
+    r = np.asarray(real_logits, dtype=np.float64).ravel()
+    f = np.asarray(fake_logits, dtype=np.float64).ravel()
+    x = np.concatenate([r, f])
+    t = np.concatenate([np.ones_like(r), np.zeros_like(f)])
+    w = np.concatenate([np.full(len(r), 0.5 / len(r)), np.full(len(f), 0.5 / len(f))])
+    feats = np.stack([x, np.ones_like(x)], 1)
+    theta = np.array([1.0, 0.0])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(feats @ theta)))
+        grad = feats.T @ (w * (p - t))
+        hess = (feats * (w * p * (1 - p))[:, None]).T @ feats + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        theta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(theta[0]), float(theta[1])
+
+
 def drs_gamma(logits, max_logit: float, keep_share: float, eps: float = 1e-6) -> float:
     """The gamma at which `keep_share` of a burn-in sample has F >= 0 (acceptance >= 1/2): the
     paper's percentile rule for setting the acceptance rate."""

@@ -117,3 +117,20 @@ def test_set_key_is_the_one_way_to_set_a_dotted_key():
     assert tree == {"train": {"k": 2}, "model": {"arch": "mlp"}}
     with pytest.raises(ConfigError, match="train.k is a value, not a section"):
         set_key(tree, "train.k.x", 1)
+
+
+def test_the_sweep_preset_builds_on_quick_and_a_config_may_extend_a_preset(tmp_path):
+    quick, sweep = load_config("quick"), load_config("sweep")
+    assert sweep.train.ema_beta == quick.train.ema_beta and sweep.train.eval_every == quick.train.eval_every
+    assert sweep.train.time_budget_s == 2 * quick.train.time_budget_s and sweep.train.target is None
+    assert sweep.tune.workers_per_trial == 1 and sweep.tune.time_budget_s == 1800
+    assert set(sweep.tune.space) == {"train.lr_g", "train.lr_d", "train.k", "train.batch_size", "train.ema_beta",
+                                     "model.g_width", "model.d_width", "model.d_conditioning", "model.z_dim"}
+    assert sweep.workflow.stages[0] == "tune"
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("extends: sweep\ntune:\n  num_samples: 3\n  space:\n    train.k: {choice: [1]}\n")
+    cfg = load_config(mine)
+    assert cfg.tune.num_samples == 3 and list(cfg.tune.space) == ["train.k"] and cfg.train.time_budget_s == 840
+    mine.write_text("extends: fast\n")
+    with pytest.raises(ConfigError, match="extends: 'fast' is not a preset"):
+        load_config(mine)

@@ -128,6 +128,22 @@ def test_drs_accepts_by_the_density_ratio_and_recovers_p_data():
     assert abs((drs_acceptance(logits, top, gamma) >= 0.5).mean() - 0.5) < 0.01
 
 
+def test_logit_calibration_recovers_the_density_ratio_from_a_sharp_or_flat_discriminator():
+    """p_g = N(0, 1), p_data = N(0.5, 1): log p_data / p_g = 0.5x - 0.125. A discriminator whose logit
+    is that times 3 (too sharp) or times 1/2 plus 1 (too flat, biased) is mapped back to it; D* itself
+    is left as it is."""
+    from gan_core.theory import logit_calibration
+
+    rng = np.random.default_rng(1)
+    real, fake = rng.normal(0.5, 1, 200_000), rng.normal(0, 1, 200_000)
+    true = lambda v: 0.5 * v - 0.125  # noqa: E731
+    for d in (true, lambda v: 3 * true(v), lambda v: 0.5 * true(v) + 1):
+        a, b = logit_calibration(d(real), d(fake))
+        v = np.linspace(-3, 3, 7)
+        assert np.allclose(a * d(v) + b, true(v), atol=0.03)
+    assert np.allclose(logit_calibration(true(real), true(fake)), (1, 0), atol=0.02)
+
+
 def test_the_served_model_draws_the_rows_generate_writes(tmp_path):
     """The python_function flavor: (label, count) rows and a seed in; the same PNG bytes, ids and labels
     as the batch stage's rows of that request; bad requests are one clear error."""

@@ -90,3 +90,31 @@ def test_grid_tiles_as_torchvision_make_grid_does(n, channels):
     ours = make_grid(x, nrow=8)
     ref = tv_grid(x, nrow=8, normalize=True, value_range=(-1, 1), padding=2)
     assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,cin,cout,k,stride,pad", [((1, 1), 80, 64, 7, 1, 0), ((1, 1), 80, 64, 4, 1, 0),
+                                                        ((7, 7), 32, 1, 4, 2, 1), ((16, 16), 16, 3, 4, 2, 1),
+                                                        ((7, 7), 64, 32, 4, 2, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_generators_transposed_convolution_matches_torchs_forward_and_backward(shape, cin, cout, k, stride, pad,
+                                                                                channels_last):
+    """The matrix-product path (1x1 input, few output channels) and the kernel path (the rest) give
+    torch's ConvTranspose2d: output, input gradient and weight and bias gradients."""
+    from gan_core.models.dcgan import ConvTranspose2d
+
+    torch.manual_seed(0)
+    ref = nn.ConvTranspose2d(cin, cout, k, stride, pad)
+    ours = ConvTranspose2d(cin, cout, k, stride, pad)
+    ours.load_state_dict(ref.state_dict())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    ref, ours = ref.to(memory_format=fmt), ours.to(memory_format=fmt)
+    x = torch.randn(6, cin, *shape).contiguous(memory_format=fmt)
+    xr, xo = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    yr, yo = ref(xr), ours(xo)
+    assert yo.shape == yr.shape and torch.allclose(yo, yr, atol=1e-5)
+    g = torch.randn_like(yr)
+    yr.backward(g)
+    yo.backward(g)
+    assert torch.allclose(xo.grad, xr.grad, atol=1e-4)
+    assert torch.allclose(ours.weight.grad, ref.weight.grad, atol=1e-4)
+    assert torch.allclose(ours.bias.grad, ref.bias.grad, atol=1e-4)

@@ -201,7 +201,6 @@ def test_rows_generator_folds_batchnorm_and_draws_the_plain_generators_images():
     fast = rows_generator(g)
     assert fast is not g and set(g.state_dict()) == keys and not fast.training  # g itself unchanged
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
-    assert sum(type(m).__name__ == "_InferenceConvTranspose" for m in fast.modules()) == 3
     assert next(p for p in fast.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(render_rows(fast, ids, 5, y), plain, atol=1e-5)
     for shape in ((1, 28, 28), (3, 32, 32), (3, 64, 64)):  # the 1x1 input, a wide middle layer, the image layer

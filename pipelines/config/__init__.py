@@ -368,7 +368,7 @@ def describe(cfg: Config) -> list[tuple[str, Any, str]]:
     return rows
 
 
-PRESETS = ("quick",)
+PRESETS = ("quick", "sweep")
 CONFIG_ENV = "GANPIPE_CONFIG_YAML"  # a whole config as YAML text, read when no CONFIG is given
 
 
@@ -412,6 +412,38 @@ def _format_error(e: ValidationError, origin: str) -> str:
     return f"{origin}: " + "; ".join(parts)
 
 
+def _config_tree(origin: str, text: str) -> dict:
+    """A config's YAML tree; with `extends: PRESET`, its keys set over that preset's (which may
+    extend another)."""
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{origin}: not valid YAML ({e})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections")
+    base = tree.pop("extends", None)
+    if base is None:
+        return tree
+    if base not in PRESETS:
+        raise ConfigError(f"{origin}: extends: {base!r} is not a preset ({', '.join(PRESETS)})")
+    merged = _config_tree(f"preset {base!r}", preset_text(base))
+    for dotted, value in flatten_tree(tree).items():
+        set_key(merged, dotted, value)
+    return merged
+
+
+def flatten_tree(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A YAML tree as `section.key` -> value; mappings under `tune.space` stay whole (each is one entry)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and key != "tune.space" and v:
+            out.update(flatten_tree(v, key))
+        else:
+            out[key] = v
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config (or a preset name, default `quick`), apply overrides, validate. With no
     path, a config given as YAML text in the environment variable CONFIG_ENV (how `ganpipe submit`
@@ -428,12 +460,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist (presets: {', '.join(PRESETS)})")
         origin, text = str(p), p.read_text()
-    try:
-        tree = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{origin}: not valid YAML ({e})") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{origin}: the top level must be a mapping of sections")
+    tree = _config_tree(origin, text)
     for item in overrides:
         keys, value = _parse_override(item)
         set_key(tree, keys, value)

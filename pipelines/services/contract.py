@@ -41,6 +41,7 @@ MODEL_NAME = "generator"  # the logged model's name inside a run
 
 # Metric names written besides the training metrics
 EVAL_PREFIX = "eval_"
+UNFILTERED_EVAL_PREFIX = "unfiltered_eval_"  # a filtered dataset's rows without the filter (generate)
 RESUMED_FROM = "resumed_from"
 NAN_AT = "nan_at_iteration"
 

@@ -234,6 +234,13 @@ def test_quality_filters_keep_exact_counts_report_acceptance_or_fail_clearly(wor
     assert 0 < accept[0] < 1 and 0 < accept[8] < 1, accept
     card = (workdir / "drs" / "README.md").read_text()
     assert "discriminator rejection sampling" in card and f"| 0 | 40 |" in card
+    # The evaluation with and without the filter, side by side (the rows' first candidates).
+    assert "| metric | dataset | without the filter | real data | better |" in card
+    fd_row = next(line for line in card.splitlines() if line.startswith("| fd |")).split("|")
+    with_filter, without = float(fd_row[2]), float(fd_row[3])
+    plain = json.loads((workdir / "drs" / "evaluation" / "without_filter" / "metrics.json").read_text())
+    assert without == pytest.approx(plain["fd"], abs=1e-4) and with_filter != without
+    assert "scale" in manifest["request"]["drs"] and manifest["request"]["drs"]["scale"] >= 0
     # The verifier filter: the untrained generator draws what the verifier calls an 8 and nothing else.
     code, _, err = _gen(capsys, registry, workdir / "conf", "--labels", "8=30", "--min-confidence", "0.5")
     assert code == 0, err[-3000:]

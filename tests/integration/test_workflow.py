@@ -69,6 +69,9 @@ def test_a_stage_without_its_input_is_refused_before_anything_runs(workdir, caps
     assert_one_line(code, err, "register needs a training run")
     code, _, err = run_cli(capsys, "run", "--set", "workflow.stages=[generate, train]")
     assert_one_line(code, err, "workflow.stages", "in the order train, tune, evaluate, register, generate")
+    code, _, err = run_cli(capsys, "run", "--set", "workflow.stages=[train, bake]")
+    assert_one_line(code, err, "workflow.stages", "the stages are train, tune, evaluate, register, generate",
+                    "got ['train', 'bake']")
     assert not (workdir / "mlflow.db").exists()  # nothing ran, not even the tracking store
 
 

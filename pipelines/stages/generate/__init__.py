@@ -142,7 +142,7 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
     filters = {}
     if rejection or min_confidence is not None:
         filters = {"min_confidence": min_confidence, "max_tries": cfg.generate.max_tries,
-                   "drs": _drs_bound(cfg, loaded, counts, seed) if rejection == "drs" else None}
+                   "drs": _drs_bound(cfg, loaded, counts, seed, gcfg, data) if rejection == "drs" else None}
     request = _request(cfg, loaded, model, counts, total, seed, filters)
     with names.hold_dataset(out_dir):  # one writer per dataset folder
         return _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed,
@@ -182,18 +182,21 @@ def _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, to
         remote.pull_shards(remote_uri, out_dir, [shard_name(s["index"], n_files) for s in missing])
     files = _collect(data_dir, shards, n_files)
     _record_tries(out_dir, tries)
-    return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance, tags, remote_uri)
+    return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance, tags, remote_uri,
+                   g, net)
 
 
-def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, seed: int) -> dict:
-    """D's largest logit over a burn-in sample (its own stream of candidates) and the gamma that keeps
+def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, seed: int, gcfg: Config,
+               data) -> dict:
+    """D's logit calibrated on the real held-out images against a burn-in sample of candidates (its
+    own stream), the largest calibrated logit of that sample, and the gamma that keeps
     `generate.drs_keep` of it at acceptance >= 1/2."""
     import numpy as np
     import torch
 
-    from gan_core import ModelSpec, build_models, labels_for_rows, latent_rows
+    from gan_core import ModelSpec, build_models, labels_for_rows, latent_rows, render_rows, rows_generator
     from gan_core.data import to_uint8
-    from gan_core.theory import drs_gamma
+    from gan_core.theory import drs_gamma, logit_calibration
 
     spec = dict(loaded.meta["spec"])
     spec["image_shape"] = tuple(spec["image_shape"])
@@ -206,12 +209,19 @@ def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, s
     if counts:
         k = len(counts)
         burn_counts = [n // k + (1 if c < n % k else 0) for c in range(k)]
+    _, holdout = data.split(gcfg.data.holdout_fraction, gcfg.seed)
     with torch.no_grad():
         y = labels_for_rows(ids, burn_counts, seed + 1) if burn_counts else None
-        x = torch.from_numpy(to_uint8(loaded.generator(latent_rows(ids, seed + 1, loaded.generator.z_dim), y)))
-        logits = d(x.float().div(127.5).sub(1.0), y).reshape(-1).double().numpy()
+        x = torch.from_numpy(to_uint8(render_rows(rows_generator(loaded.generator), ids, seed + 1, y)))
+        fake = d(x.float().div(127.5).sub(1.0), y).reshape(-1).double().numpy()
+        real_y = torch.as_tensor(holdout.labels, dtype=torch.int64) if y is not None else None
+        real = d(torch.as_tensor(holdout.images).float().div(127.5).sub(1.0), real_y).reshape(-1).double().numpy()
+    scale, shift = logit_calibration(real, fake)
+    scale = max(scale, 0.0)  # a D that ranks generated images above real ones is not followed
+    logits = scale * fake + shift
     top = float(logits.max())
-    return {"max_logit": top, "gamma": drs_gamma(logits, top, cfg.generate.drs_keep), "burn_in": n}
+    return {"max_logit": top, "gamma": drs_gamma(logits, top, cfg.generate.drs_keep), "burn_in": n,
+            "scale": scale, "shift": shift}
 
 
 def _record_tries(out: Path, tries: dict[str, list[int]]) -> None:
@@ -319,10 +329,11 @@ def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
 
 
 def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: int, nodes: list[str], gcfg: Config,
-            data, uri: str, provenance: dict, tags: dict | None = None, remote_uri: str | None = None) -> GenerateResult:
+            data, uri: str, provenance: dict, tags: dict | None = None, remote_uri: str | None = None,
+            generator=None, verifier=None) -> GenerateResult:
     import numpy as np
 
-    from .card import evaluate_dataset, write_card
+    from .card import evaluate_dataset, evaluate_unfiltered, write_card
 
     k = len(request["class_names"])
     counts = np.zeros(k, dtype=np.int64)
@@ -337,14 +348,15 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
     for f in files:
         t = per_file.get(Path(f["file"]).name, [])
         tried[: len(t)] += t
-    acceptance = [float(c / t) if t else None for c, t in zip(counts, tried)] \
-        if (request.get("drs") or request.get("min_confidence") is not None) and tried.sum() else None
-    write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance)
+    filtered = bool(request.get("drs") or request.get("min_confidence") is not None)
+    acceptance = [float(c / t) if t else None for c, t in zip(counts, tried)] if filtered and tried.sum() else None
+    unfiltered = evaluate_unfiltered(cfg, gcfg, data, out, request, generator, verifier) if filtered else None
+    write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance, unfiltered)
     if remote_uri:  # everything but the manifest, which comes last
         remote.push(remote_uri, out, [out / contract.DATASET_CARD, out / contract.DATASET_EVALUATION_DIR,
                                       out / contract.DATASET_STATE_DIR / "tries.json"])
     run_id = _track(cfg, uri, out, request, provenance, counts.tolist(), metrics,
-                    {**(tags or {}), contract.NODES: json.dumps(nodes)}, remote_uri or str(out))
+                    {**(tags or {}), contract.NODES: json.dumps(nodes)}, remote_uri or str(out), unfiltered)
     manifest = {"rows": int(counts.sum()), "counts": counts.tolist(), "class_names": request["class_names"],
                 "acceptance": acceptance,
                 "files": files, "request": {k2: v for k2, v in request.items() if k2 != "class_names"},
@@ -359,9 +371,11 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
 
 
 def _track(cfg: Config, uri: str, out: Path, request: dict, provenance: dict, counts: list[int],
-           metrics: dict, extra_tags: dict | None = None, location: str | None = None) -> str:
-    """An MLflow run (stage `generate`): the request, the dataset as an output, the card and manifest;
-    the model version (when there is one) lists the datasets made from it."""
+           metrics: dict, extra_tags: dict | None = None, location: str | None = None,
+           unfiltered: dict | None = None) -> str:
+    """An MLflow run (stage `generate`): the request, the dataset as an output, the card and manifest
+    (with a filter on, the evaluation without it too); the model version (when
+    there is one) lists the datasets made from it."""
     from mlflow.entities import Param
 
     c = tracking.client(uri)
@@ -380,6 +394,7 @@ def _track(cfg: Config, uri: str, out: Path, request: dict, provenance: dict, co
     tracking.log_dataset_input(uri, run_id, location.rstrip("/").split("/")[-1], request["key"], location, "output",
                                {"rows": request["rows"], "counts": counts})
     scalars = {f"{contract.EVAL_PREFIX}{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+    scalars.update({f"{contract.UNFILTERED_EVAL_PREFIX}{k}": v for k, v in (unfiltered or {}).items() if isinstance(v, (int, float))})
     tracking.log_metrics(uri, run_id, {"rows": request["rows"], **scalars}, step=0)
     c.log_artifact(run_id, str(out / contract.DATASET_CARD), contract.DATASET_ARTIFACTS)
     c.set_terminated(run_id, "FINISHED")

@@ -52,8 +52,37 @@ def evaluate_dataset(cfg: Config, gcfg: Config, data, out: Path) -> dict:
     return res.metrics
 
 
+def evaluate_unfiltered(cfg: Config, gcfg: Config, data, out: Path, request: dict, generator, verifier) -> dict:
+    """With a quality filter on, the evaluation of the rows the same request gives without it (each
+    row's first candidate), spread over the row ids as `read_rows` spreads its sample, drawn on
+    FORWARD_BLOCK-row batches (the same images to float rounding), in DIR/evaluation/without_filter/."""
+    from gan_core import FORWARD_BLOCK, labels_for_rows, render_rows, rows_generator
+    from gan_core.data import to_uint8
+
+    from ..evaluate import measure, protocol
+
+    n = min(cfg.generate.eval_samples, request["rows"])
+    ids = np.arange(0, request["rows"], max(1, request["rows"] // n))[:n]
+    g = rows_generator(generator)
+    xs, ys = [], []
+    for lo in range(0, len(ids), FORWARD_BLOCK):
+        block = ids[lo:lo + FORWARD_BLOCK]
+        y = labels_for_rows(block, request["counts"], request["seed"]) if request["counts"] else None
+        x = torch.from_numpy(to_uint8(render_rows(g, block, request["seed"], y))).float().div(127.5).sub(1.0)
+        if y is None:  # an unconditional model's rows are labelled by the verifier
+            y = torch.from_numpy(verifier.embed(x)[1].argmax(1)).to(torch.int64)
+        xs.append(x)
+        ys.append(y)
+    x, y = torch.cat(xs), torch.cat(ys)
+    gcfg = gcfg.model_copy(update={"eval": cfg.eval})
+    res = measure(gcfg, data, x, y, f"dataset {out} without its filter",
+                  out / contract.DATASET_EVALUATION_DIR / "without_filter", str(out), "", None, 0,
+                  protocol(gcfg, len(x)))
+    return res.metrics
+
+
 def write_card(out: Path, request: dict, provenance: dict, counts: list[int], files: list[dict],
-               metrics: dict, acceptance: list[float | None] | None = None) -> None:
+               metrics: dict, acceptance: list[float | None] | None = None, unfiltered: dict | None = None) -> None:
     names = request["class_names"]
     features = {"id": "int64", "image": "image", "label": {"class_label": {"names": dict(enumerate(names))}},
                 "verifier_label": {"class_label": {"names": dict(enumerate(names))}},
@@ -94,12 +123,17 @@ def write_card(out: Path, request: dict, provenance: dict, counts: list[int], fi
     fidelity = metrics.get("label_fidelity_per_class") or [None] * len(names)
     for name, n, f, a in zip(names, counts, fidelity, acceptance or [None] * len(names)):
         body.append(f"| {name} | {n} | {'' if f is None else f'{f:.3f}'} | {'' if a is None else f'{a:.3f}'} |")
-    body += ["", f"## Evaluation ({metrics.get('samples', '?')} rows against the real holdout)", "",
-             "| metric | dataset | real data | better |", "|---|---|---|---|"]
+    body += ["", f"## Evaluation ({metrics.get('samples', '?')} rows against the real holdout)", ""]
+    if unfiltered:
+        body += ["| metric | dataset | without the filter | real data | better |", "|---|---|---|---|---|"]
+    else:
+        body += ["| metric | dataset | real data | better |", "|---|---|---|---|"]
     for m in METRICS.values():
         if m.name in metrics:
             ref = m.real_value(metrics)
-            body.append(f"| {m.name} | {metrics[m.name]:.4f} | {'' if ref is None else f'{ref:.4f}'} | {m.better} |")
+            plain = [] if not unfiltered else [f"{unfiltered[m.name]:.4f}" if m.name in unfiltered else ""]
+            body.append("| " + " | ".join([m.name, f"{metrics[m.name]:.4f}", *plain,
+                                           "" if ref is None else f"{ref:.4f}", m.better]) + " |")
     body += ["", "## Files", "", "| file | rows | sha256 |", "|---|---|---|"]
     body += [f"| {f['file']} | {f['rows']} | `{f['sha256'][:16]}…` |" for f in files]
     body += ["", "Load it with `datasets.load_dataset(\"parquet\", data_dir=\"DIR/data\")`, pandas, polars or DuckDB; "

@@ -139,7 +139,9 @@ class ShardWriter:
         if r.get("min_confidence") is not None:
             keep &= (conf.numpy() >= r["min_confidence"]) & (y is None or (pred == y).numpy())
         if self.drs:
+            x = torch.from_numpy(pixels).to(self.device).float().div(127.5).sub(1.0)
             logits = self.D(x, None if y is None else y.to(self.device)).reshape(-1).double().cpu().numpy()
+            logits = self.drs["scale"] * logits + self.drs["shift"]  # calibrated on real data (_drs_bound)
             p = drs_acceptance(logits, self.drs["max_logit"], self.drs["gamma"])
             keep &= uniform_rows(cand, r["seed"], stream=1).numpy() < p
         return pixels, pred, conf, keep
