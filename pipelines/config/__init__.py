@@ -244,6 +244,9 @@ class GenerateConfig(Section):
                                                          "replicas compute on their GPU (their bytes differ from a "
                                                          "CPU's, so the device is part of the request)")
     eval_samples: int = Field(2000, ge=10, description="rows of the dataset evaluated for its card")
+    compare_samples: int = Field(4000, ge=20, description="with a quality filter: rows of the dataset and as many "
+                                                          "unfiltered rows compared in parts of the holdout's size "
+                                                          "for the card")
     max_tries: int = Field(50, ge=1, description="candidates tried per row with a quality filter before the "
                                                  "filter counts as unmet")
     drs_keep: float = Field(0.5, gt=0, lt=1, description="discriminator rejection sampling: share of a burn-in "

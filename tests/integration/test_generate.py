@@ -225,15 +225,15 @@ def test_generate_bad_input(workdir, capsys, registry, ray_local):
 
 
 def test_quality_filters_keep_exact_counts_report_acceptance_or_fail_clearly(workdir, capsys, ray_local, registry):
-    code, stdout, err = _gen(capsys, registry, workdir / "drs", "--labels", "0=40,8=40", "--rejection", "drs",
+    code, stdout, err = _gen(capsys, registry, workdir / "drs", "--labels", "0=200,8=200", "--rejection", "drs",
                              "--set", "generate.drs_burn_in=500")
     assert code == 0, err[-3000:]
     manifest = json.loads((workdir / "drs" / "manifest.json").read_text())
-    assert manifest["counts"] == [40, 0, 0, 0, 0, 0, 0, 0, 40, 0]
+    assert manifest["counts"] == [200, 0, 0, 0, 0, 0, 0, 0, 200, 0]
     accept = manifest["acceptance"]
     assert 0 < accept[0] < 1 and 0 < accept[8] < 1, accept
     card = (workdir / "drs" / "README.md").read_text()
-    assert "discriminator rejection sampling" in card and f"| 0 | 40 |" in card
+    assert "discriminator rejection sampling" in card and f"| 0 | 200 |" in card
     # The evaluation with and without the filter, side by side (the rows' first candidates).
     assert "| metric | dataset | without the filter | real data | better |" in card
     fd_row = next(line for line in card.splitlines() if line.startswith("| fd |")).split("|")
@@ -241,6 +241,12 @@ def test_quality_filters_keep_exact_counts_report_acceptance_or_fail_clearly(wor
     plain = json.loads((workdir / "drs" / "evaluation" / "without_filter" / "metrics.json").read_text())
     assert without == pytest.approx(plain["fd"], abs=1e-4) and with_filter != without
     assert "scale" in manifest["request"]["drs"] and manifest["request"]["drs"]["scale"] >= 0
+    # ... and compared in parts of the holdout's size, each set's mean and error in the card.
+    parts = json.loads((workdir / "drs" / "evaluation" / "filter_comparison.json").read_text())
+    assert parts["parts"] == 400 // parts["rows_per_part"] >= 2
+    a, b = parts["sets"]["with the filter"]["fd"], parts["sets"]["without"]["fd"]
+    assert f"| fd | {a['mean']:.4f} ± {a['se']:.4f} | {b['mean']:.4f} ± {b['se']:.4f} | {a['mean'] - b['mean']:+.4f}" \
+        in card
     # The verifier filter: the untrained generator draws what the verifier calls an 8 and nothing else.
     code, _, err = _gen(capsys, registry, workdir / "conf", "--labels", "8=30", "--min-confidence", "0.5")
     assert code == 0, err[-3000:]

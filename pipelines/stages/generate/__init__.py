@@ -333,7 +333,7 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
             generator=None, verifier=None) -> GenerateResult:
     import numpy as np
 
-    from .card import evaluate_dataset, evaluate_unfiltered, write_card
+    from .card import evaluate_dataset, evaluate_filter, write_card
 
     k = len(request["class_names"])
     counts = np.zeros(k, dtype=np.int64)
@@ -350,8 +350,9 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
         tried[: len(t)] += t
     filtered = bool(request.get("drs") or request.get("min_confidence") is not None)
     acceptance = [float(c / t) if t else None for c, t in zip(counts, tried)] if filtered and tried.sum() else None
-    unfiltered = evaluate_unfiltered(cfg, gcfg, data, out, request, generator, verifier) if filtered else None
-    write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance, unfiltered)
+    unfiltered, comparison = evaluate_filter(cfg, gcfg, data, out, request, generator, verifier) if filtered \
+        else (None, None)
+    write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance, unfiltered, comparison)
     if remote_uri:  # everything but the manifest, which comes last
         remote.push(remote_uri, out, [out / contract.DATASET_CARD, out / contract.DATASET_EVALUATION_DIR,
                                       out / contract.DATASET_STATE_DIR / "tries.json"])

@@ -52,16 +52,13 @@ def evaluate_dataset(cfg: Config, gcfg: Config, data, out: Path) -> dict:
     return res.metrics
 
 
-def evaluate_unfiltered(cfg: Config, gcfg: Config, data, out: Path, request: dict, generator, verifier) -> dict:
-    """With a quality filter on, the evaluation of the rows the same request gives without it (each
-    row's first candidate), spread over the row ids as `read_rows` spreads its sample, drawn on
-    FORWARD_BLOCK-row batches (the same images to float rounding), in DIR/evaluation/without_filter/."""
+def _unfiltered_rows(request: dict, n: int, generator, verifier) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows the request gives without its filter (each row's first candidate), `n` of them spread
+    over the row ids as `read_rows` spreads its sample, drawn on FORWARD_BLOCK-row batches (the same
+    images to float rounding); an unconditional model's rows labelled by the verifier."""
     from gan_core import FORWARD_BLOCK, labels_for_rows, render_rows, rows_generator
     from gan_core.data import to_uint8
 
-    from ..evaluate import measure, protocol
-
-    n = min(cfg.generate.eval_samples, request["rows"])
     ids = np.arange(0, request["rows"], max(1, request["rows"] // n))[:n]
     g = rows_generator(generator)
     xs, ys = [], []
@@ -69,20 +66,45 @@ def evaluate_unfiltered(cfg: Config, gcfg: Config, data, out: Path, request: dic
         block = ids[lo:lo + FORWARD_BLOCK]
         y = labels_for_rows(block, request["counts"], request["seed"]) if request["counts"] else None
         x = torch.from_numpy(to_uint8(render_rows(g, block, request["seed"], y))).float().div(127.5).sub(1.0)
-        if y is None:  # an unconditional model's rows are labelled by the verifier
+        if y is None:
             y = torch.from_numpy(verifier.embed(x)[1].argmax(1)).to(torch.int64)
         xs.append(x)
         ys.append(y)
-    x, y = torch.cat(xs), torch.cat(ys)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def evaluate_filter(cfg: Config, gcfg: Config, data, out: Path, request: dict, generator, verifier) -> tuple[dict,
+                                                                                                          dict | None]:
+    """With a quality filter on: (1) the evaluation of the rows without it, as the dataset is evaluated,
+    in DIR/evaluation/without_filter/; (2) both sets compared in parts of the holdout's size
+    (`compare_in_parts`, `generate.compare_samples` rows each; None when the dataset is too small),
+    in DIR/evaluation/filter_comparison.json."""
+    from gan_core.metrics import compare_in_parts
+
+    from ..evaluate import measure, protocol
+
+    n = min(max(cfg.generate.eval_samples, cfg.generate.compare_samples), request["rows"])
+    x_plain, y_plain = _unfiltered_rows(request, n, generator, verifier)
     gcfg = gcfg.model_copy(update={"eval": cfg.eval})
-    res = measure(gcfg, data, x, y, f"dataset {out} without its filter",
-                  out / contract.DATASET_EVALUATION_DIR / "without_filter", str(out), "", None, 0,
-                  protocol(gcfg, len(x)))
-    return res.metrics
+    k = min(cfg.generate.eval_samples, request["rows"])
+    step = max(1, len(x_plain) // k)
+    plain = measure(gcfg, data, x_plain[::step][:k], y_plain[::step][:k], f"dataset {out} without its filter",
+                    out / contract.DATASET_EVALUATION_DIR / "without_filter", str(out), "", None, 0,
+                    protocol(gcfg, k)).metrics
+    _, holdout = data.split(gcfg.data.holdout_fraction, gcfg.seed)
+    x_kept, y_kept = read_rows(out, n, data.image_shape)
+    try:
+        parts = compare_in_parts(verifier, holdout.tensors()[0], {"with the filter": (x_kept, y_kept),
+                                                                   "without": (x_plain, y_plain)}, data.num_classes)
+    except ValueError:
+        return plain, None
+    (out / contract.DATASET_EVALUATION_DIR / "filter_comparison.json").write_text(json.dumps(parts, indent=2))
+    return plain, parts
 
 
 def write_card(out: Path, request: dict, provenance: dict, counts: list[int], files: list[dict],
-               metrics: dict, acceptance: list[float | None] | None = None, unfiltered: dict | None = None) -> None:
+               metrics: dict, acceptance: list[float | None] | None = None, unfiltered: dict | None = None,
+               comparison: dict | None = None) -> None:
     names = request["class_names"]
     features = {"id": "int64", "image": "image", "label": {"class_label": {"names": dict(enumerate(names))}},
                 "verifier_label": {"class_label": {"names": dict(enumerate(names))}},
@@ -134,6 +156,19 @@ def write_card(out: Path, request: dict, provenance: dict, counts: list[int], fi
             plain = [] if not unfiltered else [f"{unfiltered[m.name]:.4f}" if m.name in unfiltered else ""]
             body.append("| " + " | ".join([m.name, f"{metrics[m.name]:.4f}", *plain,
                                            "" if ref is None else f"{ref:.4f}", m.better]) + " |")
+    if comparison:
+        n, parts = comparison["rows_per_part"], comparison["parts"]
+        sets = comparison["sets"]
+        body += ["", f"## The filter, measured ({parts} x {n} rows with it and without it)", "",
+                 f"Each set is cut into {parts} disjoint parts of {n} rows, the real holdout's size, and every "
+                 "part is measured as the evaluation above measures one set; the table gives the mean over "
+                 "the parts ± its standard error.", "",
+                 "| metric | with the filter | without | difference | better |", "|---|---|---|---|---|"]
+        for name, a in sets["with the filter"].items():
+            b = sets["without"][name]
+            se = (a["se"] ** 2 + b["se"] ** 2) ** 0.5
+            body.append(f"| {name} | {a['mean']:.4f} ± {a['se']:.4f} | {b['mean']:.4f} ± {b['se']:.4f} | "
+                        f"{a['mean'] - b['mean']:+.4f} ± {se:.4f} | {METRICS[name].better} |")
     body += ["", "## Files", "", "| file | rows | sha256 |", "|---|---|---|"]
     body += [f"| {f['file']} | {f['rows']} | `{f['sha256'][:16]}…` |" for f in files]
     body += ["", "Load it with `datasets.load_dataset(\"parquet\", data_dir=\"DIR/data\")`, pandas, polars or DuckDB; "
