@@ -222,3 +222,34 @@ def test_a_run_resumed_from_its_final_checkpoint_reports_its_end_once(digits):
     ((step, ckpt, metrics),) = hooks.reports
     assert (step, ckpt) == (14, False) and metrics["ended"] == 1.0 and metrics["fd"] == 1.0
     assert metrics["iteration"] == metrics["planned_iterations"] == 14 and metrics["train_seconds"] == 7.0
+
+
+def test_each_quality_option_changes_what_it_says(digits):
+    """The options compared in docs/quality.md, each from its config key to the game it builds: the two
+    learning rates, the widths, how D hears the label, the G loss, k, the EMA generator (the batch
+    size: test_plan_matches_what_the_stream_draws)."""
+    train, _ = digits.split(0.1, 0)
+
+    def game(*sets):
+        return build_game(load_config(None, ["data.source=digits", *sets]), train)[0]
+
+    base = game()
+    ttur = game("train.lr_g=0.0001", "train.lr_d=0.0004")
+    assert [g["lr"] for g in ttur.opt_g.param_groups] == [1e-4] and [g["lr"] for g in ttur.opt_d.param_groups] == [4e-4]
+    assert base.opt_g.param_groups[0]["lr"] == base.opt_d.param_groups[0]["lr"] == 2e-4
+    wide = game("model.g_width=64", "model.d_width=16")
+    first_g = lambda gm: next(m for m in gm.G.modules() if isinstance(m, torch.nn.ConvTranspose2d))  # noqa: E731
+    first_d = lambda gm: next(m for m in gm.D.modules() if isinstance(m, torch.nn.Conv2d))  # noqa: E731
+    assert first_g(wide).out_channels == 2 * first_g(base).out_channels  # quick's g_width is 32
+    assert first_d(wide).out_channels == 16 and first_d(base).in_channels == 1 + 10  # concat: one-hot label channels
+    proj = game("model.d_conditioning=projection")
+    assert first_d(proj).in_channels == 1 and proj.D.proj is not None
+    x = torch.rand(4, *train.image_shape) * 2 - 1
+    proj.D.eval()
+    with torch.no_grad():  # the label enters the logit only through <embed(y), sum of D's last features>
+        h = proj.D.body(x).sum((2, 3))
+        y0, y1 = torch.zeros(4, dtype=torch.int64), torch.full((4,), 3)
+        shift = proj.D(x, y1).reshape(-1) - proj.D(x, y0).reshape(-1)
+        assert torch.allclose(shift, ((proj.D.proj(y1) - proj.D.proj(y0)) * h).sum(1), atol=1e-5)
+    assert game("train.g_loss=minimax").g_loss == "minimax" and base.g_loss == "non_saturating"
+    assert game("train.k=3").k == 3 and base.ema is not None and game("train.ema_beta=null").ema is None
