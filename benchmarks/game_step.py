@@ -1,7 +1,8 @@
 """gan_core's `Game.step` against a plain loop written the way pytorch/examples' dcgan/main.py writes
 it (the fake batch made once and reused for the D and G updates; D's weight gradients computed
 during the G update; `.item()` every step), in one process, on the same G and D (copies of one
-initialization), data and batch. Variants of the step alternate in rounds so that the machine's
+initialization; the plain loop's G built from torch's nn.ConvTranspose2d, as the example builds it,
+where gan_core's transposed convolutions compute as matrix products where faster), data and batch. Variants of the step alternate in rounds so that the machine's
 drift falls on all of them alike.
 
 Also, against the machine's arithmetic limit: the floating-point operations of one iteration are
@@ -26,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plain_dcgan import plain_loop  # noqa: E402
+from plain_dcgan import plain_loop, with_torch_layers  # noqa: E402
 from record import add_outputs, record  # noqa: E402
 
 from gan_core import Game, adam_pair  # noqa: E402
@@ -82,12 +83,14 @@ def main() -> None:
         base, _ = build_game(cfg, train)
         batch = cfg.train.batch_size
 
-        def fresh(reuse: bool, nhwc: bool = False) -> Game:
+        def fresh(reuse: bool, nhwc: bool = False, torch_layers: bool = False) -> Game:
             G, D = copy.deepcopy(base.G), copy.deepcopy(base.D)
+            if torch_layers:  # the plain loop's G is built from torch's layers, as pytorch/examples' is
+                G = with_torch_layers(G)
             opt_g, opt_d = adam_pair(G, D, cfg.train.lr_g, cfg.train.lr_d, (cfg.train.beta1, cfg.train.beta2))
             return Game(G, D, opt_g, opt_d, k=1, label_prior=base.label_prior, reuse_fake=reuse, channels_last=nhwc)
 
-        sides = {"plain": fresh(False), "game": fresh(False), "game_reuse": fresh(True),
+        sides = {"plain": fresh(False, torch_layers=True), "game": fresh(False), "game_reuse": fresh(True),
                  "game_reuse_nhwc": fresh(True, True)}
         flops = {name: iteration_flops(game, BatchStream(x, y, batch, seed=99))
                  for name, game in sides.items() if name != "plain"}

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plain_dcgan import plain_loop  # noqa: E402
+from plain_dcgan import plain_loop, with_torch_layers  # noqa: E402
 
 from gan_core import Game, ModelSpec, adam_pair, build_models  # noqa: E402
 from gan_core.data.stream import BatchStream  # noqa: E402
@@ -64,7 +64,7 @@ def main() -> None:
 
     results = {}
     stream = BatchStream(x, y, a.batch, device=dev)
-    G, D = copy.deepcopy(base_g).to(dev), copy.deepcopy(base_d).to(dev)
+    G, D = with_torch_layers(base_g).to(dev), copy.deepcopy(base_d).to(dev)
     og, od = adam_pair(G, D, 2e-4, 2e-4)
     results["plain loop, fp32"] = timed(lambda: plain_loop(G, D, og, od, stream, 100, classes, 1))
     for precision in ("fp32", "bf16"):

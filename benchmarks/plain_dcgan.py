@@ -3,8 +3,26 @@ drawn uniformly): the fake batch made once and used for both updates, D's weight
 during the G update, `.item()` every step. Needs torch only."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+
+def with_torch_layers(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose transposed convolutions are torch's own nn.ConvTranspose2d (same
+    weights), as pytorch/examples' dcgan builds its generator."""
+    module = copy.deepcopy(module)
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.ConvTranspose2d) and type(child) is not nn.ConvTranspose2d:
+                plain = nn.ConvTranspose2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                           child.padding, child.output_padding, child.groups, child.bias is not None,
+                                           child.dilation)
+                plain.load_state_dict(child.state_dict())
+                setattr(parent, name, plain)
+    return module
 
 
 def plain_loop(G, D, opt_g, opt_d, stream, z_dim: int, num_classes: int, iterations: int) -> None:

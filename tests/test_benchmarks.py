@@ -33,3 +33,18 @@ def test_the_section_is_replaced_between_its_markers():
     twice = run_all.replace_section(once + "\n## Later section\n", "second")
     assert twice.count(run_all.START) == 1 and "first" not in twice and "second" in twice
     assert twice.startswith("# Benchmarks\n\nintro") and twice.rstrip().endswith("## Later section")
+
+
+def test_the_plain_loops_generator_is_torchs_layers_with_the_same_weights():
+    import torch
+
+    from gan_core import ModelSpec, build_models
+    from plain_dcgan import with_torch_layers
+
+    g, _ = build_models(ModelSpec("dcgan", 16, (1, 28, 28), 3, 8, 8))
+    plain = with_torch_layers(g)
+    kinds = {type(m) for m in plain.modules() if isinstance(m, torch.nn.ConvTranspose2d)}
+    assert kinds == {torch.nn.ConvTranspose2d} and type(g.net[0]) is not torch.nn.ConvTranspose2d
+    z, y = torch.randn(5, 16), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(z, y), g.eval()(z, y), atol=1e-5)
