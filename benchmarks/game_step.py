@@ -1,9 +1,10 @@
-"""gan_core's `Game.step` against a plain loop written the way pytorch/examples' dcgan/main.py writes
-it (the fake batch made once and reused for the D and G updates; D's weight gradients computed
-during the G update; `.item()` every step), in one process, on the same G and D (copies of one
-initialization; the plain loop's G built from torch's nn.ConvTranspose2d, as the example builds it,
-where gan_core's transposed convolutions compute as matrix products where faster), data and batch. Variants of the step alternate in rounds so that the machine's
-drift falls on all of them alike.
+"""gan_core's `Game.step` against a plain loop written the way pytorch/examples' dcgan/main.py
+writes it (the fake batch made once and reused for the D and G updates; D's weight gradients
+computed during the G update; `.item()` every step), in one process, on the same G and D (copies of
+one initialization; the plain loop's G built from torch's nn.ConvTranspose2d, as the example builds
+it, where gan_core's transposed convolutions compute as matrix products where faster), data and
+batch. Variants of the step alternate in rounds so that the machine's drift falls on all of them
+alike.
 
 Also, against the machine's arithmetic limit: the floating-point operations of one iteration are
 counted (torch's FlopCounterMode: forward and backward of G and D, k included), the machine's fp32

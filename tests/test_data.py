@@ -213,8 +213,9 @@ def test_png_encoder_round_trips_gray_and_rgb_and_refuses_other_shapes():
         assert png == encode_png(pixels.copy())  # deterministic
         batch = rng.integers(0, 256, (5, *shape), dtype=np.uint8)
         assert encode_pngs(batch) == [encode_png(p) for p in batch]
-        assert all(np.array_equal(np.asarray(Image.open(io.BytesIO(b))), p[0] if shape[0] == 1 else np.moveaxis(p, 0, -1))
-                   for b, p in zip(encode_pngs(batch), batch))
+        for b, p in zip(encode_pngs(batch), batch):
+            want = p[0] if shape[0] == 1 else np.moveaxis(p, 0, -1)
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(b))), want)
     for bad in (np.zeros((2, 8, 8), np.uint8), np.zeros((1, 8, 8), np.float32)):
         with pytest.raises(ValueError, match="encode_png takes uint8"):
             encode_png(bad)

@@ -6,4 +6,5 @@ from .idx import read_idx, write_idx
 from .sources import SOURCES, load_dataset
 
 __all__ = ["ImageDataset", "DataError", "load_dataset", "SOURCES", "content_fingerprint", "read_idx",
-           "write_idx", "IMAGE_TYPE", "features_metadata", "class_names_from_metadata", "encode_png", "encode_pngs", "to_uint8"]
+           "write_idx", "IMAGE_TYPE", "features_metadata", "class_names_from_metadata", "encode_png", "encode_pngs",
+           "to_uint8"]

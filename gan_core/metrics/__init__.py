@@ -11,4 +11,5 @@ from .suite import PART_METRICS, cheap_metrics, compare_in_parts, full_metrics, 
 
 __all__ = ["FeatureNet", "SmallCNN", "accuracy", "fit_classifier", "load_or_train", "frechet_distance", "prdc",
            "label_fidelity", "classification_accuracy_score", "memorization", "cheap_metrics", "full_metrics",
-           "compare_in_parts", "PART_METRICS", "sample_generator", "TrainingProbe", "METRICS", "TRAINING_METRICS", "Metric", "is_better"]
+           "compare_in_parts", "PART_METRICS", "sample_generator", "TrainingProbe", "METRICS", "TRAINING_METRICS",
+           "Metric", "is_better"]

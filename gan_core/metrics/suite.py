@@ -89,8 +89,9 @@ def full_metrics(net: FeatureNet, train, holdout, fake_x: torch.Tensor, fake_y: 
 PART_METRICS = ("fd", "precision", "recall", "coverage", "label_fidelity")
 
 
-def compare_in_parts(net: FeatureNet, holdout_x: torch.Tensor, sets: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
-                     num_classes: int, prdc_k: int = 5) -> dict:
+def compare_in_parts(net: FeatureNet, holdout_x: torch.Tensor,
+                     sets: dict[str, tuple[torch.Tensor, torch.Tensor | None]], num_classes: int,
+                     prdc_k: int = 5) -> dict:
     """fd, precision, recall, coverage and label fidelity of each generated set as the mean over
     disjoint parts of the holdout's size, with the standard error of that mean. Each part is measured
     as `full_metrics` measures one generated set (as many generated rows as real ones), so the means

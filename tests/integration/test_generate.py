@@ -245,8 +245,8 @@ def test_quality_filters_keep_exact_counts_report_acceptance_or_fail_clearly(wor
     parts = json.loads((workdir / "drs" / "evaluation" / "filter_comparison.json").read_text())
     assert parts["parts"] == 400 // parts["rows_per_part"] >= 2
     a, b = parts["sets"]["with the filter"]["fd"], parts["sets"]["without"]["fd"]
-    assert f"| fd | {a['mean']:.4f} ± {a['se']:.4f} | {b['mean']:.4f} ± {b['se']:.4f} | {a['mean'] - b['mean']:+.4f}" \
-        in card
+    row = f"| fd | {a['mean']:.4f} ± {a['se']:.4f} | {b['mean']:.4f} ± {b['se']:.4f} | {a['mean'] - b['mean']:+.4f}"
+    assert row in card
     # The verifier filter: the untrained generator draws what the verifier calls an 8 and nothing else.
     code, _, err = _gen(capsys, registry, workdir / "conf", "--labels", "8=30", "--min-confidence", "0.5")
     assert code == 0, err[-3000:]

@@ -194,7 +194,7 @@ def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, s
     import numpy as np
     import torch
 
-    from gan_core import ModelSpec, build_models, labels_for_rows, latent_rows, render_rows, rows_generator
+    from gan_core import ModelSpec, build_models, labels_for_rows, render_rows, rows_generator
     from gan_core.data import to_uint8
     from gan_core.theory import drs_gamma, logit_calibration
 
@@ -375,8 +375,8 @@ def _track(cfg: Config, uri: str, out: Path, request: dict, provenance: dict, co
            metrics: dict, extra_tags: dict | None = None, location: str | None = None,
            unfiltered: dict | None = None) -> str:
     """An MLflow run (stage `generate`): the request, the dataset as an output, the card and manifest
-    (with a filter on, the evaluation without it too); the model version (when
-    there is one) lists the datasets made from it."""
+    (with a filter on, the evaluation without it too); the model version (when there is one) lists
+    the datasets made from it."""
     from mlflow.entities import Param
 
     c = tracking.client(uri)
@@ -395,7 +395,8 @@ def _track(cfg: Config, uri: str, out: Path, request: dict, provenance: dict, co
     tracking.log_dataset_input(uri, run_id, location.rstrip("/").split("/")[-1], request["key"], location, "output",
                                {"rows": request["rows"], "counts": counts})
     scalars = {f"{contract.EVAL_PREFIX}{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
-    scalars.update({f"{contract.UNFILTERED_EVAL_PREFIX}{k}": v for k, v in (unfiltered or {}).items() if isinstance(v, (int, float))})
+    scalars.update({f"{contract.UNFILTERED_EVAL_PREFIX}{k}": v for k, v in (unfiltered or {}).items()
+                    if isinstance(v, (int, float))})
     tracking.log_metrics(uri, run_id, {"rows": request["rows"], **scalars}, step=0)
     c.log_artifact(run_id, str(out / contract.DATASET_CARD), contract.DATASET_ARTIFACTS)
     c.set_terminated(run_id, "FINISHED")

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from gan_core import (FORWARD_BLOCK, ModelSpec, aligned_blocks, build_models, labels_for_rows, render_rows, rows_generator,
-                      uniform_rows)
+from gan_core import (FORWARD_BLOCK, ModelSpec, aligned_blocks, build_models, labels_for_rows, render_rows,
+                      rows_generator, uniform_rows)
 from gan_core.models import for_inference
 from gan_core.theory import drs_acceptance
 from gan_core.data import IMAGE_TYPE, encode_pngs, features_metadata, to_uint8
