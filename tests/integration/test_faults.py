@@ -21,9 +21,24 @@ def _worker_pids() -> list[int]:
     return [int(line.split()[0]) for line in out.splitlines() if "RayTrainWorker" in line]
 
 
+def _newest_complete(run, proc, timeout: float = 120) -> int:
+    """The iteration of the run's newest complete checkpoint, waiting for one to be complete."""
+    import warnings
+
+    deadline = time.time() + timeout
+    while True:
+        with warnings.catch_warnings():  # a checkpoint being written counts as damaged until it is whole
+            warnings.simplefilter("ignore")
+            found = checkpoints.latest_loadable(run, 2)
+        if found is not None:
+            return int(found[1]["iteration"])
+        assert proc.poll() is None and time.time() < deadline, "no complete checkpoint"
+        time.sleep(0.1)
+
+
 def test_killed_worker_is_replaced_and_an_interrupted_run_resumes_with_optimizer_state(workdir, capsys, ray_local):
     tmp_path = workdir
-    every, total, k = 20, 120, 2
+    every, total, k = 20, 160, 2
     args = ["train", *set_args(SMALL + [f"train.iterations={total}", f"train.checkpoint_every={every}",
                                          f"train.eval_every={every}", "train.log_every=5", f"train.k={k}",
                                          "train.run_name=faults"])]
@@ -34,12 +49,13 @@ def test_killed_worker_is_replaced_and_an_interrupted_run_resumes_with_optimizer
     # A second process with the same run name is refused at once, naming the first, which goes on.
     code, _, err = run_cli(capsys, *args)
     assert_one_line(code, err, f"train.run_name='faults' is in use by process {proc.pid}")
-    time.sleep(2)  # let that checkpoint complete; the kill lands mid-interval
+    at_kill = _newest_complete(run, proc)  # that checkpoint complete: the kill lands after it
     pids = _worker_pids()
     assert len(pids) >= 2, pids
     os.kill(pids[-1], signal.SIGKILL)
-    # The replaced worker group goes on; interrupt the driver once it has written a later checkpoint.
-    wait_for(run / f"checkpoint_{4 * every:08d}", proc)
+    # The replaced worker group goes on; interrupt the driver once it has written a later checkpoint:
+    # two intervals past the newest one at the kill, which only the replaced group can write.
+    wait_for(run / f"checkpoint_{max(4 * every, at_kill + 2 * every):08d}", proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode != 0, "the interrupted run must not report success"
