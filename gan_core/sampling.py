@@ -103,6 +103,5 @@ def render_rows(g: torch.nn.Module, ids: np.ndarray, seed: int, y: torch.Tensor 
 
 def rows_generator(g: torch.nn.Module) -> torch.nn.Module:
     """G as `render_rows` runs it: a copy made by `gan_core.models.for_inference` (eval mode,
-    BatchNorm folded into the convolutions, transposed convolutions as matrix products where faster,
-    channels-last); `g` itself is left as it is."""
+    BatchNorm folded into the convolutions, channels-last); `g` itself is left as it is."""
     return for_inference(g)

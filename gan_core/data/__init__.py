@@ -1,10 +1,11 @@
 """Datasets: one interface over every source, images in [-1, 1], labels, class names, a fingerprint."""
 from .dataset import ImageDataset, content_fingerprint
 from .errors import DataError
-from .hf_layout import IMAGE_TYPE, class_names_from_metadata, encode_png, encode_pngs, features_metadata, to_uint8
+from .hf_layout import (IMAGE_TYPE, class_names_from_metadata, encode_png, encode_pngs, features_metadata,
+                        from_uint8, to_uint8)
 from .idx import read_idx, write_idx
 from .sources import SOURCES, load_dataset
 
 __all__ = ["ImageDataset", "DataError", "load_dataset", "SOURCES", "content_fingerprint", "read_idx",
            "write_idx", "IMAGE_TYPE", "features_metadata", "class_names_from_metadata", "encode_png", "encode_pngs",
-           "to_uint8"]
+           "from_uint8", "to_uint8"]

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .hf_layout import from_uint8
+
 
 @dataclass
 class ImageDataset:
@@ -43,7 +45,7 @@ class ImageDataset:
         """(images in [-1, 1] as float32, labels as int64) for the given rows (all by default)."""
         imgs = self.images if indices is None else self.images[indices]
         labs = self.labels if indices is None else self.labels[indices]
-        x = torch.from_numpy(np.ascontiguousarray(imgs)).to(torch.float32).div_(127.5).sub_(1.0)
+        x = from_uint8(imgs)
         return x, torch.from_numpy(np.ascontiguousarray(labs)).to(torch.int64)
 
     def subset(self, indices: np.ndarray, name: str) -> "ImageDataset":

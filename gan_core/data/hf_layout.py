@@ -34,6 +34,13 @@ def class_names_from_metadata(metadata: dict[bytes, bytes] | None) -> list[str] 
         return None
 
 
+def from_uint8(pixels) -> torch.Tensor:
+    """uint8 pixels (a numpy array or tensor, any shape) as float32 in [-1, 1], the range G draws in:
+    the inverse of `to_uint8`."""
+    x = torch.as_tensor(np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels)
+    return x.to(torch.float32).div(127.5).sub(1.0)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """Images in [-1, 1] (N, C, H, W) to uint8 pixels, rounding half away from the midpoint alike
     on every machine (clamp, scale, round)."""

@@ -86,7 +86,7 @@ def full_metrics(net: FeatureNet, train, holdout, fake_x: torch.Tensor, fake_y: 
     return m
 
 
-PART_METRICS = ("fd", "precision", "recall", "coverage", "label_fidelity")
+_PART_METRICS = ("fd", "precision", "recall", "coverage", "label_fidelity")
 
 
 def compare_in_parts(net: FeatureNet, holdout_x: torch.Tensor,
@@ -105,7 +105,7 @@ def compare_in_parts(net: FeatureNet, holdout_x: torch.Tensor,
     out: dict = {"parts": parts, "rows_per_part": n, "sets": {}}
     for name, (x, y) in sets.items():
         feats, probs = net.embed(x[: parts * n])
-        values: dict[str, list[float]] = {m: [] for m in PART_METRICS}
+        values: dict[str, list[float]] = {m: [] for m in _PART_METRICS}
         for j in range(parts):
             f = feats[j::parts]
             values["fd"].append(frechet_distance(f_hold, f))

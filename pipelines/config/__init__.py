@@ -430,18 +430,18 @@ def _config_tree(origin: str, text: str) -> dict:
     if base not in PRESETS:
         raise ConfigError(f"{origin}: extends: {base!r} is not a preset ({', '.join(PRESETS)})")
     merged = _config_tree(f"preset {base!r}", preset_text(base))
-    for dotted, value in flatten_tree(tree).items():
+    for dotted, value in _flatten_tree(tree).items():
         set_key(merged, dotted, value)
     return merged
 
 
-def flatten_tree(tree: dict, prefix: str = "") -> dict[str, Any]:
+def _flatten_tree(tree: dict, prefix: str = "") -> dict[str, Any]:
     """A YAML tree as `section.key` -> value; mappings under `tune.space` stay whole (each is one entry)."""
     out: dict[str, Any] = {}
     for k, v in tree.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if isinstance(v, dict) and key != "tune.space" and v:
-            out.update(flatten_tree(v, key))
+            out.update(_flatten_tree(v, key))
         else:
             out[key] = v
     return out

@@ -140,27 +140,28 @@ def png(pixels: np.ndarray) -> bytes:
 
 def grid_png(model_uri: str, tracking_uri: str, seed: int) -> bytes:
     """One row per class of PER_CLASS images; the same z and labels for every version."""
-    import torch
-
+    from gan_core.data import from_uint8
     from gan_core.visual import make_grid
 
     k = len(class_names(model_uri, tracking_uri))
     g = _loaded(model_uri, tracking_uri).generator
     labels = [c for c in range(k) for _ in range(PER_CLASS)] if g.num_classes else None
     pixels = draw(model_uri, tracking_uri, labels, k * PER_CLASS if labels else 8 * PER_CLASS, seed)
-    grid = make_grid(torch.from_numpy(pixels).float().div(127.5).sub(1), nrow=PER_CLASS)
+    grid = make_grid(from_uint8(pixels), nrow=PER_CLASS)
     return png((grid * 255).round().byte().numpy())
 
 
 def try_images(cfg: Config, model_uri: str, tracking_uri: str, classes: list[int], count: int,
                seed: int) -> list[dict]:
     """`count` images per class with the verifier's label and confidence under each."""
+    from gan_core.data import from_uint8
+
     from ..stages.generate.writer import verdicts
 
     names = class_names(model_uri, tracking_uri)
     labels = [c for c in classes for _ in range(count)]
     pixels = draw(model_uri, tracking_uri, labels, len(labels), seed)
-    pred, conf = verdicts(_verifier(model_uri, tracking_uri, cfg.model_dump_json()), pixels)
+    pred, conf = verdicts(_verifier(model_uri, tracking_uri, cfg.model_dump_json()), from_uint8(pixels))
     out = []
     for i, (lab, seen, c) in enumerate(zip(labels, pred.tolist(), conf.tolist())):
         out.append({"src": data_url(png(pixels[i])), "asked": names[lab], "seen": names[seen],

@@ -2,6 +2,7 @@
 readers expect, exact counts, the same bytes whatever the actors and file sizes, resume after a
 kill, and bad input."""
 import json
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -240,6 +241,11 @@ def test_quality_filters_keep_exact_counts_report_acceptance_or_fail_clearly(wor
     with_filter, without = float(fd_row[2]), float(fd_row[3])
     plain = json.loads((workdir / "drs" / "evaluation" / "without_filter" / "metrics.json").read_text())
     assert without == pytest.approx(plain["fd"], abs=1e-4) and with_filter != without
+    from mlflow.tracking import MlflowClient
+
+    logged = MlflowClient(registry["uri"]).get_run(re.search(r"MLflow run (\w+)", stdout).group(1)).data.metrics
+    assert logged[f"{contract.UNFILTERED_EVAL_PREFIX}fd"] == pytest.approx(plain["fd"])
+    assert logged[f"{contract.EVAL_PREFIX}fd"] == pytest.approx(with_filter, abs=1e-4)
     assert "scale" in manifest["request"]["drs"] and manifest["request"]["drs"]["scale"] >= 0
     # ... and compared in parts of the holdout's size, each set's mean and error in the card.
     parts = json.loads((workdir / "drs" / "evaluation" / "filter_comparison.json").read_text())

@@ -195,7 +195,7 @@ def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, s
     import torch
 
     from gan_core import ModelSpec, build_models, labels_for_rows, render_rows, rows_generator
-    from gan_core.data import to_uint8
+    from gan_core.data import from_uint8, to_uint8
     from gan_core.theory import drs_gamma, logit_calibration
 
     spec = dict(loaded.meta["spec"])
@@ -212,10 +212,10 @@ def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, s
     _, holdout = data.split(gcfg.data.holdout_fraction, gcfg.seed)
     with torch.no_grad():
         y = labels_for_rows(ids, burn_counts, seed + 1) if burn_counts else None
-        x = torch.from_numpy(to_uint8(render_rows(rows_generator(loaded.generator), ids, seed + 1, y)))
-        fake = d(x.float().div(127.5).sub(1.0), y).reshape(-1).double().numpy()
-        real_y = torch.as_tensor(holdout.labels, dtype=torch.int64) if y is not None else None
-        real = d(torch.as_tensor(holdout.images).float().div(127.5).sub(1.0), real_y).reshape(-1).double().numpy()
+        x = from_uint8(to_uint8(render_rows(rows_generator(loaded.generator), ids, seed + 1, y)))
+        fake = d(x, y).reshape(-1).double().numpy()
+        real_x, real_y = holdout.tensors()
+        real = d(real_x, real_y if y is not None else None).reshape(-1).double().numpy()
     scale, shift = logit_calibration(real, fake)
     scale = max(scale, 0.0)  # a D that ranks generated images above real ones is not followed
     logits = scale * fake + shift

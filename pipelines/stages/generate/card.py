@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from gan_core.data import from_uint8
 from gan_core.metrics import METRICS
 
 from ...config import Config
@@ -37,7 +38,7 @@ def read_rows(out: Path, n: int, image_shape: tuple) -> tuple[torch.Tensor, torc
             arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
             xs.append(arr)
             ys.append(int(labels[i]))
-    x = torch.from_numpy(np.stack(xs[:n])).float().div(127.5).sub(1.0)
+    x = from_uint8(np.stack(xs[:n]))
     return x, torch.tensor(ys[:n], dtype=torch.int64)
 
 
@@ -55,19 +56,23 @@ def evaluate_dataset(cfg: Config, gcfg: Config, data, out: Path) -> dict:
 def _unfiltered_rows(request: dict, n: int, generator, verifier) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows the request gives without its filter (each row's first candidate), `n` of them spread
     over the row ids as `read_rows` spreads its sample, drawn on FORWARD_BLOCK-row batches (the same
-    images to float rounding); an unconditional model's rows labelled by the verifier."""
+    images to float rounding); an unconditional model's rows labelled by the verifier as the shards
+    label them (`verdicts`)."""
     from gan_core import FORWARD_BLOCK, labels_for_rows, render_rows, rows_generator
     from gan_core.data import to_uint8
 
+    from .writer import verdicts, verifier_module
+
     ids = np.arange(0, request["rows"], max(1, request["rows"] // n))[:n]
     g = rows_generator(generator)
+    net = None if request["counts"] else verifier_module(verifier.model)
     xs, ys = [], []
     for lo in range(0, len(ids), FORWARD_BLOCK):
         block = ids[lo:lo + FORWARD_BLOCK]
         y = labels_for_rows(block, request["counts"], request["seed"]) if request["counts"] else None
-        x = torch.from_numpy(to_uint8(render_rows(g, block, request["seed"], y))).float().div(127.5).sub(1.0)
+        x = from_uint8(to_uint8(render_rows(g, block, request["seed"], y)))
         if y is None:
-            y = torch.from_numpy(verifier.embed(x)[1].argmax(1)).to(torch.int64)
+            y = verdicts(net, x)[0]
         xs.append(x)
         ys.append(y)
     return torch.cat(xs), torch.cat(ys)

@@ -22,7 +22,7 @@ from gan_core import (FORWARD_BLOCK, ModelSpec, aligned_blocks, build_models, la
                       rows_generator, uniform_rows)
 from gan_core.models import for_inference
 from gan_core.theory import drs_acceptance
-from gan_core.data import IMAGE_TYPE, encode_pngs, features_metadata, to_uint8
+from gan_core.data import IMAGE_TYPE, encode_pngs, features_metadata, from_uint8, to_uint8
 from gan_core.metrics import SmallCNN
 
 from ...services import contract
@@ -79,11 +79,10 @@ def verifier_module(model: torch.nn.Module, device: torch.device | str = "cpu") 
 
 
 @torch.no_grad()
-def verdicts(net: torch.nn.Module, pixels: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor,
-                                                                                                    torch.Tensor]:
-    """(label, confidence) the verifier `net` (from `verifier_module`, on `device`) gives uint8 images
-    (N, C, H, W): the values generate writes in `verifier_label` and `verifier_confidence`."""
-    x = torch.from_numpy(pixels).to(device).float().div(127.5).sub(1.0)
+def verdicts(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(label, confidence) the verifier `net` (from `verifier_module`) gives images `x` in [-1, 1]
+    (`from_uint8` of the stored pixels, on the net's device): the values generate writes in
+    `verifier_label` and `verifier_confidence`."""
     conf, pred = torch.softmax(net(x.contiguous(memory_format=torch.channels_last)), 1).max(1)
     return pred.cpu(), conf.cpu()
 
@@ -134,12 +133,12 @@ class ShardWriter:
         """(pixels, verifier label, verifier confidence, kept) of the candidates with these ids."""
         r = self.request
         pixels = to_uint8(render_rows(self.G, cand, r["seed"], y))
-        pred, conf = verdicts(self.net, pixels, self.device)
+        x = from_uint8(pixels).to(self.device)
+        pred, conf = verdicts(self.net, x)
         keep = np.ones(len(cand), dtype=bool)
         if r.get("min_confidence") is not None:
             keep &= (conf.numpy() >= r["min_confidence"]) & (y is None or (pred == y).numpy())
         if self.drs:
-            x = torch.from_numpy(pixels).to(self.device).float().div(127.5).sub(1.0)
             logits = self.D(x, None if y is None else y.to(self.device)).reshape(-1).double().cpu().numpy()
             logits = self.drs["scale"] * logits + self.drs["shift"]  # calibrated on real data (_drs_bound)
             p = drs_acceptance(logits, self.drs["max_logit"], self.drs["gamma"])
