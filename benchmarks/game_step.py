@@ -86,8 +86,8 @@ def main() -> None:
 
         def fresh(reuse: bool, nhwc: bool = False, torch_layers: bool = False) -> Game:
             G, D = copy.deepcopy(base.G), copy.deepcopy(base.D)
-            if torch_layers:  # the plain loop's G is built from torch's layers, as pytorch/examples' is
-                G = with_torch_layers(G)
+            if torch_layers:  # the plain loop's G and D are built as pytorch/examples' are
+                G, D = with_torch_layers(G), with_torch_layers(D)
             opt_g, opt_d = adam_pair(G, D, cfg.train.lr_g, cfg.train.lr_d, (cfg.train.beta1, cfg.train.beta2))
             return Game(G, D, opt_g, opt_d, k=1, label_prior=base.label_prior, reuse_fake=reuse, channels_last=nhwc)
 

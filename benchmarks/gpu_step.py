@@ -64,7 +64,7 @@ def main() -> None:
 
     results = {}
     stream = BatchStream(x, y, a.batch, device=dev)
-    G, D = with_torch_layers(base_g).to(dev), copy.deepcopy(base_d).to(dev)
+    G, D = with_torch_layers(base_g).to(dev), with_torch_layers(base_d).to(dev)
     og, od = adam_pair(G, D, 2e-4, 2e-4)
     results["plain loop, fp32"] = timed(lambda: plain_loop(G, D, og, od, stream, 100, classes, 1))
     for precision in ("fp32", "bf16"):

@@ -1,6 +1,7 @@
 """The baseline of the step benchmarks: pytorch/examples' dcgan/main.py iteration, conditional (labels
-drawn uniformly): the fake batch made once and used for both updates, D's weight gradients computed
-during the G update, `.item()` every step. Needs torch only."""
+drawn uniformly, joined to D's input as channels): the fake batch made once and used for both
+updates, D's weight gradients computed during the G update, `.item()` every step. Needs torch, and
+gan_core's model classes to swap them for torch's plain layers."""
 from __future__ import annotations
 
 import copy
@@ -10,9 +11,29 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class JoinedLabelConv2d(nn.Conv2d):
+    """A conditional DCGAN's first D layer as it is usually written: the label joined to the image as
+    one-hot constant channels, then one convolution over them all."""
+
+    def __init__(self, layer: nn.Conv2d, num_classes: int):
+        super().__init__(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                         bias=layer.bias is not None)
+        self.load_state_dict(layer.state_dict())
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is not None:
+            onehot = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
+            x = torch.cat([x, onehot.expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
+        return super().forward(x)
+
+
 def with_torch_layers(module: nn.Module) -> nn.Module:
-    """A copy of `module` whose transposed convolutions are torch's own nn.ConvTranspose2d (same
-    weights), as pytorch/examples' dcgan builds its generator."""
+    """A copy of `module` whose layers are computed as pytorch/examples' dcgan computes them (same
+    weights): torch's own nn.ConvTranspose2d in G, and in D the label joined to the image as channels
+    before the first convolution."""
+    from gan_core.models.dcgan import LabelChannelsConv2d
+
     module = copy.deepcopy(module)
     for parent in list(module.modules()):
         for name, child in parent.named_children():
@@ -22,6 +43,8 @@ def with_torch_layers(module: nn.Module) -> nn.Module:
                                            child.dilation)
                 plain.load_state_dict(child.state_dict())
                 setattr(parent, name, plain)
+            elif isinstance(child, LabelChannelsConv2d):
+                setattr(parent, name, JoinedLabelConv2d(child, child.num_classes))
     return module
 
 

@@ -35,16 +35,22 @@ def test_the_section_is_replaced_between_its_markers():
     assert twice.startswith("# Benchmarks\n\nintro") and twice.rstrip().endswith("## Later section")
 
 
-def test_the_plain_loops_generator_is_torchs_layers_with_the_same_weights():
+def test_the_plain_loops_models_are_torchs_layers_with_the_same_weights():
     import torch
 
     from gan_core import ModelSpec, build_models
-    from plain_dcgan import with_torch_layers
+    from gan_core.models.dcgan import LabelChannelsConv2d
+    from plain_dcgan import JoinedLabelConv2d, with_torch_layers
 
-    g, _ = build_models(ModelSpec("dcgan", 16, (1, 28, 28), 3, 8, 8))
+    g, d = build_models(ModelSpec("dcgan", 16, (1, 28, 28), 3, 8, 8))
     plain = with_torch_layers(g)
     kinds = {type(m) for m in plain.modules() if isinstance(m, torch.nn.ConvTranspose2d)}
     assert kinds == {torch.nn.ConvTranspose2d} and type(g.net[0]) is not torch.nn.ConvTranspose2d
     z, y = torch.randn(5, 16), torch.tensor([0, 1, 2, 0, 1])
     with torch.no_grad():
         assert torch.allclose(plain.eval()(z, y), g.eval()(z, y), atol=1e-5)
+    plain_d = with_torch_layers(d)
+    assert type(d.body[0]) is LabelChannelsConv2d and type(plain_d.body[0]) is JoinedLabelConv2d
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(plain_d(x, y), d(x, y), atol=1e-5)

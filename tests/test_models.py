@@ -118,3 +118,35 @@ def test_generators_transposed_convolution_matches_torchs_forward_and_backward(s
     assert torch.allclose(xo.grad, xr.grad, atol=1e-4)
     assert torch.allclose(ours.weight.grad, ref.weight.grad, atol=1e-4)
     assert torch.allclose(ours.bias.grad, ref.bias.grad, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels,classes,size", [(1, 10, 28), (3, 4, 32), (1, 3, 64)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_discriminators_label_channels_match_a_convolution_of_the_joined_input(channels, classes, size, channels_last):
+    """D's first layer under concat conditioning, computed as conv(image) + a per-class map, gives
+    nn.Conv2d over the image joined with its one-hot label channels: output, input gradient, weight
+    and bias gradients. Without labels it is that plain layer."""
+    from gan_core.models.base import one_hot_channels
+    from gan_core.models.dcgan import LabelChannelsConv2d
+
+    torch.manual_seed(0)
+    ref = nn.Conv2d(channels + classes, 16, 4, 2, 1)
+    ours = LabelChannelsConv2d(channels, classes, 16, 4, 2, 1)
+    ours.load_state_dict(ref.state_dict())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    ref, ours = ref.to(memory_format=fmt), ours.to(memory_format=fmt)
+    x = torch.randn(12, channels, size, size).contiguous(memory_format=fmt)
+    y = torch.arange(12) % classes
+    xr, xo = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    yr = ref(torch.cat([xr, one_hot_channels(y, classes, size, size)], 1))
+    yo = ours(xo, y)
+    assert yo.shape == yr.shape and torch.allclose(yo, yr, atol=1e-5)
+    assert (yo[0] - yo[1]).abs().max() > 1e-3  # the label changes the output
+    g = torch.randn_like(yr)
+    yr.backward(g)
+    yo.backward(g)
+    assert torch.allclose(xo.grad, xr.grad, atol=1e-5)
+    for mine, theirs in ((ours.weight.grad, ref.weight.grad), (ours.bias.grad, ref.bias.grad)):
+        assert (mine - theirs).abs().max() <= 1e-5 * theirs.abs().max()  # sums over many positions: relative
+    joined = torch.cat([x, one_hot_channels(y, classes, size, size)], 1)
+    assert torch.allclose(ours(joined), ref(joined), atol=1e-6)

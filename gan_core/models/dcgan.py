@@ -54,6 +54,37 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         return out
 
 
+class LabelChannelsConv2d(nn.Conv2d):
+    """D's first layer under `concat` conditioning: nn.Conv2d over the image joined with its label as
+    `num_classes` one-hot constant channels (same parameters, same state_dict), computed without
+    building those channels. A convolution is linear in its input, so conv([x, onehot(y)]) =
+    conv(x) + conv(onehot(y)), and the second term is one of `num_classes` maps, made once per call
+    from the label part of the weights (a convolution of `num_classes` planes) and picked by y
+    (with the sum, one matrix product of the one-hot labels and the maps). The
+    image part then convolves `image_channels` channels instead of `image_channels + num_classes`,
+    forward and backward. Called without y, it is the plain layer on the joined input. The same
+    function to float rounding (tested)."""
+
+    def __init__(self, image_channels: int, num_classes: int, out_channels: int, kernel_size: int, stride: int,
+                 padding: int):
+        super().__init__(image_channels + num_classes, out_channels, kernel_size, stride, padding)
+        self.image_channels, self.num_classes = image_channels, num_classes
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is None:
+            return super().forward(x)
+        c, k = self.image_channels, self.num_classes
+        out = nn.functional.conv2d(x, self.weight[:, :c], self.bias, self.stride, self.padding)
+        planes = one_hot_channels(torch.arange(k, device=x.device), k, x.shape[2], x.shape[3]).to(x.dtype)
+        maps = nn.functional.conv2d(planes, self.weight[:, c:], None, self.stride, self.padding)  # (k, C, h, w)
+        onehot = nn.functional.one_hot(y, k).to(out.dtype)  # picks and adds each row's map in one product
+        n, channels, h, w = out.shape
+        if out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():  # NHWC in memory
+            joined = torch.addmm(out.permute(0, 2, 3, 1).reshape(n, -1), onehot, maps.permute(0, 2, 3, 1).reshape(k, -1))
+            return joined.view(n, h, w, channels).permute(0, 3, 1, 2)
+        return torch.addmm(out.reshape(n, -1), onehot, maps.reshape(k, -1)).view(n, channels, h, w)
+
+
 class DCGANGenerator(nn.Module):
     """z (+ label embedding) -> ConvTranspose/BatchNorm/ReLU blocks -> tanh image."""
 
@@ -86,7 +117,8 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """Strided Conv/BatchNorm/LeakyReLU(0.2) blocks (no BatchNorm on the first) -> conv to one logit.
 
-    Conditional modes: `concat` adds the label as one-hot image channels; `projection` adds
+    Conditional modes: `concat` adds the label as one-hot image channels (LabelChannelsConv2d: the
+    same function without building them); `projection` adds
     <embed(y), sum of the last feature map> to the logit.
     """
 
@@ -97,8 +129,10 @@ class DCGANDiscriminator(nn.Module):
         channels, size, _ = self.image_shape
         depth = resolve_depth(size, depth)
         s0 = size // 2 ** depth
-        c_in = channels + (num_classes if num_classes and conditioning == "concat" else 0)
-        layers: list[nn.Module] = [nn.Conv2d(c_in, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        self.label_channels = bool(num_classes) and conditioning == "concat"
+        first = (LabelChannelsConv2d(channels, num_classes, width, 4, 2, 1) if self.label_channels
+                 else nn.Conv2d(channels, width, 4, 2, 1))
+        layers: list[nn.Module] = [first, nn.LeakyReLU(0.2, True)]
         c = width
         for _ in range(depth - 1):
             layers += [nn.Conv2d(c, c * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c * 2), nn.LeakyReLU(0.2, True)]
@@ -110,9 +144,9 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(y, self.num_classes, "discriminator")
-        if self.num_classes and self.conditioning == "concat":
-            x = torch.cat([x, one_hot_channels(y, self.num_classes, x.shape[2], x.shape[3]).to(x.dtype)], dim=1)
-        h = self.body(x)
+        h = x
+        for i, layer in enumerate(self.body):
+            h = layer(h, y) if i == 0 and self.label_channels else layer(h)
         logit = self.head(h).flatten(1).squeeze(1)
         if self.proj is not None:
             logit = logit + (self.proj(y) * h.sum((2, 3))).sum(1)
