@@ -43,8 +43,11 @@ def test_checkpoints_carry_checksums_and_a_damaged_one_is_skipped_for_the_newest
         checkpoints.load_state(newest)
     # A folder cut short (a rank's file without its checksum) is incomplete, not loaded.
     (run / "checkpoint_00000010" / "rng_rank1.pt.sha256").unlink()
-    with pytest.warns(UserWarning, match="rng_rank1.pt has no checksum"):
+    with pytest.warns(UserWarning) as caught:
         assert checkpoints.latest_loadable(run, 2) is None
+    said = sorted(str(w.message).split(": ", 1)[1] for w in caught)
+    assert said == ["rng_rank1.pt has no checksum (written incompletely)",
+                    "state.pt does not match its sha256 (damaged)"], said
 
 
 def test_driver_names_damaged_checkpoints_and_refuses_when_none_is_good(tmp_path, capsys):

@@ -80,7 +80,8 @@ class LabelChannelsConv2d(nn.Conv2d):
         onehot = nn.functional.one_hot(y, k).to(out.dtype)  # picks and adds each row's map in one product
         n, channels, h, w = out.shape
         if out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():  # NHWC in memory
-            joined = torch.addmm(out.permute(0, 2, 3, 1).reshape(n, -1), onehot, maps.permute(0, 2, 3, 1).reshape(k, -1))
+            joined = torch.addmm(out.permute(0, 2, 3, 1).reshape(n, -1), onehot,
+                                 maps.permute(0, 2, 3, 1).reshape(k, -1))
             return joined.view(n, h, w, channels).permute(0, 3, 1, 2)
         return torch.addmm(out.reshape(n, -1), onehot, maps.reshape(k, -1)).view(n, channels, h, w)
 
