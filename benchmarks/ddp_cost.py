@@ -1,0 +1,108 @@
+"""What DDP itself costs on CPU, without Ray: two one-thread processes training the quick preset's
+model on batch 64 each, as independent processes and as one DDP group (gloo, the worker's
+settings: G's buffers broadcast, D's not), against one two-thread process on batch 128, all in
+one run. The two-process sides use torch.multiprocessing; nothing of Ray starts.
+
+    python benchmarks/ddp_cost.py --iterations 150
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import add_outputs, record  # noqa: E402
+
+from gan_core.data.stream import BatchStream  # noqa: E402
+from pipelines.config import load_config  # noqa: E402
+from pipelines.config.build import build_game, load_data  # noqa: E402
+
+WARMUP = 20
+
+
+def _setup(batch: int, rank: int = 0, world: int = 1):
+    cfg = load_config(None, [f"train.batch_size={batch}"])
+    torch.manual_seed(cfg.seed)
+    train, _ = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
+    x, y = train.tensors()
+    game, _ = build_game(cfg, train)
+    return game, BatchStream(x, y, batch, world, rank, seed=cfg.seed)
+
+
+def _rate(game, stream, images: int, iterations: int) -> float:
+    for _ in range(WARMUP):
+        game.step(stream)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        game.step(stream)
+    return iterations * images / (time.perf_counter() - start)
+
+
+def _worker(rank: int, ddp: bool, iterations: int, port: int, out) -> None:
+    torch.set_num_threads(1)
+    game, stream = _setup(64, rank, 2)
+    if ddp:
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+        dist.init_process_group("gloo", rank=rank, world_size=2)
+        game.G, game.D = DDP(game.G, broadcast_buffers=True), DDP(game.D, broadcast_buffers=False)
+    out.put(_rate(game, stream, 64, iterations))
+    if ddp:
+        dist.destroy_process_group()
+
+
+def two_processes(ddp: bool, iterations: int, port: int) -> float:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(r, ddp, iterations, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    rates = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(rates)
+
+
+def one_process(iterations: int) -> float:
+    torch.set_num_threads(2)
+    game, stream = _setup(128)
+    return _rate(game, stream, 128, iterations)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iterations", type=int, default=150)
+    ap.add_argument("--port", type=int, default=29533)
+    add_outputs(ap)
+    a = ap.parse_args()
+    # Each side twice, interleaved: this machine drifts between measurements.
+    sides = {"one": [], "independent": [], "ddp": []}
+    for _ in range(2):
+        sides["one"].append(one_process(a.iterations))
+        sides["independent"].append(two_processes(False, a.iterations, a.port))
+        sides["ddp"].append(two_processes(True, a.iterations, a.port))
+    mean = {k: sum(v) / len(v) for k, v in sides.items()}
+    spread = {k: f"{min(v):.0f}-{max(v):.0f}" for k, v in sides.items()}
+    row = (f"| {datetime.date.today()} | DDP without Ray, quick preset model, global batch 128, {a.iterations} it, "
+           f"each side twice | 2 independent processes x 1 thread: {mean['independent']:.0f} img/s "
+           f"({spread['independent']}) | the same 2 processes as one DDP group (gloo): {mean['ddp']:.0f} img/s "
+           f"({spread['ddp']}); 1 process x 2 threads: {mean['one']:.0f} img/s ({spread['one']}) | "
+           f"**{mean['ddp'] / mean['independent']:.2f}x** DDP vs independent, "
+           f"{mean['ddp'] / mean['one']:.2f}x DDP vs 1 process x 2 threads | "
+           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores |")
+    record(row, a.out, {"sides": sides, "mean": mean}, a.json)
+
+
+if __name__ == "__main__":
+    main()
