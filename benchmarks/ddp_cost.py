@@ -12,7 +12,6 @@ import datetime
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,39 +24,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from record import add_outputs, record  # noqa: E402
 
-from gan_core.data.stream import BatchStream  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from pipelines.config.build import build_game, load_data  # noqa: E402
+from train_throughput import bare_game, bare_loop, steady_rate  # noqa: E402
 
 WARMUP = 20
 
 
-def _setup(batch: int, rank: int = 0, world: int = 1):
-    cfg = load_config(None, [f"train.batch_size={batch}"])
-    torch.manual_seed(cfg.seed)
-    train, _ = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
-    x, y = train.tensors()
-    game, _ = build_game(cfg, train)
-    return game, BatchStream(x, y, batch, world, rank, seed=cfg.seed)
-
-
-def _rate(game, stream, images: int, iterations: int) -> float:
-    for _ in range(WARMUP):
-        game.step(stream)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        game.step(stream)
-    return iterations * images / (time.perf_counter() - start)
-
-
 def _worker(rank: int, ddp: bool, iterations: int, port: int, out) -> None:
     torch.set_num_threads(1)
-    game, stream = _setup(64, rank, 2)
+    cfg = load_config(None, ["train.batch_size=64"])
+    game, stream = bare_game(cfg, rank, 2)
     if ddp:
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
         dist.init_process_group("gloo", rank=rank, world_size=2)
         game.G, game.D = DDP(game.G, broadcast_buffers=True), DDP(game.D, broadcast_buffers=False)
-    out.put(_rate(game, stream, 64, iterations))
+    out.put(steady_rate(game, stream, cfg, iterations, WARMUP))
     if ddp:
         dist.destroy_process_group()
 
@@ -75,9 +56,7 @@ def two_processes(ddp: bool, iterations: int, port: int) -> float:
 
 
 def one_process(iterations: int) -> float:
-    torch.set_num_threads(2)
-    game, stream = _setup(128)
-    return _rate(game, stream, 128, iterations)
+    return bare_loop(load_config(None, ["train.batch_size=128"]), iterations, WARMUP, threads=2)
 
 
 def main() -> None:

@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan_core.models.base import one_hot_channels
+from gan_core.models.dcgan import LabelChannelsConv2d
+
 
 class JoinedLabelConv2d(nn.Conv2d):
     """A conditional DCGAN's first D layer as it is usually written: the label joined to the image as
@@ -23,8 +26,7 @@ class JoinedLabelConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if y is not None:
-            onehot = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
-            x = torch.cat([x, onehot.expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
+            x = torch.cat([x, one_hot_channels(y, self.num_classes, x.shape[2], x.shape[3]).to(x.dtype)], dim=1)
         return super().forward(x)
 
 
@@ -32,8 +34,6 @@ def with_torch_layers(module: nn.Module) -> nn.Module:
     """A copy of `module` whose layers are computed as pytorch/examples' dcgan computes them (same
     weights): torch's own nn.ConvTranspose2d in G, and in D the label joined to the image as channels
     before the first convolution."""
-    from gan_core.models.dcgan import LabelChannelsConv2d
-
     module = copy.deepcopy(module)
     for parent in list(module.modules()):
         for name, child in parent.named_children():

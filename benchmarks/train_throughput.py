@@ -36,20 +36,29 @@ from pipelines.config import load_config  # noqa: E402
 from pipelines.config.build import build_game, load_data  # noqa: E402
 
 
-def bare_loop(cfg, iterations: int, warmup: int, threads: int = 1) -> float:
-    torch.set_num_threads(threads)
+def bare_game(cfg, rank: int = 0, world: int = 1):
+    """gan_core's Game for `cfg` and this rank's BatchStream, as a worker builds them, outside Ray."""
     torch.manual_seed(cfg.seed)
     train, _ = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
     x, y = train.tensors()
     game, _ = build_game(cfg, train)
-    t = cfg.train
-    stream = BatchStream(x, y, t.batch_size, seed=cfg.seed)
+    return game, BatchStream(x, y, cfg.train.batch_size, world, rank, seed=cfg.seed)
+
+
+def steady_rate(game, stream, cfg, iterations: int, warmup: int) -> float:
+    """Real images/second of `game.step` after `warmup` iterations."""
     for _ in range(warmup):
         game.step(stream)
     start = time.perf_counter()
     for _ in range(iterations):
         game.step(stream)
-    return iterations * t.k * t.batch_size / (time.perf_counter() - start)
+    return iterations * cfg.train.k * cfg.train.batch_size / (time.perf_counter() - start)
+
+
+def bare_loop(cfg, iterations: int, warmup: int, threads: int = 1) -> float:
+    torch.set_num_threads(threads)
+    game, stream = bare_game(cfg)
+    return steady_rate(game, stream, cfg, iterations, warmup)
 
 
 def ray_trainer(cfg, iterations: int, warmup: int, workers: int = 1) -> tuple[float, float]:
