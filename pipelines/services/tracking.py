@@ -80,6 +80,20 @@ def client(uri: str) -> Client:
     return Client(uri)
 
 
+def has_run(uri: str, run_id: str) -> bool:
+    """Whether the tracking store at `uri` holds the run `run_id` (a checkpoint copied from another
+    store names a run this one lacks)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client(uri).get_run(run_id)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return False
+    return True
+
+
 def experiment_id(uri: str, name: str) -> str:
     """The experiment's id, created if needed, marked as a model-training experiment for MLflow's UI."""
     c = client(uri)

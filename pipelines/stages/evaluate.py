@@ -3,6 +3,7 @@ report (Markdown, per-class sample grid, metrics.json) logged to MLflow when a r
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,12 @@ def evaluate(cfg: Config, model: str | None, dataset: str | None, out_dir: str |
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     if model:
         tracking.check_reachable(uri)
-        return evaluate_generator(cfg, resolve(model, uri), model, out_dir, uri)
+        loaded = resolve(model, uri)
+        if loaded.run_id and not tracking.has_run(uri, loaded.run_id):
+            print(f"evaluate: warning: {model}: its training run {loaded.run_id} is not in the tracking store "
+                  f"{uri}; the evaluation is written to the report folder only", file=sys.stderr)
+            loaded.meta = {**loaded.meta, "run_id": None}
+        return evaluate_generator(cfg, loaded, model, out_dir, uri)
     data = load_data(cfg)
     synth = load_dataset(f"parquet:{dataset}", data.image_shape[1], data.image_shape[0], "resize",
                          data.class_names, allow_empty_classes=True)
