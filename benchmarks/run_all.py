@@ -26,11 +26,13 @@ RUNS = {
                   ["--iterations", "5", "--rounds", "1", "--threads", "2", "--widths", "32,64"]),
     "train_1": (["--iterations", "200", "--workers", "1"], ["--iterations", "20", "--warmup", "5", "--workers", "1"]),
     "train_2": (["--iterations", "200", "--workers", "2"], ["--iterations", "20", "--warmup", "5", "--workers", "2"]),
+    "train_auto": (["--iterations", "200", "--workers", "auto"], ["--iterations", "20", "--warmup", "5",
+                                                                   "--workers", "auto"]),
     "generate": (["--small", "10000", "--large", "1000000"], ["--small", "2000", "--large", "20000"]),
     "startup": (["--rounds", "3"], ["--rounds", "1"]),
 }
 SCRIPT = {"game_step": "game_step.py", "train_1": "train_throughput.py", "train_2": "train_throughput.py",
-          "generate": "generate_throughput.py", "startup": "startup.py"}
+          "train_auto": "train_throughput.py", "generate": "generate_throughput.py", "startup": "startup.py"}
 
 
 def targets(r: dict) -> list[tuple[str, str, float | None, str, bool | None]]:
@@ -56,6 +58,12 @@ def targets(r: dict) -> list[tuple[str, str, float | None, str, bool | None]]:
     if t2:
         rows.append(("3. 2 workers x 1 thread vs 1 process x 2 threads, same global batch", f"{t2['ratio']:.2f}x",
                      t2["ratio"], ">= 0.95x", t2["ratio"] >= 0.95))
+    ta = r.get("train_auto")
+    if ta:
+        picked = f"{ta['ran']['num_workers']} worker(s) x {ta['ran']['cpus_per_worker']} thread(s)"
+        rows.append((f"3. the local default layout (`ray.layout: auto` picked {picked}) vs 1 process x "
+                     f"{ta['ran']['num_workers'] * ta['ran']['cpus_per_worker']} threads, same global batch",
+                     f"{ta['ratio']:.2f}x", ta["ratio"], ">= 0.95x", ta["ratio"] >= 0.95))
     gen = r.get("generate")
     if gen:
         rows.append((f"4. generate rows/s vs the bare G forward on the same CPUs ({gen['large']['rows']:,} rows)",

@@ -11,7 +11,11 @@ start-up.
 
 With `--workers N` the TorchTrainer side runs N DDP workers with one thread each, and the bare loop
 one process with N threads on the same global batch (N x train.batch_size): the two layouts of the
-same training on N cores.
+same training on N cores. With `--workers auto` the TorchTrainer side is the local default
+(`ray.layout: auto`, measured afresh: the layout it picks on this machine), against one process with
+as many threads as the machine has cores.
+
+    python benchmarks/train_throughput.py --iterations 200 --workers auto
 """
 from __future__ import annotations
 
@@ -61,27 +65,34 @@ def bare_loop(cfg, iterations: int, warmup: int, threads: int = 1) -> float:
     return steady_rate(game, stream, cfg, iterations, warmup)
 
 
-def ray_trainer(cfg, iterations: int, warmup: int, workers: int = 1) -> tuple[float, float]:
+def ray_trainer(cfg, iterations: int, warmup: int, workers: int | None = 1) -> tuple[float, float, dict]:
+    """(steady images/s from inside the run, end-to-end images/s, the run's layout params); `workers`
+    None: the local default layout (`ray.layout: auto`, measured afresh in a cache of its own)."""
     from mlflow.tracking import MlflowClient
 
     from pipelines.stages.train import run_training
 
     tmp = tempfile.mkdtemp()
+    layout = [f"ray.num_workers={workers}"] if workers else [f"ray.layout_cache={tmp}/layouts.json"]
     # The training evaluation (fd on 500 samples, about a second) runs once, at the end, after the last
     # measured window: it is a cost of its own, not of the step. Logging and the per-epoch sample grid
     # stay in the windows.
     cfg = load_config(None, [f"train.iterations={warmup + iterations}", f"train.log_every={warmup}",
                              f"train.checkpoint_every={warmup + iterations}",
-                             f"train.eval_every={warmup + iterations}", f"ray.num_workers={workers}",
+                             f"train.eval_every={warmup + iterations}", *layout,
                              f"ray.storage_path={tmp}/runs", f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
                              *OVERRIDES])
     start = time.perf_counter()
     out = run_training(cfg, quiet=True)
     wall = time.perf_counter() - start
-    hist = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db").get_metric_history(out.run_id, "images_per_second")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    hist = client.get_metric_history(out.run_id, "images_per_second")
     steady = [m.value for m in sorted(hist, key=lambda m: m.step) if m.step > warmup]
-    images = (warmup + iterations) * cfg.train.k * cfg.train.batch_size * workers
-    return sum(steady) / len(steady), images / wall
+    params = client.get_run(out.run_id).data.params
+    ran = {k: int(float(params[f"ray.{k}" if k != "batch_size" else "train.batch_size"]))
+           for k in ("num_workers", "cpus_per_worker", "batch_size")}
+    images = (warmup + iterations) * cfg.train.k * ran["batch_size"] * ran["num_workers"]
+    return sum(steady) / len(steady), images / wall, ran
 
 
 OVERRIDES: list[str] = []
@@ -91,27 +102,30 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", default="1", help="N, or auto: the local default layout")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     add_outputs(ap)
     args = ap.parse_args()
     OVERRIDES.extend(args.overrides)
     cfg = load_config(None, args.overrides)
-    n = args.workers
+    auto = args.workers == "auto"
+    n = os.cpu_count() if auto else int(args.workers)
     bare_cfg = load_config(None, [*args.overrides, f"train.batch_size={cfg.train.batch_size * n}"])
     first = bare_loop(bare_cfg, args.iterations, args.warmup, threads=n)
-    steady, end_to_end = ray_trainer(cfg, args.iterations, args.warmup, workers=n)
+    steady, end_to_end, ran = ray_trainer(cfg, args.iterations, args.warmup, workers=None if auto else n)
     second = bare_loop(bare_cfg, args.iterations, args.warmup, threads=n)  # before and after: drift averages out
     bare = (first + second) / 2
+    side = (f"TorchTrainer, the local default (`ray.layout: auto`) picked {ran['num_workers']} worker(s) x "
+            f"{ran['cpus_per_worker']} thread(s)" if auto else f"TorchTrainer {n} worker(s) x 1 thread")
     row = (f"| {datetime.date.today()} | train throughput, {cfg.model.arch} "
            f"{'conditional ' if cfg.model.conditional else ''}{cfg.data.source}, global batch "
            f"{cfg.train.batch_size * n}, {args.iterations} it | bare loop, 1 process x {n} thread(s) {bare:.0f} img/s "
-           f"({first:.0f} before, {second:.0f} after) | TorchTrainer {n} worker(s) x 1 thread {steady:.0f} img/s "
-           f"(end to end incl. Ray start {end_to_end:.0f} img/s) | **{steady / bare:.2f}x** steady, "
-           f"{end_to_end / bare:.2f}x end to end | {platform.processor() or platform.machine()}, "
-           f"{os.cpu_count()} cores |")
-    record(row, args.out, {"workers": n, "bare": bare, "steady": steady, "end_to_end": end_to_end,
-                           "ratio": steady / bare}, args.json)
+           f"({first:.0f} before, {second:.0f} after) | {side} {steady:.0f} img/s "
+           f"(end to end incl. Ray start{' and the layout probe' if auto else ''} {end_to_end:.0f} img/s) | "
+           f"**{steady / bare:.2f}x** steady, {end_to_end / bare:.2f}x end to end | "
+           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores |")
+    record(row, args.out, {"workers": args.workers, "ran": ran, "bare": bare, "steady": steady,
+                           "end_to_end": end_to_end, "ratio": steady / bare}, args.json)
 
 
 if __name__ == "__main__":

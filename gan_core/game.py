@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import losses
+from .augment import diff_augment, parse_policy
 from .sampling import sample_latent
 
 RealBatch = tuple[torch.Tensor, torch.Tensor | None]
@@ -65,7 +66,7 @@ class Game:
     def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, *, k: int = 1, g_loss: str = "non_saturating",
                  label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False,
-                 channels_last: bool = False):
+                 channels_last: bool = False, augment: str | None = None):
         if k < 1:
             raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
         if g_loss not in losses.G_LOSSES:
@@ -87,6 +88,14 @@ class Game:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
         self.ema = EMA(generator, ema_beta) if ema_beta else None  # in G's layout: its updates stay elementwise
+        # DiffAugment: the same random transformations of real and generated images before every D call.
+        self.augment = parse_policy(augment)
+
+    def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """D's logits for `x`, augmented first when the game augments."""
+        if self.augment:
+            x = diff_augment(x, self.augment).contiguous(memory_format=self.memory_format)
+        return self.D(x, y)
 
     @property
     def device(self) -> torch.device:
@@ -108,8 +117,8 @@ class Game:
                 fake = self.G(z, y_fake)
         else:
             fake, y_fake = generated[0].detach(), generated[1]
-        real_logits = self.D(x, y)
-        fake_logits = self.D(fake, y_fake)
+        real_logits = self._d(x, y)
+        fake_logits = self._d(fake, y_fake)
         loss = losses.discriminator_loss(real_logits, fake_logits)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
@@ -127,7 +136,7 @@ class Game:
                 fake = self.G(z, y)
             else:
                 fake, y = generated
-            loss = losses.generator_loss(self.D(fake, y), self.g_loss)
+            loss = losses.generator_loss(self._d(fake, y), self.g_loss)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_g.step()

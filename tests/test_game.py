@@ -158,3 +158,44 @@ def test_channels_last_plays_the_same_game_to_float_tolerance():
         assert torch.allclose(p, q, atol=1e-4)
     w = next(p for p in nhwc.D.parameters() if p.dim() == 4 and p.shape[1] > 1)  # a conv past the first
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+
+def test_translation_shifts_each_image_by_at_most_an_eighth_and_cutout_zeroes_one_square():
+    from gan_core.augment import cutout, translation
+
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, 0, 14, 14] = 1.0  # one lit pixel in the middle of each image
+    moved = translation(x)
+    assert moved.shape == x.shape and torch.equal(moved.sum((1, 2, 3)), torch.ones(64))  # shifted, not lost
+    where = moved[:, 0].flatten(1).argmax(1)
+    dy, dx = where // 28 - 14, where % 28 - 14
+    assert dy.abs().max() <= 4 and dx.abs().max() <= 4  # int(28 / 8 + 0.5) = 4 pixels at most
+    assert len(set(zip(dy.tolist(), dx.tolist()))) > 20  # each image its own offset
+    ones = torch.ones(64, 1, 28, 28)
+    cut = cutout(ones)
+    zeroed = (cut == 0).sum((1, 2, 3))
+    assert zeroed.max() == 14 * 14 and zeroed.min() >= 7 * 7  # a 14 x 14 square, clipped at the borders
+    assert set(cut.unique().tolist()) == {0.0, 1.0}
+    # Both are differentiable: G's gradient passes through them.
+    img = torch.rand(4, 1, 28, 28, requires_grad=True)
+    cutout(translation(img)).sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+
+
+def test_diffaugment_transforms_what_d_sees_of_real_and_generated_batches_in_both_updates():
+    torch.manual_seed(0)
+    game = _game(augment="translation,cutout")
+    plain = _game()
+    seen = []
+    hook = game.D.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    game.step(lambda: (real.clone(), torch.randint(0, 3, (8,))))
+    hook.remove()
+    assert len(seen) == 3  # the real and the generated batch of the D update, the generated one of G's
+    # The real batch reached D transformed: a quarter of each image or so is cut out (zeros).
+    assert not torch.equal(seen[0], real) and ((seen[0] == 0).float().mean((1, 2, 3)) > 0.05).all()
+    assert all(((s == 0).float().mean((1, 2, 3)) > 0.05).all() for s in seen[1:])
+    assert plain.augment == () and game.augment == ("translation", "cutout")
+    with pytest.raises(ValueError, match="flip is not one of translation, cutout"):
+        _game(augment="flip")

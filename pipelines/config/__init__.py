@@ -107,6 +107,8 @@ class TrainConfig(Section):
         "non_saturating", description="G ascends log D(G(z)) (non_saturating) or descends log(1 - D(G(z))) (minimax)")
     ema_beta: float | None = Field(None, gt=0, lt=1, description="keep an EMA of G's weights with this beta; "
                                                                 "unset: none")
+    augment: str = Field("none", description="DiffAugment policy before every D call, real and generated alike: "
+                                             "none, translation, cutout or translation,cutout")
     channels_last: bool = Field(True, description="G, D and the real batches in channels-last (NHWC) memory "
                                                   "layout: faster convolutions on CPU, the same game to float "
                                                   "tolerance")
@@ -134,6 +136,13 @@ class TrainConfig(Section):
     @classmethod
     def _name(cls, v):
         return check_name(v, "train.run_name")
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v):
+        from gan_core.augment import parse_policy
+
+        return ",".join(parse_policy(v)) or "none"
 
 
 @_described
@@ -300,6 +309,13 @@ class RayConfig(Section):
     num_workers: int | None = Field(None, ge=1, description="DDP workers; unset: as many as fit the machine")
     use_gpu: bool = Field(False, description="one GPU per worker (NCCL); CPU workers use gloo")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker")
+    layout: Literal["auto", "per_cpu"] = Field(
+        "auto", description="a local run on CPUs with ray.num_workers unset: auto times every split of the "
+                            "per-CPU layout's global batch over workers and threads (N x 1 ... 1 x N) and trains "
+                            "with the fastest, cached per machine and model; per_cpu: one worker per "
+                            "ray.cpus_per_worker CPUs")
+    layout_cache: str = Field("~/.cache/ganpipe/layouts.json", description="where ray.layout=auto keeps its "
+                                                                           "measurements")
     gpus_per_worker: float = Field(1.0, ge=0, description="GPUs reserved per worker when ray.use_gpu")
     storage_path: str = Field("ganpipe_runs", description="checkpoints and Ray's run state; a shared path or s3:// "
                                                           "on a cluster")

@@ -17,15 +17,24 @@ def test_ganpipe_run_on_the_quick_preset_trains_to_its_budget_registers_the_best
 
     # The preset's own budget (420 s) cut to 20 s, evaluations every 40 iterations: several checkpoints.
     # The evaluations after training are the schema's own (tested elsewhere), made smaller here.
+    # The layout is measured on this machine (a cache of the test's own, so it is measured here).
+    cache = workdir / "layouts.json"
     code, out, err = run_cli(capsys, "run", "--set", "train.time_budget_s=20", "--set", "train.eval_every=40",
                              "--set", "train.checkpoint_every=40", "--set", "workflow.rows=1000",
-                             "--set", "eval.cas=false", "--set", "eval.samples=500", "--set", "generate.eval_samples=500")
+                             "--set", "eval.cas=false", "--set", "eval.samples=500", "--set", "generate.eval_samples=500",
+                             "--set", f"ray.layout_cache={cache}")
     assert code == 0, err[-3000:]
     run_id = run_id_from(out)
     lines = [ln for ln in out.splitlines() if ln.startswith("train:")]
-    assert len(lines) == 3, out
-    # 200 epochs x 35 batches per worker (2 workers, batch 64) is the cap; the budget ends it first.
-    assert "of 7000: the time budget of 20 s is spent (train.time_budget_s)" in lines[0], lines[0]
+    assert len(lines) == 4, out
+    # Both splits of the global batch of 2 x 64 were timed; the run trains with the faster one.
+    rates = next(iter(json.loads(cache.read_text()).values()))
+    timed = {(o["workers"], o["threads"], o["batch"]): r for o, r in ((json.loads(k), r) for k, r in rates.items())}
+    assert set(timed) == {(2, 1, 64), (1, 2, 128)} and all(r > 50 for r in timed.values()), timed
+    workers, threads, batch = max(timed, key=timed.get)
+    assert lines[0].startswith(f"train: layout {workers} worker"), lines[0]
+    # 200 epochs x 35 batches of the global batch of 128 is the cap; the budget ends it first.
+    assert "of 7000: the time budget of 20 s is spent (train.time_budget_s)" in lines[1], lines[1]
     assert (workdir / "mlflow.db").is_file()
     assert "RayTrainWorker" not in out + err  # Ray's own log lines stay out of the default output
     d_x = metric_history(workdir, run_id, "d_real")
@@ -36,6 +45,7 @@ def test_ganpipe_run_on_the_quick_preset_trains_to_its_budget_registers_the_best
     # The run hands on its best checkpoint by fd, not its last; that is what is evaluated and registered.
     c = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     run = c.get_run(run_id)
+    assert (run.data.params["ray.num_workers"], run.data.params["train.batch_size"]) == (str(workers), str(batch))
     fd = metric_history(workdir, run_id, "fd")
     assert len(fd) >= 2, fd
     best_step = min(fd, key=lambda sv: sv[1])[0]

@@ -15,6 +15,7 @@ from ...config import Config, flatten, with_absolute_paths
 from ...config.build import load_data
 from ...errors import UserError
 from ...services import checkpoints, contract, names, tracking
+from . import layout
 from .worker import train_loop_per_worker
 
 
@@ -220,9 +221,10 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
     from ...services.runtime import check_fits, resolve_num_workers
 
     cfg, uri, data = preflight(cfg, verbose)
-    workers = resolve_num_workers(cfg)
+    cfg = layout.choose(cfg, data, resolve_num_workers(cfg), f"{cfg.ray.storage_path}/{run_name}",
+                        say=(lambda line: None) if quiet else print)
+    workers = cfg.ray.num_workers
     check_fits(cfg, workers)
-    cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": workers})})
     check_resumable(f"{cfg.ray.storage_path}/{run_name}", workers)
     run_id = open_mlflow_run(uri, cfg, run_name, data, "train", tags)
 

@@ -54,6 +54,16 @@ class AllReduceCounter:
         return default_hooks.allreduce_hook(None, bucket)
 
 
+def wrap_ddp(game: Game, counter: AllReduceCounter | None = None) -> None:
+    """G and D as DDP modules (the module docstring says why their buffers are treated apart); with a
+    `counter`, every all-reduced gradient element is counted."""
+    game.G = DDP(game.G, broadcast_buffers=True)
+    game.D = DDP(game.D, broadcast_buffers=False)
+    if counter is not None:
+        game.G.register_comm_hook(counter, AllReduceCounter.hook)
+        game.D.register_comm_hook(counter, AllReduceCounter.hook)
+
+
 def replica_digests(game: Game, world: int) -> list[dict[str, str]]:
     """sha256 of G's parameters and buffers and of D's parameters on every rank, gathered.
 
@@ -188,6 +198,8 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
     uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
     rank, world = session.rank, session.world
     device = session.device(cfg.ray.use_gpu)
+    if not cfg.ray.use_gpu:  # the CPUs reserved for this worker are its threads
+        torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
 
@@ -201,11 +213,7 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
 
     counter = AllReduceCounter()
     if world > 1:
-        G, D = game.G, game.D
-        game.G = DDP(G, broadcast_buffers=True)
-        game.D = DDP(D, broadcast_buffers=False)
-        game.G.register_comm_hook(counter, AllReduceCounter.hook)
-        game.D.register_comm_hook(counter, AllReduceCounter.hook)
+        wrap_ddp(game, counter)
 
     t = cfg.train
     if streamed:  # this worker's own files, through Ray Data

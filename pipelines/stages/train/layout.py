@@ -1,0 +1,182 @@
+"""The layout of a local CPU training run: how one global batch is split over DDP workers and threads.
+
+On one CPU machine, N workers with one thread each and one worker with N threads play the same game
+on the same global batch; which is faster depends on the machine and the model (gloo's all-reduce
+between processes against intra-op threads in one). With `ray.layout: auto` (the default), a local run
+on CPUs with `ray.num_workers` unset times the training step of every split of the per-CPU layout's
+global batch (N x 1, ..., 1 x N) for a few seconds, each in fresh processes, and trains with the
+fastest. The answer is cached by machine, torch version and model, so only the first run pays for it.
+A resumed run keeps the layout its checkpoints were written with.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from ...config import Config
+from ...config.build import model_spec
+from ...services import checkpoints, names
+
+WARMUP_STEPS = 5
+PROBE_STEPS = 30
+
+
+@dataclass(frozen=True)
+class Layout:
+    workers: int
+    threads: int
+    batch: int  # per worker
+
+    def describe(self) -> str:
+        return (f"{self.workers} worker{'s' if self.workers > 1 else ''} x {self.threads} "
+                f"thread{'s' if self.threads > 1 else ''}, batch {self.batch} per worker")
+
+
+def applies(cfg: Config) -> bool:
+    """Whether `ray.layout: auto` chooses this run's layout: a local Ray, CPUs only, workers unset."""
+    return (cfg.ray.layout == "auto" and not cfg.ray.num_workers and not cfg.ray.use_gpu
+            and not (cfg.ray.address or os.environ.get("RAY_ADDRESS")))
+
+
+def candidates(cfg: Config, fit: int) -> list[Layout]:
+    """Every split of the per-CPU layout's global batch (`fit` workers x train.batch_size) over
+    workers that divide `fit`, the threads making up the same CPUs; the per-CPU layout first."""
+    threads = max(1, int(cfg.ray.cpus_per_worker))
+    total = fit * cfg.train.batch_size
+    return [Layout(w, threads * fit // w, total // w) for w in range(fit, 0, -1) if fit % w == 0]
+
+
+def with_layout(cfg: Config, layout: Layout) -> Config:
+    return cfg.model_copy(update={
+        "ray": cfg.ray.model_copy(update={"num_workers": layout.workers, "cpus_per_worker": float(layout.threads)}),
+        "train": cfg.train.model_copy(update={"batch_size": layout.batch})})
+
+
+def cache_key(cfg: Config, data, options: list[Layout]) -> str:
+    """What the step's speed depends on: the machine, torch, the model and the step's options."""
+    import torch
+
+    spec = model_spec(cfg, data.image_shape, data.num_classes)
+    t = cfg.train
+    return json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                       "torch": torch.__version__, "spec": asdict(spec), "k": t.k, "reuse_fake": t.reuse_fake,
+                       "channels_last": t.channels_last, "ema": t.ema_beta is not None,
+                       "options": [asdict(o) for o in options]}, sort_keys=True)
+
+
+def _probe_rank(rank: int, cfg_json: str, shape: dict, layout: dict, port: int, out) -> None:
+    """One rank of a probe: the run's Game on random images of the data's shape, timed after a warm-up."""
+    import torch
+    import torch.distributed as dist
+
+    from gan_core.data.stream import BatchStream
+
+    from ...config.build import build_game
+    from .worker import wrap_ddp
+
+    lay = Layout(**layout)
+    torch.set_num_threads(lay.threads)
+    torch.manual_seed(rank)
+    cfg = Config.model_validate_json(cfg_json)
+    prior = torch.tensor(shape["label_prior"]) if shape["label_prior"] else None
+    train = SimpleNamespace(image_shape=tuple(shape["image_shape"]), num_classes=shape["num_classes"],
+                            label_prior=lambda: prior)
+    game, _ = build_game(cfg, train)
+    n = lay.batch * lay.workers * 4
+    x = torch.rand(n, *train.image_shape) * 2 - 1
+    y = torch.randint(0, max(1, train.num_classes), (n,))
+    stream = BatchStream(x, y, lay.batch, lay.workers, rank, seed=0)
+    if lay.workers > 1:
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+        dist.init_process_group("gloo", rank=rank, world_size=lay.workers)
+        wrap_ddp(game)
+    for _ in range(WARMUP_STEPS):
+        game.step(stream)
+    start = time.perf_counter()
+    for _ in range(PROBE_STEPS):
+        game.step(stream)
+    out.put(PROBE_STEPS * cfg.train.k * lay.batch / (time.perf_counter() - start))
+    if lay.workers > 1:
+        dist.destroy_process_group()
+
+
+def measure(cfg: Config, data, layout: Layout) -> float:
+    """Images/second of the training step in `layout`, summed over its ranks, in fresh processes."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:  # a free port for the probe's own process group
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    prior = data.label_prior().tolist() if data.num_classes else None
+    shape = {"image_shape": list(data.image_shape), "num_classes": data.num_classes, "label_prior": prior}
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_probe_rank, args=(r, cfg.model_dump_json(), shape, asdict(layout), port, out),
+                         daemon=True) for r in range(layout.workers)]
+    for p in procs:
+        p.start()
+    try:
+        return sum(out.get(timeout=300) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+
+
+def resumed_layout(run_dir: str) -> Layout | None:
+    """The layout a run's newest checkpoint was trained with, when the run exists (it is resumed)."""
+    if not names.is_local(run_dir):
+        return None
+    for folder in reversed(checkpoints.checkpoint_folders(run_dir)):
+        try:
+            saved = json.loads(checkpoints.load_state(folder).get("config", "{}"))
+        except Exception:  # a damaged checkpoint: the resume check names it
+            continue
+        ray, train = saved.get("ray", {}), saved.get("train", {})
+        if ray.get("num_workers") and train.get("batch_size"):
+            return Layout(int(ray["num_workers"]), max(1, int(ray.get("cpus_per_worker", 1))),
+                          int(train["batch_size"]))
+    return None
+
+
+def choose(cfg: Config, data, fit: int, run_dir: str, say=print) -> Config:
+    """`cfg` with its layout resolved: the configured workers, a resumed run's own layout, or under
+    `ray.layout: auto` the fastest split measured on this machine (cached); else `fit` workers."""
+    if cfg.ray.num_workers:
+        return cfg
+    options = candidates(cfg, fit)
+    if not applies(cfg) or len(options) == 1:
+        return cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": fit})})
+    resumed = resumed_layout(run_dir)
+    if resumed is not None:
+        say(f"train: layout {resumed.describe()}, as the run's checkpoints were trained")
+        return with_layout(cfg, resumed)
+    cache = Path(cfg.ray.layout_cache).expanduser()
+    key = cache_key(cfg, data, options)
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    rates = known.get(key)
+    if not rates:
+        rates = {json.dumps(asdict(o)): measure(cfg, data, o) for o in options}
+        known[key] = rates
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, cache)
+        source = "measured now"
+    else:
+        source = f"measured before, cached in {cache}"
+    measured = [(Layout(**json.loads(k)), v) for k, v in rates.items()]
+    best, rate = max(measured, key=lambda m: m[1])
+    others = "; ".join(f"{o.describe()} {r:,.0f}" for o, r in measured if o != best)
+    say(f"train: layout {best.describe()}: {rate:,.0f} images/s against {others} ({source}; "
+        f"ray.layout=per_cpu for one worker per CPU)")
+    return with_layout(cfg, best)

@@ -1,0 +1,88 @@
+"""`ray.layout: auto`: which splits of one global batch a local CPU run considers, when it chooses, the
+fastest measured one taken and cached, and a resumed run keeping its own layout."""
+import json
+
+import pytest
+
+from gan_core.data import load_dataset
+from pipelines.config import load_config
+from pipelines.config.build import build_game
+from pipelines.services import checkpoints
+from pipelines.stages.train import layout
+from pipelines.stages.train.layout import Layout
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _cfg(tmp_path, *extra):
+    return load_config(None, ["data.source=digits", "model.g_width=8", "model.d_width=8",
+                              f"ray.layout_cache={tmp_path / 'layouts.json'}", *extra])
+
+
+def test_candidates_split_the_per_cpu_global_batch(tmp_path):
+    cfg = _cfg(tmp_path, "train.batch_size=64")
+    assert layout.candidates(cfg, 2) == [Layout(2, 1, 64), Layout(1, 2, 128)]
+    assert layout.candidates(cfg, 4) == [Layout(4, 1, 64), Layout(2, 2, 128), Layout(1, 4, 256)]
+    assert layout.candidates(cfg, 3) == [Layout(3, 1, 64), Layout(1, 3, 192)]
+    # Two CPUs per worker on 4 CPUs: 2 workers fit; the other split is one worker with all 4 threads.
+    two = _cfg(tmp_path, "train.batch_size=64", "ray.cpus_per_worker=2")
+    assert layout.candidates(two, 2) == [Layout(2, 2, 64), Layout(1, 4, 128)]
+    for options in (layout.candidates(cfg, 4), layout.candidates(two, 2)):
+        assert {o.workers * o.batch for o in options} == {options[0].workers * options[0].batch}
+        assert {o.workers * o.threads for o in options} == {options[0].workers * options[0].threads}
+
+
+@pytest.mark.parametrize("extra", [["ray.num_workers=2"], ["ray.use_gpu=true"], ["ray.address=127.0.0.1:6379"],
+                                   ["ray.layout=per_cpu"]])
+def test_auto_applies_only_to_a_local_cpu_run_with_workers_unset(tmp_path, extra):
+    assert layout.applies(_cfg(tmp_path))
+    assert not layout.applies(_cfg(tmp_path, *extra))
+
+
+def test_the_fastest_measured_layout_is_taken_said_and_cached(tmp_path, digits, monkeypatch):
+    rates = {Layout(2, 1, 32): 900.0, Layout(1, 2, 64): 1200.0}
+    measured = []
+
+    def fake_measure(cfg, data, option):
+        measured.append(option)
+        return rates[option]
+
+    monkeypatch.setattr(layout, "measure", fake_measure)
+    cfg, said = _cfg(tmp_path, "train.batch_size=32"), []
+    chosen = layout.choose(cfg, digits, 2, str(tmp_path / "runs" / "new"), say=said.append)
+    assert measured == [Layout(2, 1, 32), Layout(1, 2, 64)]
+    assert (chosen.ray.num_workers, chosen.ray.cpus_per_worker, chosen.train.batch_size) == (1, 2.0, 64)
+    assert said == ["train: layout 1 worker x 2 threads, batch 64 per worker: 1,200 images/s against 2 workers x "
+                    "1 thread, batch 32 per worker 900 (measured now; ray.layout=per_cpu for one worker per CPU)"]
+    # The same machine and model: the cache answers, nothing is measured again.
+    said.clear()
+    again = layout.choose(cfg, digits, 2, str(tmp_path / "runs" / "other"), say=said.append)
+    assert len(measured) == 2 and again.ray.num_workers == 1 and "cached in" in said[0]
+    # Another model is another entry: measured afresh; here the per-CPU split wins.
+    rates.update({Layout(2, 1, 32): 1500.0})
+    wider = layout.choose(_cfg(tmp_path, "train.batch_size=32", "model.g_width=16"), digits, 2,
+                          str(tmp_path / "runs" / "x"), say=said.append)
+    assert len(measured) == 4 and (wider.ray.num_workers, wider.train.batch_size) == (2, 32)
+    assert len(json.loads((tmp_path / "layouts.json").read_text())) == 2
+    # Configured workers, or the per-CPU layout asked for: nothing measured, one worker per CPU.
+    assert layout.choose(_cfg(tmp_path, "ray.num_workers=2"), digits, 2, "x").ray.num_workers == 2
+    fixed = layout.choose(_cfg(tmp_path, "ray.layout=per_cpu", "train.batch_size=32"), digits, 2, "x")
+    assert (fixed.ray.num_workers, fixed.train.batch_size, len(measured)) == (2, 32, 4)
+
+
+def test_a_resumed_run_keeps_the_layout_of_its_checkpoints(tmp_path, digits, monkeypatch):
+    monkeypatch.setattr(layout, "measure", lambda *a: pytest.fail("a resumed run is not measured again"))
+    trained = _cfg(tmp_path, "ray.num_workers=1", "ray.cpus_per_worker=2", "train.batch_size=64")
+    train, _ = digits.split(trained.data.holdout_fraction, trained.seed)
+    game, _ = build_game(trained, train)
+    run_dir = tmp_path / "runs" / "r"
+    (run_dir / checkpoints.folder_name(20)).mkdir(parents=True)
+    checkpoints.save(run_dir / checkpoints.folder_name(20), game.state_dict(), 20, trained.model_dump(mode="json"),
+                     0, {})
+    said = []
+    cfg = layout.choose(_cfg(tmp_path, "train.batch_size=32"), digits, 2, str(run_dir), say=said.append)
+    assert (cfg.ray.num_workers, cfg.ray.cpus_per_worker, cfg.train.batch_size) == (1, 2.0, 64)
+    assert said == ["train: layout 1 worker x 2 threads, batch 64 per worker, as the run's checkpoints were trained"]
