@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -79,6 +80,7 @@ def _probe_rank(rank: int, cfg_json: str, shape: dict, layout: dict, port: int, 
     from ...config.build import build_game
     from .worker import wrap_ddp
 
+    warnings.simplefilter("ignore")  # DDP's notes on gradient strides: the probe's output is its rate alone
     lay = Layout(**layout)
     torch.set_num_threads(lay.threads)
     torch.manual_seed(rank)
