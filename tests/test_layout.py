@@ -36,7 +36,7 @@ def test_candidates_split_the_per_cpu_global_batch(tmp_path):
 
 
 @pytest.mark.parametrize("extra", [["ray.num_workers=2"], ["ray.use_gpu=true"], ["ray.address=127.0.0.1:6379"],
-                                   ["ray.layout=per_cpu"]])
+                                   ["ray.layout=per_cpu"], ["ray.cpus_per_worker=0.5"]])
 def test_auto_applies_only_to_a_local_cpu_run_with_workers_unset(tmp_path, extra):
     assert layout.applies(_cfg(tmp_path))
     assert not layout.applies(_cfg(tmp_path, *extra))

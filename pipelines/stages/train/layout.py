@@ -41,8 +41,10 @@ class Layout:
 
 
 def applies(cfg: Config) -> bool:
-    """Whether `ray.layout: auto` chooses this run's layout: a local Ray, CPUs only, workers unset."""
+    """Whether `ray.layout: auto` chooses this run's layout: a local Ray, CPUs only, workers unset, whole
+    CPUs per worker (a fraction means workers share CPUs on purpose)."""
     return (cfg.ray.layout == "auto" and not cfg.ray.num_workers and not cfg.ray.use_gpu
+            and float(cfg.ray.cpus_per_worker).is_integer()
             and not (cfg.ray.address or os.environ.get("RAY_ADDRESS")))
 
 
