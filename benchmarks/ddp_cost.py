@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import add_outputs, record  # noqa: E402
 
 from pipelines.config import load_config  # noqa: E402
-from train_throughput import bare_game, bare_loop, steady_rate  # noqa: E402
+from pipelines.stages.train.layout import steady_rate  # noqa: E402
+from pipelines.stages.train.worker import wrap_ddp  # noqa: E402
+from train_throughput import bare_game, bare_loop  # noqa: E402
 
 WARMUP = 20
 
@@ -37,7 +38,7 @@ def _worker(rank: int, ddp: bool, iterations: int, port: int, out) -> None:
     if ddp:
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
         dist.init_process_group("gloo", rank=rank, world_size=2)
-        game.G, game.D = DDP(game.G, broadcast_buffers=True), DDP(game.D, broadcast_buffers=False)
+        wrap_ddp(game)
     out.put(steady_rate(game, stream, cfg, iterations, WARMUP))
     if ddp:
         dist.destroy_process_group()

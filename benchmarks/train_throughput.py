@@ -38,6 +38,7 @@ from record import add_outputs, record  # noqa: E402
 from gan_core.data.stream import BatchStream  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.config.build import build_game, load_data  # noqa: E402
+from pipelines.stages.train.layout import steady_rate  # noqa: E402
 
 
 def bare_game(cfg, rank: int = 0, world: int = 1):
@@ -47,16 +48,6 @@ def bare_game(cfg, rank: int = 0, world: int = 1):
     x, y = train.tensors()
     game, _ = build_game(cfg, train)
     return game, BatchStream(x, y, cfg.train.batch_size, world, rank, seed=cfg.seed)
-
-
-def steady_rate(game, stream, cfg, iterations: int, warmup: int) -> float:
-    """Real images/second of `game.step` after `warmup` iterations."""
-    for _ in range(warmup):
-        game.step(stream)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        game.step(stream)
-    return iterations * cfg.train.k * cfg.train.batch_size / (time.perf_counter() - start)
 
 
 def bare_loop(cfg, iterations: int, warmup: int, threads: int = 1) -> float:

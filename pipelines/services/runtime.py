@@ -83,6 +83,12 @@ def quiet_worker_pool_warning() -> None:
     ray_worker.print_to_stdstream = print_to_stdstream
 
 
+def requested_address(address: str) -> str:
+    """The cluster a run asks for: `ray.address`, else an exported RAY_ADDRESS; empty means a fresh
+    local Ray."""
+    return address or os.environ.get("RAY_ADDRESS", "")
+
+
 def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.0, dashboard: bool = False) -> None:
     """Join the cluster at `address` or, when it is empty, start a fresh local Ray (never a stale
     cluster found on disk; RAY_ADDRESS, when exported, counts as an address). Ray's own logs stay
@@ -105,7 +111,7 @@ def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.
                   include_dashboard=dashboard, configure_logging=True)
     if dashboard:
         kwargs["dashboard_host"] = "127.0.0.1"
-    address = address or os.environ.get("RAY_ADDRESS", "")
+    address = requested_address(address)
     resolved = check_address(address, connect_timeout_s) if address else "local"
     if ray.is_initialized():  # a workflow's earlier stage (or a test session) already started it
         return

@@ -5,8 +5,8 @@ on the same global batch; which is faster depends on the machine and the model (
 between processes against intra-op threads in one). With `ray.layout: auto` (the default), a local run
 on CPUs with `ray.num_workers` unset times the training step of every split of the per-CPU layout's
 global batch (N x 1, ..., 1 x N) for a few seconds, each in fresh processes and twice, alternating,
-and trains with the fastest. The answer is cached by machine, torch version and model, so only the first run pays for it.
-A resumed run keeps the layout its checkpoints were written with.
+and trains with the fastest. The answer is cached by machine, torch version and model, so only the
+first run pays for it. A resumed run keeps the layout its checkpoints were written with.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from ...config import Config
 from ...config.build import model_spec
 from ...services import checkpoints, names
+from ...services.runtime import requested_address
 
 WARMUP_STEPS = 10
 PROBE_STEPS = 30
@@ -45,7 +46,7 @@ def applies(cfg: Config) -> bool:
     CPUs per worker (a fraction means workers share CPUs on purpose)."""
     return (cfg.ray.layout == "auto" and not cfg.ray.num_workers and not cfg.ray.use_gpu
             and float(cfg.ray.cpus_per_worker).is_integer()
-            and not (cfg.ray.address or os.environ.get("RAY_ADDRESS")))
+            and not requested_address(cfg.ray.address))
 
 
 def candidates(cfg: Config, fit: int) -> list[Layout]:
@@ -74,6 +75,16 @@ def cache_key(cfg: Config, data, options: list[Layout]) -> str:
                        "options": [asdict(o) for o in options]}, sort_keys=True)
 
 
+def steady_rate(game, stream, cfg: Config, steps: int, warmup: int) -> float:
+    """Real images/second of `game.step` on this rank over `steps` iterations after `warmup` more."""
+    for _ in range(warmup):
+        game.step(stream)
+    start = time.perf_counter()
+    for _ in range(steps):
+        game.step(stream)
+    return steps * cfg.train.k * cfg.train.batch_size / (time.perf_counter() - start)
+
+
 def _probe_rank(rank: int, cfg_json: str, shape: dict, layout: dict, port: int, out) -> None:
     """One rank of a probe: the run's Game on random images of the data's shape, timed after a warm-up."""
     import torch
@@ -88,7 +99,7 @@ def _probe_rank(rank: int, cfg_json: str, shape: dict, layout: dict, port: int, 
     lay = Layout(**layout)
     torch.set_num_threads(lay.threads)
     torch.manual_seed(rank)
-    cfg = Config.model_validate_json(cfg_json)
+    cfg = with_layout(Config.model_validate_json(cfg_json), lay)
     prior = torch.tensor(shape["label_prior"]) if shape["label_prior"] else None
     train = SimpleNamespace(image_shape=tuple(shape["image_shape"]), num_classes=shape["num_classes"],
                             label_prior=lambda: prior)
@@ -101,12 +112,7 @@ def _probe_rank(rank: int, cfg_json: str, shape: dict, layout: dict, port: int, 
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
         dist.init_process_group("gloo", rank=rank, world_size=lay.workers)
         wrap_ddp(game)
-    for _ in range(WARMUP_STEPS):
-        game.step(stream)
-    start = time.perf_counter()
-    for _ in range(PROBE_STEPS):
-        game.step(stream)
-    out.put(PROBE_STEPS * cfg.train.k * lay.batch / (time.perf_counter() - start))
+    out.put(steady_rate(game, stream, cfg, PROBE_STEPS, WARMUP_STEPS))
     if lay.workers > 1:
         dist.destroy_process_group()
 
