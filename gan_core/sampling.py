@@ -8,6 +8,8 @@ Two ways to draw:
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -71,9 +73,20 @@ def labels_for_rows(ids: np.ndarray | torch.Tensor, counts: list[int], seed: int
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) and (ids.min() < 0 or ids.max() >= total):
         raise ValueError(f"row ids must lie in [0, {total})")
-    layout = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    perm = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), total, 1]))).permutation(total)
-    return torch.from_numpy(layout[perm][ids])
+    return torch.from_numpy(_label_layout(tuple(int(c) for c in counts), int(seed))[ids].astype(np.int64))
+
+
+@functools.lru_cache(maxsize=2)
+def _label_layout(counts: tuple[int, ...], seed: int) -> np.ndarray:
+    """Every row's label, computed once per (counts, seed): a batch job asks for a few hundred rows at
+    a time, and the permutation costs O(total). Stored in the smallest integer type that holds the
+    classes (1 byte per row for up to 256 classes), read-only."""
+    total = sum(counts)
+    layout = np.repeat(np.arange(len(counts), dtype=np.min_scalar_type(max(len(counts) - 1, 0))), counts)
+    perm = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, total, 1]))).permutation(total)
+    out = layout[perm]
+    out.flags.writeable = False
+    return out
 
 
 FORWARD_BLOCK = 256  # rows per generator forward pass when rows are addressed by id
