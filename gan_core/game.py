@@ -66,7 +66,7 @@ class Game:
     def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, *, k: int = 1, g_loss: str = "non_saturating",
                  label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False,
-                 channels_last: bool = False, augment: str | None = None):
+                 channels_last: bool = False, augment: str | None = None, mode_seeking: float = 0.0):
         if k < 1:
             raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
         if g_loss not in losses.G_LOSSES:
@@ -90,6 +90,11 @@ class Game:
         self.ema = EMA(generator, ema_beta) if ema_beta else None  # in G's layout: its updates stay elementwise
         # DiffAugment: the same random transformations of real and generated images before every D call.
         self.augment = parse_policy(augment)
+        # MSGAN's mode-seeking term in G's loss with this weight (0: the seed's G loss alone). Its G
+        # batch pairs row i with row i + n/2: the same label, another z.
+        if mode_seeking < 0:
+            raise ValueError(f"mode_seeking={mode_seeking}: a weight >= 0")
+        self.mode_seeking = float(mode_seeking)
 
     def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """D's logits for `x`, augmented first when the game augments."""
@@ -104,6 +109,15 @@ class Game:
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Fresh z ~ N(0, I) and, when conditional, labels drawn from the label prior."""
         return sample_latent(n, self.z_dim, self.label_prior if self.num_classes else None, generator, self.device)
+
+    def _g_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(z, y) of the generated batch the G update learns from: fresh, and with the mode-seeking
+        term its second half repeats the first half's labels."""
+        z, y = self.sample_latent(n)
+        if self.mode_seeking and y is not None:
+            h = n // 2
+            y = torch.cat([y[:h], y[:h], y[2 * h:]])
+        return z, y
 
     def discriminator_step(self, x: torch.Tensor, y: torch.Tensor | None,
                            generated: tuple[torch.Tensor, torch.Tensor | None] | None = None
@@ -126,17 +140,20 @@ class Game:
         return (loss.item(), torch.sigmoid(real_logits).mean().item(),
                 torch.sigmoid(fake_logits).mean().item(), -loss.item())
 
-    def generator_step(self, n: int, generated: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> float:
+    def generator_step(self, n: int, generated: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
+                       ) -> float:
         """One G update with D frozen (no gradient reaches D's parameters), on a fresh generated batch
-        of `n` or on `generated` (made with its graph by the last D update)."""
+        of `n` or on `generated` (images, labels, z; made with its graph by the last D update)."""
         self.D.requires_grad_(False)
         try:
             if generated is None:
-                z, y = self.sample_latent(n)
+                z, y = self._g_batch(n)
                 fake = self.G(z, y)
             else:
-                fake, y = generated
-            loss = losses.generator_loss(self._d(fake, y), self.g_loss)
+                fake, y, z = generated
+            loss = game_loss = losses.generator_loss(self._d(fake, y), self.g_loss)
+            if self.mode_seeking:
+                loss = loss + self.mode_seeking * losses.mode_seeking(fake, z)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_g.step()
@@ -144,7 +161,7 @@ class Game:
             self.D.requires_grad_(True)
         if self.ema is not None:
             self.ema.update(self.G)
-        return loss.item()
+        return game_loss.item()  # the game's G loss, comparable with and without the mode-seeking term
 
     def step(self, next_real: Callable[[], RealBatch] | Iterator[RealBatch]) -> StepStats:
         """One iteration: k D updates, each on a fresh real batch, then one G update."""
@@ -157,9 +174,9 @@ class Game:
             x = x.contiguous(memory_format=self.memory_format)
             n = x.shape[0]
             if self.reuse_fake and i == self.k - 1:
-                z, y_fake = self.sample_latent(n)
-                generated = (self.G(z, y_fake), y_fake)  # its graph is kept for the G update
-            d_stats.append(self.discriminator_step(x, y, generated))
+                z, y_fake = self._g_batch(n)
+                generated = (self.G(z, y_fake), y_fake, z)  # its graph is kept for the G update
+            d_stats.append(self.discriminator_step(x, y, None if generated is None else generated[:2]))
         loss_g = self.generator_step(n, generated)
         mean = [sum(s[i] for s in d_stats) / len(d_stats) for i in range(4)]
         return StepStats(loss_d=mean[0], loss_g=loss_g, d_real=mean[1], d_fake=mean[2], value=mean[3])

@@ -38,3 +38,15 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating") -> t
     if kind == "non_saturating":
         return -log_d(fake_logits).mean()
     raise ValueError(f"g_loss={kind!r} is not one of {G_LOSSES}")
+
+
+def mode_seeking(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The mode-seeking term of MSGAN (Mao et al. 2019): rows i and i + n/2 of `fake` share their
+    condition and differ in z; G is pushed to keep the ratio of their images' distance to their
+    latents' distance, mean|G(z1) - G(z2)| / mean|z1 - z2|, from collapsing, by descending its
+    reciprocal (plus `eps`). The first 2 * (n // 2) rows are paired."""
+    h = fake.shape[0] // 2
+    if h == 0:
+        raise ValueError("the mode-seeking term needs at least two generated rows")
+    ratio = (fake[:h] - fake[h:2 * h]).abs().mean() / (z[:h] - z[h:2 * h]).abs().mean()
+    return 1.0 / (ratio + eps)

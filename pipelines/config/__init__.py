@@ -114,6 +114,9 @@ class TrainConfig(Section):
                                                   "tolerance")
     reuse_fake: bool = Field(False, description="the G update takes the last D update's generated batch (one G "
                                                 "forward fewer, as DCGAN's reference loop); false: a fresh batch")
+    mode_seeking: float = Field(0.0, ge=0, description="weight of MSGAN's mode-seeking term in G's loss (pairs of "
+                                                       "generated rows with one label and two z kept apart); "
+                                                       "0: the seed's G loss alone")
     epochs: int = Field(10, ge=1, description="passes over the training split by D (k batches per iteration)")
     iterations: int | None = Field(None, ge=1, description="run length in iterations; overrides epochs when set")
     time_budget_s: float | None = Field(None, gt=0, description="end the run at the first evaluation after this "

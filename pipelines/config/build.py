@@ -27,7 +27,8 @@ def build_game(cfg: Config, train, device: torch.device | str = "cpu") -> tuple[
     opt_g, opt_d = adam_pair(g, d, t.lr_g, t.lr_d, (t.beta1, t.beta2))
     game = Game(g, d, opt_g, opt_d, k=t.k, g_loss=t.g_loss,
                 label_prior=train.label_prior() if spec.num_classes else None, ema_beta=t.ema_beta,
-                reuse_fake=t.reuse_fake, channels_last=t.channels_last, augment=t.augment)
+                reuse_fake=t.reuse_fake, channels_last=t.channels_last, augment=t.augment,
+                mode_seeking=t.mode_seeking)
     return game, spec
 
 
