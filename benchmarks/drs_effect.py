@@ -10,8 +10,9 @@ class, the classes equally. Precision (Kynkäänniemi et al.) is a mean of one i
 image (inside the real holdout's k-NN manifold, in the evaluation's feature space), so its expected
 value under the filter is that indicator's p-weighted mean; the Fréchet distance is computed from the
 p-weighted mean and covariance of the candidates' features. Both against the unfiltered candidates
-(every weight 1), with a bootstrap over candidates for the difference. Also reported: how well D's
-calibrated logit ranks the indicator (AUC within each class, averaged; 0.5 is no information).
+(every weight 1), with a bootstrap over candidates for the difference. Also reported: how well the
+acceptance (monotone in D's calibrated logit) ranks the indicator (AUC within each class, averaged;
+0.5 is no information).
 """
 from __future__ import annotations
 
@@ -24,16 +25,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _weighted_fd(f_real: np.ndarray, feats: np.ndarray, w: np.ndarray) -> float:
-    from gan_core.metrics.frechet import _sqrtm_psd
-
-    mu1, s1 = f_real.mean(0), np.cov(f_real, rowvar=False)
-    mu2 = (w[:, None] * feats).sum(0) / w.sum()
-    s2 = np.cov(feats, rowvar=False, aweights=w)
-    r1 = _sqrtm_psd(s1)
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(_sqrtm_psd(r1 @ s2 @ r1)))
 
 
 def _class_weights(p: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
@@ -56,14 +47,15 @@ def _auc(score: np.ndarray, target: np.ndarray) -> float:
 def measure(model: str, tracking_uri: str, candidates: int, keep: float, seed: int, boot: int) -> dict:
     import torch
 
-    from gan_core import ModelSpec, aligned_blocks, build_models, labels_for_rows, render_rows, rows_generator
+    from gan_core import aligned_blocks, labels_for_rows, render_rows, rows_generator
     from gan_core.data import from_uint8, to_uint8
+    from gan_core.metrics.frechet import frechet_distance
     from gan_core.metrics.prdc import knn_radii, pairwise_distances
-    from gan_core.theory import drs_acceptance
     from pipelines.config import load_config
     from pipelines.services import tracking
     from pipelines.services.models import resolve
-    from pipelines.stages.generate import _drs_bound, _verifier
+    from pipelines.stages.generate import _drs_bound, _verifier, discriminator
+    from pipelines.stages.generate.writer import drs_keep_probability
 
     cfg = load_config(None, [f"mlflow.tracking_uri={tracking_uri}", f"generate.drs_keep={keep}"])
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
@@ -74,22 +66,16 @@ def measure(model: str, tracking_uri: str, candidates: int, keep: float, seed: i
     k = loaded.generator.num_classes
     counts = [candidates // k + (1 if c < candidates % k else 0) for c in range(k)]
     drs = _drs_bound(cfg, loaded, counts, seed, gcfg, data)
-    spec = dict(loaded.meta["spec"])
-    spec["image_shape"] = tuple(spec["image_shape"])
-    _, d = build_models(ModelSpec(**spec))
-    d.load_state_dict(loaded.d_state)
-    d.eval()
-    g = rows_generator(loaded.generator)
-    feats, logits, labels = [], [], []
+    d, g = discriminator(loaded), rows_generator(loaded.generator)
+    feats, probs, labels = [], [], []
     with torch.no_grad():
-        for ids, _ in aligned_blocks(0, candidates, candidates):
+        for ids, _ in aligned_blocks(0, candidates, candidates):  # the rows generate would make first
             y = labels_for_rows(ids, counts, seed)
             x = from_uint8(to_uint8(render_rows(g, ids, seed, y)))
-            logits.append(d(x, y).reshape(-1).double().numpy())
+            probs.append(drs_keep_probability(d, x, y, drs))
             feats.append(net.embed(x)[0])
             labels.append(y.numpy())
-    logit = drs["scale"] * np.concatenate(logits) + drs["shift"]
-    p = drs_acceptance(logit, drs["max_logit"], drs["gamma"])
+    p = np.concatenate(probs)
     f, y = np.concatenate(feats), np.concatenate(labels)
     _, holdout = data.split(gcfg.data.holdout_fraction, gcfg.seed)
     f_real = net.embed(holdout.tensors()[0])[0]
@@ -102,7 +88,7 @@ def measure(model: str, tracking_uri: str, candidates: int, keep: float, seed: i
         ones = _class_weights(np.ones(len(idx)), y[idx], k)
         w = _class_weights(p[idx], y[idx], k)
         return ((ones * inside[idx]).sum(), (w * inside[idx]).sum(),
-                _weighted_fd(f_real, f[idx], ones), _weighted_fd(f_real, f[idx], w))
+                frechet_distance(f_real, f[idx], ones), frechet_distance(f_real, f[idx], w))
 
     prec0, prec1, fd0, fd1 = both(np.arange(len(f)))
     rng = np.random.default_rng(seed)
@@ -112,13 +98,13 @@ def measure(model: str, tracking_uri: str, candidates: int, keep: float, seed: i
         a, b, c0, c1 = both(idx)
         diffs.append((b - a, c1 - c0))
     diffs = np.array(diffs)
-    auc = float(np.nanmean([_auc(logit[y == c], inside[y == c]) for c in range(k)]))
+    auc = float(np.nanmean([_auc(p[y == c], inside[y == c]) for c in range(k)]))
     return {"model": model, "iteration": loaded.iteration, "candidates": candidates, "drs_keep": keep,
             "acceptance": float(p.mean()), "scale": drs["scale"], "shift": drs["shift"],
             "precision_plain": float(prec0), "precision_drs": float(prec1),
             "precision_diff_ci": [float(v) for v in np.quantile(diffs[:, 0], [0.025, 0.975])],
             "fd_plain": fd0, "fd_drs": fd1, "fd_diff_ci": [float(v) for v in np.quantile(diffs[:, 1], [0.025, 0.975])],
-            "auc_logit_vs_inside": auc}
+            "auc_acceptance_vs_inside": auc}
 
 
 def main() -> None:
@@ -140,7 +126,7 @@ def main() -> None:
           f"{r['precision_drs'] - r['precision_plain']:+.4f} ({r['precision_diff_ci'][0]:+.4f} to "
           f"{r['precision_diff_ci'][1]:+.4f}) | {r['fd_plain']:.3f} | {r['fd_drs']:.3f} | "
           f"{r['fd_drs'] - r['fd_plain']:+.3f} ({r['fd_diff_ci'][0]:+.3f} to {r['fd_diff_ci'][1]:+.3f}) | "
-          f"{r['auc_logit_vs_inside']:.3f} |")
+          f"{r['auc_acceptance_vs_inside']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -186,6 +186,17 @@ def _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, to
                    g, net)
 
 
+def discriminator(loaded: LoadedGenerator):
+    """The run's D that a generator's checkpoint kept, in eval mode (DRS's density-ratio estimate)."""
+    from gan_core import ModelSpec, build_models
+
+    spec = dict(loaded.meta["spec"])
+    spec["image_shape"] = tuple(spec["image_shape"])
+    _, d = build_models(ModelSpec(**spec))
+    d.load_state_dict(loaded.d_state)
+    return d.eval()
+
+
 def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, seed: int, gcfg: Config,
                data) -> dict:
     """D's logit calibrated on the real held-out images against a burn-in sample of candidates (its
@@ -194,15 +205,11 @@ def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, s
     import numpy as np
     import torch
 
-    from gan_core import ModelSpec, build_models, labels_for_rows, render_rows, rows_generator
+    from gan_core import labels_for_rows, render_rows, rows_generator
     from gan_core.data import from_uint8, to_uint8
     from gan_core.theory import drs_gamma, logit_calibration
 
-    spec = dict(loaded.meta["spec"])
-    spec["image_shape"] = tuple(spec["image_shape"])
-    _, d = build_models(ModelSpec(**spec))
-    d.load_state_dict(loaded.d_state)
-    d.eval()
+    d = discriminator(loaded)
     n = cfg.generate.drs_burn_in
     ids = np.arange(n)
     burn_counts = None

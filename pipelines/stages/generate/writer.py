@@ -87,6 +87,14 @@ def verdicts(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch
     return pred.cpu(), conf.cpu()
 
 
+@torch.no_grad()
+def drs_keep_probability(d: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None, drs: dict) -> np.ndarray:
+    """The probability that DRS keeps each image `x` (labels `y`): D's logit calibrated on real data as
+    `_drs_bound` fitted it, then `gan_core.theory.drs_acceptance` at the request's bound and gamma."""
+    logits = d(x, y).reshape(-1).double().cpu().numpy()
+    return drs_acceptance(drs["scale"] * logits + drs["shift"], drs["max_logit"], drs["gamma"])
+
+
 class ShardWriter:
     """Holds one generator replica and the verifier; writes whole shards. Used as a Ray Data actor
     (`__call__` takes a batch of shard descriptions) and directly in tests."""
@@ -139,9 +147,7 @@ class ShardWriter:
         if r.get("min_confidence") is not None:
             keep &= (conf.numpy() >= r["min_confidence"]) & (y is None or (pred == y).numpy())
         if self.drs:
-            logits = self.D(x, None if y is None else y.to(self.device)).reshape(-1).double().cpu().numpy()
-            logits = self.drs["scale"] * logits + self.drs["shift"]  # calibrated on real data (_drs_bound)
-            p = drs_acceptance(logits, self.drs["max_logit"], self.drs["gamma"])
+            p = drs_keep_probability(self.D, x, None if y is None else y.to(self.device), self.drs)
             keep &= uniform_rows(cand, r["seed"], stream=1).numpy() < p
         return pixels, pred, conf, keep
 
