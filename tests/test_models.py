@@ -67,6 +67,64 @@ def test_bad_names_and_geometry_are_named():
 
 
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_spectral_discriminator_is_one_lipschitz_per_layer_and_keeps_its_state(arch):
+    spec = ModelSpec(arch, 16, (1, 28, 28), num_classes=10, g_width=8, d_width=8, d_norm="spectral")
+    torch.manual_seed(0)
+    g, d = build_models(spec)
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in d.modules())
+    layers = [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(m.bias is not None for m in layers), "BatchNorm's shift kept as a bias"
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    d.train()
+    for _ in range(30):  # one power iteration per training forward
+        d(x, y)
+    sigmas = [torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item() for m in layers]
+    assert all(abs(s - 1) < 0.05 for s in sigmas), sigmas
+    # The effective weight is the raw weight over its norm: scaling the raw weights leaves D as it is,
+    # while the BatchNorm D changes.
+    d.eval()
+    before = d(x, y)
+    with torch.no_grad():
+        for m in layers:
+            m.parametrizations.weight.original.mul_(10)
+    assert torch.allclose(d(x, y), before, rtol=1e-4, atol=1e-5)
+    _, plain = build_models(ModelSpec(arch, 16, (1, 28, 28), num_classes=10, g_width=8, d_width=8))
+    plain.eval()
+    before = plain(x, y)
+    with torch.no_grad():
+        for m in plain.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(10)
+    assert not torch.allclose(plain(x, y), before, rtol=1e-2)
+    # a checkpoint's state loads into a D built from the same spec
+    _, again = build_models(spec)
+    again.load_state_dict(d.state_dict())
+    again.eval()
+    assert torch.equal(again(x, y), d(x, y))
+    with pytest.raises(ValueError, match="model.d_norm='layer'"):
+        build_models(ModelSpec(arch, 16, (1, 28, 28), d_norm="layer"))
+
+
+def test_spectral_discriminator_trains_in_the_game():
+    from pipelines.config import load_config
+    from pipelines.config.build import model_spec
+
+    cfg = load_config(None, ["model.d_norm=spectral"])
+    spec = model_spec(cfg, (1, 28, 28), 10)
+    assert spec.d_norm == "spectral"
+    torch.manual_seed(0)
+    g, d = build_models(spec)
+    opt_g, opt_d = adam_pair(g, d, 2e-4, 2e-4)
+    game = Game(g, d, opt_g, opt_d, k=1, channels_last=True)
+    real = iter([(torch.rand(16, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (16,))) for _ in range(3)])
+    raw = [p.detach().clone() for p in d.parameters()]
+    for _ in range(3):
+        stats = game.step(real)
+    assert all(torch.isfinite(torch.tensor([stats.loss_d, stats.loss_g])))
+    assert any(not torch.equal(a, b) for a, b in zip(raw, d.parameters())), "D's raw weights are trained"
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 def test_generator_update_leaves_discriminator_without_gradients(arch):
     g, d = build_models(ModelSpec(arch, 16, (1, 28, 28), num_classes=10, g_width=8, d_width=8))
     opt_g, opt_d = adam_pair(g, d, 1e-3, 1e-3)

@@ -12,6 +12,7 @@ from .mlp import MLPDiscriminator, MLPGenerator
 
 ARCHITECTURES = ("mlp", "dcgan")
 CONDITIONINGS = ("concat", "projection")
+D_NORMS = ("batch", "spectral")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,26 @@ class ModelSpec:
     depth: int | None = None
     embed_dim: int = 16
     d_conditioning: str = "concat"
+    d_norm: str = "batch"
+
+
+def spectral_discriminator(d: nn.Module) -> nn.Module:
+    """D with spectral normalization (Miyato et al. 2018) on every convolution and linear layer and
+    no BatchNorm: each weight is divided by its largest singular value (one power iteration per
+    training forward), so every layer is 1-Lipschitz. `d` is changed in place and returned."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for seq in [m for m in d.modules() if isinstance(m, nn.Sequential)]:
+        for i, child in enumerate(seq):
+            if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                before = seq[i - 1] if i else None
+                if isinstance(before, (nn.Conv2d, nn.Linear)) and before.bias is None:  # BatchNorm's shift
+                    before.bias = nn.Parameter(torch.zeros(before.weight.shape[0]))
+                seq[i] = nn.Identity()
+    for m in list(d.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            spectral_norm(m)
+    return d
 
 
 def build_models(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
@@ -35,6 +56,8 @@ def build_models(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
         raise ValueError(f"model.arch={spec.arch!r} is not one of {ARCHITECTURES}")
     if spec.d_conditioning not in CONDITIONINGS:
         raise ValueError(f"model.d_conditioning={spec.d_conditioning!r} is not one of {CONDITIONINGS}")
+    if spec.d_norm not in D_NORMS:
+        raise ValueError(f"model.d_norm={spec.d_norm!r} is not one of {D_NORMS}")
     shape = tuple(spec.image_shape)
     if spec.arch == "mlp":
         depth = spec.depth or 2
@@ -43,7 +66,7 @@ def build_models(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
     else:
         g = DCGANGenerator(spec.z_dim, shape, spec.g_width, spec.depth, spec.num_classes, spec.embed_dim)
         d = DCGANDiscriminator(shape, spec.d_width, spec.depth, spec.num_classes, spec.d_conditioning)
-    return g, d
+    return g, spectral_discriminator(d) if spec.d_norm == "spectral" else d
 
 
 def for_inference(module: nn.Module) -> nn.Module:
@@ -65,5 +88,6 @@ def for_inference(module: nn.Module) -> nn.Module:
     return module.to(memory_format=torch.channels_last)
 
 
-__all__ = ["ModelSpec", "build_models", "for_inference", "ARCHITECTURES", "CONDITIONINGS", "MLPGenerator",
+__all__ = ["ModelSpec", "build_models", "for_inference", "spectral_discriminator", "ARCHITECTURES", "CONDITIONINGS",
+           "D_NORMS", "MLPGenerator",
            "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator"]

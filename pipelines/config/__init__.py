@@ -93,6 +93,9 @@ class ModelConfig(Section):
     embed_dim: int = Field(16, ge=1, description="size of G's label embedding")
     d_conditioning: Literal["concat", "projection"] = Field(
         "concat", description="how D sees the label: one-hot channels (concat) or a projection term")
+    d_norm: Literal["batch", "spectral"] = Field(
+        "batch", description="D's normalization: BatchNorm (DCGAN) or spectral normalization of every layer "
+                             "and no BatchNorm (SN-GAN)")
 
 
 @_described
