@@ -116,6 +116,57 @@ def bare_forward(tmp: Path, rows: int, threads: int) -> float:
     return rows / (time.perf_counter() - start)
 
 
+def per_row_costs(tmp: Path, rounds: int = 3) -> dict[str, float]:
+    """Microseconds per row of what an actor does, at one thread in this process, on FORWARD_BLOCK-row
+    blocks (the fastest of `rounds`): G, the verifier, PNG encoding, and a whole 4,096-row shard
+    written by `ShardWriter.write` (Parquet, checksum and the rest included); `rest` is the shard's
+    time not spent in the first three."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from gan_core import FORWARD_BLOCK, labels_for_rows, render_rows
+    from gan_core.data import encode_pngs, from_uint8, to_uint8
+    from gan_core.metrics import SmallCNN
+    from pipelines.config.build import model_spec
+    from pipelines.stages.generate.writer import ShardWriter, verdicts
+
+    cfg, game = _setup(tmp)
+    torch.set_num_threads(1)
+    shard_rows, total = 4096, 1_000_000
+    counts = [total // 10] * 10
+    spec = dataclasses.asdict(model_spec(cfg, game.G.image_shape, game.G.num_classes))
+    verifier = SmallCNN(1, 10)
+    shards = tmp / "per_row" / "data"
+    shards.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter({"spec": spec, "state": game.G.state_dict(), "d_state": None},
+                         {"state": verifier.state_dict(), "channels": 1, "num_classes": 10},
+                         {"rows": total, "counts": counts, "seed": 0, "class_names": [str(c) for c in range(10)]},
+                         str(shards), {"benchmark": "per_row_costs"})
+    ids = np.arange(FORWARD_BLOCK)
+    y = labels_for_rows(ids, counts, 0)
+    pixels = to_uint8(render_rows(writer.G, ids, 0, y))
+    x = from_uint8(pixels)
+
+    def best(fn, repeat: int, rows: int) -> float:
+        fn()
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(repeat):
+                fn()
+            times.append((time.perf_counter() - start) / repeat / rows * 1e6)
+        return min(times)
+
+    with torch.no_grad():
+        g = best(lambda: to_uint8(render_rows(writer.G, ids, 0, y)), 8, FORWARD_BLOCK)
+        v = best(lambda: verdicts(writer.net, x), 8, FORWARD_BLOCK)
+    png = best(lambda: encode_pngs(pixels), 8, FORWARD_BLOCK)
+    shard = best(lambda: writer.write(0, 2, 0, shard_rows), 1, shard_rows)
+    return {"g_us": g, "verifier_us": v, "png_us": png, "shard_us": shard, "rest_us": shard - g - v - png}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--small", type=int, default=10_000)
@@ -133,6 +184,7 @@ def main() -> None:
     # after the jobs (this machine's speed drifts by 20%; the fastest is the baseline hardest to meet).
     rounds = [bare_forward(tmp, 20_000, cpus) for _ in range(3)]
     bare1 = max(bare_forward(tmp, 20_000, 1) for _ in range(3))
+    costs = per_row_costs(tmp)
     runs = {}
     for rows in (args.small, args.large):
         out = subprocess.run([sys.executable, __file__, "--job", str(rows), "--tmp", str(tmp)], check=True,
@@ -152,8 +204,19 @@ def main() -> None:
            f"({big['rows_per_s'] / bare1:.2f}x of one thread), at {args.large:,} rows; memory "
            f"**{big['peak_mib'] / s['peak_mib']:.2f}x** ({args.large:,} vs {args.small:,} rows) | "
            f"{os.cpu_count()} cores |")
+    # What the actors' arithmetic allows: `cpus` one-thread actors writing shards at the measured rate,
+    # with no Ray, no start-up and no card; and the fixed cost of a job (the small job's time beyond it).
+    ceiling = cpus * 1e6 / costs["shard_us"]
+    fixed = s["wall"] - s["rows"] / ceiling
+    row += (f"\n| {datetime.date.today()} | generate: where an actor's time goes, per row at one thread (fastest of "
+            f"3) | bare G forward, {cpus} threads: {bare:.0f} rows/s | G {costs['g_us']:.0f} us, verifier "
+            f"{costs['verifier_us']:.0f} us, PNG {costs['png_us']:.0f} us, Parquet and the rest "
+            f"{costs['rest_us']:.0f} us: a {costs['shard_us']:.0f} us row, so {cpus} actors can write at most "
+            f"{ceiling:.0f} rows/s; fixed cost of a job about {fixed:.0f} s (Ray, actors, card, MLflow) | "
+            f"**{ceiling / bare:.2f}x** ceiling of the compute alone | {os.cpu_count()} cores |")
     record(row, args.out, {"bare": bare, "bare_rounds": rounds, "bare_1_thread": bare1, "large": big, "small": s,
-                           "ratio": big["rows_per_s"] / bare, "memory_ratio": big["peak_mib"] / s["peak_mib"]}, args.json)
+                           "ratio": big["rows_per_s"] / bare, "memory_ratio": big["peak_mib"] / s["peak_mib"],
+                           "per_row_us": costs, "ceiling": ceiling / bare, "fixed_s": fixed}, args.json)
 
 
 if __name__ == "__main__":
