@@ -69,6 +69,16 @@ def test_the_fastest_measured_layout_is_taken_said_and_cached(tmp_path, digits, 
                           str(tmp_path / "runs" / "x"), say=said.append)
     assert len(measured) == 4 and (wider.ray.num_workers, wider.train.batch_size) == (2, 32)
     assert len(json.loads((tmp_path / "layouts.json").read_text())) == 2
+    # Several workers must measure 10% faster than one: 1,040 against 990 is not enough.
+    measured.clear()
+    rates.update({Layout(2, 1, 32): [1000.0, 1040.0], Layout(1, 2, 64): [990.0, 980.0]})
+    said.clear()
+    close = layout.choose(_cfg(tmp_path, "train.batch_size=32", "model.g_width=24"), digits, 2,
+                          str(tmp_path / "runs" / "y"), say=said.append)
+    assert (close.ray.num_workers, close.train.batch_size) == (1, 64)
+    assert said == ["train: layout 1 worker x 2 threads, batch 64 per worker: 990 images/s against 2 workers x "
+                    "1 thread, batch 32 per worker 1,040 (measured now; several workers are taken when 10% "
+                    "faster; ray.layout=per_cpu for one worker per CPU)"]
     # Configured workers, or the per-CPU layout asked for: nothing measured, one worker per CPU.
     assert layout.choose(_cfg(tmp_path, "ray.num_workers=2"), digits, 2, "x").ray.num_workers == 2
     fixed = layout.choose(_cfg(tmp_path, "ray.layout=per_cpu", "train.batch_size=32"), digits, 2, "x")

@@ -5,7 +5,7 @@ on the same global batch; which is faster depends on the machine and the model (
 between processes against intra-op threads in one). With `ray.layout: auto` (the default), a local run
 on CPUs with `ray.num_workers` unset times the training step of every split of the per-CPU layout's
 global batch (N x 1, ..., 1 x N) for a few seconds, each in fresh processes and twice, alternating,
-and trains with the fastest. The answer is cached by machine, torch version and model, so only the
+and trains with the fastest (several workers only when 10% faster than one). The answer is cached by machine, torch version and model, so only the
 first run pays for it. A resumed run keeps the layout its checkpoints were written with.
 """
 from __future__ import annotations
@@ -28,6 +28,12 @@ WARMUP_STEPS = 10
 PROBE_STEPS = 30
 ROUNDS = 2  # each layout timed this many times, alternating; its best counts (other work on the
             # machine, Ray's own start among it, only ever slows a round down)
+# A layout of several workers is taken only when the probe measures it this much faster than the best
+# single-worker one. The probe runs without Ray's processes beside it; in a training run they take
+# turns on the same CPUs, and workers that wait for each other at every all-reduce lose more to that
+# than one worker's threads do (2 cores, width 32: two one-thread workers measured 0.94x of one
+# two-thread worker in the probe, 0.78-0.89x inside TorchTrainer; BENCHMARKS.md).
+SEVERAL_WORKERS_MARGIN = 1.10
 
 
 @dataclass(frozen=True)
@@ -191,8 +197,10 @@ def choose(cfg: Config, data, fit: int, run_dir: str, say=print) -> Config:
     else:
         source = f"measured before, cached in {cache}"
     measured = [(Layout(**json.loads(k)), v) for k, v in rates.items()]
-    best, rate = max(measured, key=lambda m: m[1])
+    best, rate = max(measured, key=lambda m: m[1] / (SEVERAL_WORKERS_MARGIN if m[0].workers > 1 else 1.0))
     others = "; ".join(f"{o.describe()} {r:,.0f}" for o, r in measured if o != best)
-    say(f"train: layout {best.describe()}: {rate:,.0f} images/s against {others} ({source}; "
+    margin = (f"; several workers are taken when {SEVERAL_WORKERS_MARGIN - 1:.0%} faster"
+              if any(r > rate for _, r in measured) else "")
+    say(f"train: layout {best.describe()}: {rate:,.0f} images/s against {others} ({source}{margin}; "
         f"ray.layout=per_cpu for one worker per CPU)")
     return with_layout(cfg, best)
