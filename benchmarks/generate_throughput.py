@@ -1,8 +1,12 @@
 """Batch stage: rows/second written to Parquet by `ganpipe generate` end to end (Ray Data, PNG
 encoding, verifier, card, MLflow run) against the bare generator forward pass at the same block size
-on the same CPUs (one process with as many threads as the job has CPUs), and the peak memory of a large job against a small one, in one run.
+on the same CPUs (one process with as many threads as the job has CPUs), and the peak memory of a
+large job against a small one, in one run.
 
     python benchmarks/generate_throughput.py --small 10000 --large 1000000
+
+It also times, per row at one thread, what an actor does (G, the verifier, PNG, a whole shard), and
+from that the rate the actors' arithmetic alone allows and a job's fixed cost.
 
 Each job runs in its own process (its own local Ray). Its memory is the peak, sampled every 0.2 s,
 of the summed resident memory of the job's process tree: the driver, Ray's processes and the actors.
@@ -118,9 +122,9 @@ def bare_forward(tmp: Path, rows: int, threads: int) -> float:
 
 def per_row_costs(tmp: Path, rounds: int = 3) -> dict[str, float]:
     """Microseconds per row of what an actor does, at one thread in this process, on FORWARD_BLOCK-row
-    blocks (the fastest of `rounds`): G, the verifier, PNG encoding, and a whole 4,096-row shard
-    written by `ShardWriter.write` (Parquet, checksum and the rest included); `rest` is the shard's
-    time not spent in the first three."""
+    blocks (the fastest of `rounds`): G (its images rounded to pixels), the verifier, PNG encoding,
+    and a whole 4,096-row shard written by `ShardWriter.write` (Parquet, checksum and the rest
+    included); `rest` is the shard's time not spent in the first three."""
     import dataclasses
 
     import numpy as np
