@@ -66,6 +66,18 @@ def test_bad_names_and_geometry_are_named():
         build_models(ModelSpec("dcgan", 8, (1, 28, 28), depth=3))
 
 
+def test_a_spec_comes_back_from_its_json_form():
+    import dataclasses
+    import json
+
+    spec = ModelSpec("dcgan", 16, (1, 28, 28), num_classes=10, g_width=8, d_width=8, d_norm="spectral")
+    kept = json.loads(json.dumps(dataclasses.asdict(spec)))  # as a checkpoint keeps it: the shape a list
+    assert kept["image_shape"] == [1, 28, 28]
+    assert ModelSpec.from_dict(kept) == spec
+    g, d = build_models(ModelSpec.from_dict(kept))
+    assert g.image_shape == (1, 28, 28) and not any(isinstance(m, nn.BatchNorm2d) for m in d.modules())
+
+
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 def test_spectral_discriminator_is_one_lipschitz_per_layer_and_keeps_its_state(arch):
     spec = ModelSpec(arch, 16, (1, 28, 28), num_classes=10, g_width=8, d_width=8, d_norm="spectral")

@@ -30,6 +30,12 @@ class ModelSpec:
     d_conditioning: str = "concat"
     d_norm: str = "batch"
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> "ModelSpec":
+        """The spec from its plain-data form (`dataclasses.asdict`, as checkpoints and exports keep it
+        in JSON, where the image shape is a list)."""
+        return cls(**{**fields, "image_shape": tuple(fields["image_shape"])})
+
 
 def spectral_discriminator(d: nn.Module) -> nn.Module:
     """D with spectral normalization (Miyato et al. 2018) on every convolution and linear layer and

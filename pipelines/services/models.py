@@ -42,9 +42,7 @@ def generator_from_state(state: dict, source: str) -> LoadedGenerator:
     meta = json.loads(state.get("meta", "{}"))
     if "spec" not in meta:
         raise UserError(f"{source}: this checkpoint does not describe its model (no spec); retrain with ganpipe")
-    spec = dict(meta["spec"])
-    spec["image_shape"] = tuple(spec["image_shape"])
-    g, _ = build_models(ModelSpec(**spec))
+    g, _ = build_models(ModelSpec.from_dict(meta["spec"]))
     try:
         g.load_state_dict(state.get("G_ema") or state["G"])
     except RuntimeError as e:

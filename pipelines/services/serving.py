@@ -146,9 +146,7 @@ def _load_pyfunc(data_path: str, model_config=None) -> ImageServer:
     """The pyfunc loader named in the MLmodel file: G rebuilt from its spec with the exported weights."""
     with open(os.path.join(data_path, SPEC_FILE)) as f:
         info = json.load(f)
-    spec = dict(info["spec"])
-    spec["image_shape"] = tuple(spec["image_shape"])
-    g, _ = build_models(ModelSpec(**spec))
+    g, _ = build_models(ModelSpec.from_dict(info["spec"]))
     exported = torch.export.load(os.path.join(data_path, PT2_FILE))
     constants = getattr(exported, "constants", None) or {}
     own = g.state_dict()

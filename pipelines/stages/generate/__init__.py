@@ -190,9 +190,7 @@ def discriminator(loaded: LoadedGenerator):
     """The run's D that a generator's checkpoint kept, in eval mode (DRS's density-ratio estimate)."""
     from gan_core import ModelSpec, build_models
 
-    spec = dict(loaded.meta["spec"])
-    spec["image_shape"] = tuple(spec["image_shape"])
-    _, d = build_models(ModelSpec(**spec))
+    _, d = build_models(ModelSpec.from_dict(loaded.meta["spec"]))
     d.load_state_dict(loaded.d_state)
     return d.eval()
 

@@ -113,9 +113,7 @@ class ShardWriter:
         if weights is not None:
             both = torch.load(weights, map_location="cpu", weights_only=True)
             generator, verifier = both["generator"], both["verifier"]
-        spec = dict(generator["spec"])
-        spec["image_shape"] = tuple(spec["image_shape"])
-        self.G, self.D = build_models(ModelSpec(**spec))
+        self.G, self.D = build_models(ModelSpec.from_dict(generator["spec"]))
         self.G.load_state_dict(generator["state"])
         self.G = rows_generator(self.G.to(self.device))
         self.drs = request.get("drs")
