@@ -220,3 +220,41 @@ def test_discriminators_label_channels_match_a_convolution_of_the_joined_input(c
         assert (mine - theirs).abs().max() <= 1e-5 * theirs.abs().max()  # sums over many positions: relative
     joined = torch.cat([x, one_hot_channels(y, classes, size, size)], 1)
     assert torch.allclose(ours(joined), ref(joined), atol=1e-6)
+
+
+def test_minibatch_std_lets_d_see_a_batch_without_variety():
+    """The head sees one more map, the batch's mean feature standard deviation: with it, D's logit for
+    a row depends on the other rows (a batch of copies of one image scores otherwise than that image
+    among varied ones); without it, in eval mode, it does not. It trains in the game with channels-last."""
+    from pipelines.config import load_config
+    from pipelines.config.build import model_spec
+    from gan_core.models.dcgan import with_minibatch_std
+
+    h = torch.randn(8, 4, 3, 3)
+    out = with_minibatch_std(h)
+    assert out.shape == (8, 5, 3, 3) and torch.equal(out[:, :4], h)
+    assert torch.allclose(out[:, 4], h.std(0, unbiased=False).mean().expand(8, 3, 3), atol=1e-4)
+    assert with_minibatch_std(h[:1].expand(8, -1, -1, -1))[:, 4].abs().max() < 1e-3  # copies: about 0
+    cfg = load_config(None, ["model.d_minibatch_std=true"])
+    spec = model_spec(cfg, (1, 28, 28), 10)
+    assert spec.d_minibatch_std
+    torch.manual_seed(0)
+    g, d = build_models(spec)
+    assert d.head.in_channels == 2 * cfg.model.d_width + 1  # depth 2 at 28 px: 2 x width, and the map
+    d.eval()
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    copies = x[:1].expand(16, -1, -1, -1)
+    assert not torch.allclose(d(x, y)[0], d(copies, y[:1].expand(16))[0], atol=1e-4)
+    _, plain = build_models(model_spec(load_config(None, []), (1, 28, 28), 10))
+    plain.eval()
+    assert torch.allclose(plain(x, y)[0], plain(copies, y[:1].expand(16))[0], atol=1e-5)
+    opt_g, opt_d = adam_pair(g, d, 2e-4, 2e-4)
+    game = Game(g, d, opt_g, opt_d, k=1, channels_last=True)
+    before = [p.detach().clone() for p in d.head.parameters()]
+    real = iter([(torch.rand(16, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (16,))) for _ in range(3)])
+    for _ in range(3):
+        stats = game.step(real)
+    assert all(torch.isfinite(torch.tensor([stats.loss_d, stats.loss_g])))
+    assert not torch.equal(d.head.weight[:, -1], before[0][:, -1])  # the new map's weights learn
+    with pytest.raises(ValueError, match="model.d_minibatch_std"):
+        build_models(ModelSpec("mlp", 16, (1, 28, 28), d_minibatch_std=True))

@@ -188,6 +188,12 @@ def test_patience_stops_a_run_that_no_longer_improves_and_no_rule_runs_to_the_pl
     hooks = ProbeSeries([2.0, 1.0, 1.5, 1.2, 0.9, 3.0])  # best 1.0 at the 2nd; 2 evaluations without a new best
     out = run_loop(game, stream, plan, cfg.train, hooks, stop=_stop(cfg, patience=2))
     assert (out.status, out.iteration) == ("stopped", 16) and "not improved on 1 for 2 evaluations" in out.reason
+    # With a tolerance of 25%, 1.2 is as good as 1.0 (no patience spent): the new best 0.9 follows, and
+    # the run ends two evaluations after it, at 28 rather than 16.
+    cfg, game, stream, plan = _setup(digits, "train.checkpoint_every=100", "train.iterations=30")
+    hooks = ProbeSeries([2.0, 1.0, 1.5, 1.2, 0.9, 3.0])
+    out = run_loop(game, stream, plan, cfg.train, hooks, stop=_stop(cfg, patience=2, tolerance=0.25))
+    assert (out.status, out.iteration) == ("stopped", 28) and "not improved on 0.9 (within 25%) for 2" in out.reason
     cfg, game, stream, plan = _setup(digits)
     out = run_loop(game, stream, plan, cfg.train, ProbeSeries([5.0, 4.0]), stop=_stop(cfg, target=0.1, patience=9))
     assert (out.status, out.iteration) == ("finished", 14)
@@ -207,9 +213,9 @@ def test_the_time_budget_counts_a_resumed_runs_earlier_wall_time(digits):
 def test_target_and_patience_are_judged_only_when_the_training_evaluation_runs():
     from pipelines.stages.train.loop import StopRule
 
-    cfg = load_config(None, ["train.target=0.5", "train.patience=3", "train.time_budget_s=60"])
-    assert StopRule.from_config(cfg.train, "fd", True) == StopRule("fd", 0.5, 3, 60.0)
-    assert StopRule.from_config(cfg.train, "fd", False) == StopRule("fd", None, None, 60.0)
+    cfg = load_config(None, ["train.target=0.5", "train.patience=3", "train.time_budget_s=60", "train.tolerance=0.1"])
+    assert StopRule.from_config(cfg.train, "fd", True) == StopRule("fd", 0.5, 3, 60.0, 0.1)
+    assert StopRule.from_config(cfg.train, "fd", False) == StopRule("fd", None, None, 60.0, 0.1)
 
 
 def test_a_run_resumed_from_its_final_checkpoint_reports_its_end_once(digits):

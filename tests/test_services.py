@@ -326,6 +326,10 @@ def test_a_one_worker_trial_keeps_its_checkpoints_as_ray_train_keeps_them(tmp_pa
     assert checkpoints.load_state(kept[1])["iteration"] == 40 and not checkpoints.problems(kept[1], 1)
     pairs = [(Checkpoint(str(f)), checkpoints.reported_metrics(f)) for f in kept]
     assert checkpoints.iteration_of(best_checkpoint(pairs, Config()).path) == 20
+    # With a tolerance, the newest kept checkpoint within it of the best: fd 3.0 at 40 is within 60% of
+    # 2.0, fd 9.0 at 50 is not.
+    assert checkpoints.iteration_of(best_checkpoint(pairs, Config(train={"tolerance": 0.6})).path) == 40
+    assert checkpoints.iteration_of(best_checkpoint(pairs, Config(train={"tolerance": 0.4})).path) == 20
     # Ranked by "max", keep 1: the newest and the highest fd (9.0 at 50) stay; a newest without a score
     # is kept as the newest only.
     for it, fd in ((60, 1.0), (70, 8.0)):

@@ -48,3 +48,14 @@ def is_better(name: str, new: float, old: float) -> bool:
     if direction is None:
         raise ValueError(f"metric {name!r} has no better direction")
     return new < old if direction == "min" else new > old
+
+
+def within(name: str, new: float, best: float, tolerance: float) -> bool:
+    """Whether `new` is as good as `best` for metric `name` once `best` is relaxed by `tolerance`, a
+    fraction of its size (fd 0.40 with tolerance 0.05: anything up to 0.42); tolerance 0 asks for
+    `best` itself or better."""
+    slack = tolerance * abs(best)
+    direction = METRICS[name].direction
+    if direction is None:
+        raise ValueError(f"metric {name!r} has no better direction")
+    return new <= best + slack if direction == "min" else new >= best - slack

@@ -29,6 +29,7 @@ class ModelSpec:
     embed_dim: int = 16
     d_conditioning: str = "concat"
     d_norm: str = "batch"
+    d_minibatch_std: bool = False
 
     @classmethod
     def from_dict(cls, fields: dict) -> "ModelSpec":
@@ -69,9 +70,12 @@ def build_models(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
         depth = spec.depth or 2
         g = MLPGenerator(spec.z_dim, shape, spec.g_width, depth, spec.num_classes, spec.embed_dim)
         d = MLPDiscriminator(shape, spec.d_width, depth, spec.num_classes, spec.d_conditioning)
+        if spec.d_minibatch_std:
+            raise ValueError("model.d_minibatch_std=true is built for model.arch='dcgan' only")
     else:
         g = DCGANGenerator(spec.z_dim, shape, spec.g_width, spec.depth, spec.num_classes, spec.embed_dim)
-        d = DCGANDiscriminator(shape, spec.d_width, spec.depth, spec.num_classes, spec.d_conditioning)
+        d = DCGANDiscriminator(shape, spec.d_width, spec.depth, spec.num_classes, spec.d_conditioning,
+                               spec.d_minibatch_std)
     return g, spectral_discriminator(d) if spec.d_norm == "spectral" else d
 
 

@@ -86,6 +86,13 @@ class LabelChannelsConv2d(nn.Conv2d):
         return torch.addmm(out.reshape(n, -1), onehot, maps.reshape(k, -1)).view(n, channels, h, w)
 
 
+def with_minibatch_std(h: torch.Tensor) -> torch.Tensor:
+    """`h` (N, C, H, W) with one more channel: the mean over features and positions of the standard
+    deviation over the batch, constant over the map (a batch of one: about 0)."""
+    stat = (h.var(0, unbiased=False) + 1e-8).sqrt().mean()  # the epsilon keeps the gradient finite at 0
+    return torch.cat([h, stat.expand(h.shape[0], 1, *h.shape[2:]).to(h.dtype)], dim=1)
+
+
 class DCGANGenerator(nn.Module):
     """z (+ label embedding) -> ConvTranspose/BatchNorm/ReLU blocks -> tanh image."""
 
@@ -118,15 +125,20 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """Strided Conv/BatchNorm/LeakyReLU(0.2) blocks (no BatchNorm on the first) -> conv to one logit.
 
+    With `minibatch_std` (Karras et al. 2018), the head also sees one more feature map: the standard
+    deviation over the batch of every last-layer feature, averaged, the same value at every position
+    (`with_minibatch_std`), so D can tell a batch with too little variety from a real one.
+
     Conditional modes: `concat` adds the label as one-hot image channels (LabelChannelsConv2d: the
     same function without building them); `projection` adds
     <embed(y), sum of the last feature map> to the logit.
     """
 
     def __init__(self, image_shape: tuple[int, int, int], width: int = 64, depth: int | None = None,
-                 num_classes: int | None = None, conditioning: str = "concat"):
+                 num_classes: int | None = None, conditioning: str = "concat", minibatch_std: bool = False):
         super().__init__()
         self.image_shape, self.num_classes, self.conditioning = tuple(image_shape), num_classes, conditioning
+        self.minibatch_std = minibatch_std
         channels, size, _ = self.image_shape
         depth = resolve_depth(size, depth)
         s0 = size // 2 ** depth
@@ -139,7 +151,7 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.Conv2d(c, c * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c * 2), nn.LeakyReLU(0.2, True)]
             c *= 2
         self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(c, 1, s0, 1, 0)
+        self.head = nn.Conv2d(c + int(minibatch_std), 1, s0, 1, 0)
         self.proj = nn.Embedding(num_classes, c) if num_classes and conditioning == "projection" else None
         dcgan_init_(self)
 
@@ -148,7 +160,7 @@ class DCGANDiscriminator(nn.Module):
         h = x
         for i, layer in enumerate(self.body):
             h = layer(h, y) if i == 0 and self.label_channels else layer(h)
-        logit = self.head(h).flatten(1).squeeze(1)
+        logit = self.head(with_minibatch_std(h) if self.minibatch_std else h).flatten(1).squeeze(1)
         if self.proj is not None:
             logit = logit + (self.proj(y) * h.sum((2, 3))).sum(1)
         return logit

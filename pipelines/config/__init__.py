@@ -96,6 +96,9 @@ class ModelConfig(Section):
     d_norm: Literal["batch", "spectral"] = Field(
         "batch", description="D's normalization: BatchNorm (DCGAN) or spectral normalization of every layer "
                              "and no BatchNorm (SN-GAN)")
+    d_minibatch_std: bool = Field(False, description="D's head also sees the batch's mean standard deviation "
+                                                     "of its last features as one more map (ProGAN's minibatch "
+                                                     "standard deviation; dcgan only)")
 
 
 @_described
@@ -131,6 +134,10 @@ class TrainConfig(Section):
     patience: int | None = Field(None, ge=1, description="end the run after this many evaluations without a new "
                                                          "best tune.metric; unset: never; judged only with "
                                                          "eval.during_training")
+    tolerance: float = Field(0.0, ge=0, lt=1, description="an evaluation whose tune.metric is within this "
+                                                       "fraction of the run's best counts as no worse: it does not "
+                                                       "spend patience, and the newest such kept checkpoint is the "
+                                                       "one the run hands on; 0: the strictly best")
     log_every: int = Field(25, ge=1, description="iterations between logged loss means")
     eval_every: int = Field(100, ge=1, description="iterations between training-time metrics (fd, label fidelity)")
     checkpoint_every: int = Field(100, ge=1, description="iterations between checkpoints")

@@ -188,21 +188,25 @@ def record_outcome(cfg: Config, uri: str, run_id: str, run_name: str, outcome: d
 
 
 def best_checkpoint(kept: list, cfg: Config):
-    """The checkpoint (Ray's Checkpoint) a run hands on: the best by tune.metric among the (checkpoint,
-    metrics) pairs kept (the training evaluation runs at every checkpoint); None when none has it."""
+    """The checkpoint (Ray's Checkpoint) a run hands on: among the (checkpoint, metrics) pairs kept (the
+    training evaluation runs at every checkpoint), the newest whose tune.metric is within
+    `train.tolerance` of the best kept value (with tolerance 0, the best itself); None when none has it."""
     import math
 
-    from gan_core.metrics import is_better
+    from gan_core.metrics import is_better, within
 
     metric = cfg.tune.metric
-    best = None
-    if cfg.eval.during_training:
-        for ckpt, m in kept:
-            value = m.get(metric)
-            if isinstance(value, (int, float)) and math.isfinite(value) and (
-                    best is None or is_better(metric, value, best[1])):
-                best = (ckpt, value)
-    return best[0] if best is not None else None
+    if not cfg.eval.during_training:
+        return None
+    scored = [(ckpt, m[metric], m.get("iteration", 0)) for ckpt, m in kept
+              if isinstance(m.get(metric), (int, float)) and math.isfinite(m[metric])]
+    if not scored:
+        return None
+    best = scored[0][1]
+    for _, value, _ in scored:
+        best = value if is_better(metric, value, best) else best
+    good = [(it, ckpt) for ckpt, value, it in scored if within(metric, value, best, cfg.train.tolerance)]
+    return max(good, key=lambda pair: pair[0])[1]
 
 
 def run_training(cfg: Config, verbose: bool = False, quiet: bool = False, tags: dict | None = None) -> TrainOutcome:

@@ -8,8 +8,8 @@
 - The run's cost so far (training seconds and images through D) rides along with every report,
   so that a scheduler can compare trials of different k and widths fairly.
 - Time to quality (`StopRule`): at an evaluation the run ends early when the metric reaches its
-  target, when it has not improved for `patience` evaluations, or when the wall-clock budget is
-  spent; every rank ends at the same iteration, with a checkpoint.
+  target, when it has not improved for `patience` evaluations (an evaluation within `tolerance` of
+  the best counts as no worse), or when the wall-clock budget is spent; every rank ends at the same iteration, with a checkpoint.
 
 The Ray worker (`worker.py`) supplies the hooks; unit tests drive the same function in-process.
 """
@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from gan_core import Game
-from gan_core.metrics import is_better
+from gan_core.metrics import is_better, within
 from gan_core.theory import equilibrium_gap
 
 from ...config import TrainConfig
@@ -58,13 +58,14 @@ class StopRule:
     target: float | None = None
     patience: int | None = None
     budget_s: float | None = None
+    tolerance: float = 0.0  # an evaluation within this fraction of the best is not a stall
     best: float | None = None
     since_best: int = 0
 
     @classmethod
     def from_config(cls, train: TrainConfig, metric: str, evaluating: bool) -> "StopRule":
         return cls(metric, train.target if evaluating else None, train.patience if evaluating else None,
-                   train.time_budget_s)
+                   train.time_budget_s, train.tolerance)
 
     def check(self, metrics: dict | None, wall_seconds: float) -> str:
         """The reason to stop now ("" to go on); `metrics` are rank 0's at this evaluation (None on
@@ -75,11 +76,14 @@ class StopRule:
                 return f"{self.metric} {value:.4g} reached the target {self.target:g} (train.target)"
             if self.best is None or is_better(self.metric, value, self.best):
                 self.best, self.since_best = value, 0
+            elif within(self.metric, value, self.best, self.tolerance):
+                self.since_best = 0
             else:
                 self.since_best += 1
                 if self.patience is not None and self.since_best >= self.patience:
-                    return (f"{self.metric} has not improved on {self.best:.4g} for {self.since_best} evaluations "
-                            f"(train.patience)")
+                    return (f"{self.metric} has not improved on {self.best:.4g}"
+                            + (f" (within {self.tolerance:.0%})" if self.tolerance else "")
+                            + f" for {self.since_best} evaluations (train.patience)")
         if self.budget_s is not None and wall_seconds >= self.budget_s:
             return f"the time budget of {self.budget_s:g} s is spent (train.time_budget_s)"
         return ""
