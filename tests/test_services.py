@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gan_core import labels_for_rows, latent_rows
-from gan_core.metrics import METRICS, TRAINING_METRICS, is_better
+from gan_core.metrics import METRICS, TRAINING_METRICS, is_better, within
 from pipelines.services import checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,6 +237,24 @@ def test_metric_table_directions():
     assert all(m.meaning and m.better for m in METRICS.values())
     with pytest.raises(ValueError, match="density"):
         is_better("density", 1.0, 0.5)
+    assert within("fd", 0.42, 0.40, 0.05) and not within("fd", 0.43, 0.40, 0.05) and within("fd", 0.3, 0.4, 0)
+    assert within("label_fidelity", 0.91, 0.95, 0.05) and not within("label_fidelity", 0.90, 0.95, 0.05)
+
+
+def test_the_quality_bar_is_judged_against_the_real_values_beside_each_metric():
+    from gan_core.metrics import quality_bar
+    from pipelines.stages.evaluate import table
+
+    m = {"fd": 0.50, "fd_real": 0.34, "precision": 0.95, "precision_real": 0.96, "recall": 0.85,
+         "recall_real": 0.95, "coverage": 0.92, "coverage_real": 0.98, "label_fidelity": 0.94,
+         "label_fidelity_real": 0.94, "cas_ratio": 0.94, "density": 0.9, "density_real": 1.0,
+         "classifier_holdout_accuracy": 0.94, "samples": 500}
+    bar = quality_bar(m)
+    assert set(bar) == {"fd", "precision", "recall", "coverage", "label_fidelity", "cas_ratio"}
+    assert bar["fd"] == pytest.approx((0.50, 0.51, True)) and bar["recall"] == pytest.approx((0.85, 0.855, False))
+    assert bar["coverage"][2] is False and bar["label_fidelity"][2] is True and bar["cas_ratio"][2] is False
+    assert "quality bar (docs/quality.md): 3 of 6 met; not met: recall 0.85 (bar 0.855), coverage 0.92" in table(m)
+    assert quality_bar({"fd": 0.3}) == {}  # no real value beside it: nothing to judge
 
 
 def test_a_name_is_held_by_one_live_process_and_a_dead_holder_blocks_nothing(tmp_path):

@@ -17,6 +17,7 @@ class Metric:
     better: str  # how the printed table says which way is good
     during_training: bool = False  # computed by the training probe (and so usable by a sweep)
     reference_value: float | None = None  # a fixed real-data value, where it is one by definition
+    bar: float | None = None  # the quality bar: this multiple of the real-data value, on the better side
 
     def real_value(self, metrics: dict) -> float | None:
         """The real-data value beside this metric in a set of computed metrics."""
@@ -24,15 +25,16 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("fd", "min", "Fréchet distance, generated vs real holdout (feature net)", "fd_real", "lower", True),
-    Metric("precision", "max", "share of samples inside the real manifold", "precision_real", "higher"),
-    Metric("recall", "max", "share of real images inside the generated manifold", "recall_real", "higher"),
+    Metric("fd", "min", "Fréchet distance, generated vs real holdout (feature net)", "fd_real", "lower", True,
+           bar=1.5),
+    Metric("precision", "max", "share of samples inside the real manifold", "precision_real", "higher", bar=0.95),
+    Metric("recall", "max", "share of real images inside the generated manifold", "recall_real", "higher", bar=0.9),
     Metric("density", None, "real neighbourhoods holding each sample, / k", "density_real", "~1"),
-    Metric("coverage", "max", "share of real images with a sample nearby", "coverage_real", "higher"),
+    Metric("coverage", "max", "share of real images with a sample nearby", "coverage_real", "higher", bar=0.95),
     Metric("label_fidelity", "max", "classifier agrees with the requested label", "label_fidelity_real", "higher",
-           True),
+           True, bar=1.0),
     Metric("cas", "max", "accuracy on real holdout of a classifier trained on samples", "cas_real", "higher"),
-    Metric("cas_ratio", "max", "CAS / real-trained accuracy", None, "higher", reference_value=1.0),
+    Metric("cas_ratio", "max", "CAS / real-trained accuracy", None, "higher", reference_value=1.0, bar=0.95),
     Metric("near_copy_share", "min", "samples closer to a training image than 99% of real holdout",
            "near_copy_share_real", "lower"),
     Metric("nn_distance_fake_median", None, "median distance to the nearest training image",
@@ -59,3 +61,18 @@ def within(name: str, new: float, best: float, tolerance: float) -> bool:
     if direction is None:
         raise ValueError(f"metric {name!r} has no better direction")
     return new <= best + slack if direction == "min" else new >= best - slack
+
+
+def quality_bar(metrics: dict) -> dict[str, tuple[float, float, bool]]:
+    """The quality bar of a set of computed metrics: for each metric with a `bar` that was computed
+    with its real-data value, (value, bound, met). The bound is `bar` times the real value: fd at most
+    1.5x the real data's own floor; precision and coverage at least 0.95x the real data's, recall 0.9x;
+    label fidelity at least the real data's; the CAS ratio at least 0.95."""
+    out = {}
+    for m in METRICS.values():
+        ref = m.real_value(metrics)
+        if m.bar is None or m.name not in metrics or ref is None:
+            continue
+        bound = m.bar * ref
+        out[m.name] = (metrics[m.name], bound, within(m.name, metrics[m.name], bound, 0.0))
+    return out

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gan_core.data import load_dataset
-from gan_core.metrics import METRICS, full_metrics, load_or_train, sample_generator
+from gan_core.metrics import METRICS, full_metrics, load_or_train, quality_bar, sample_generator
 from gan_core.visual import grid_by_class
 
 from ..config import Config
@@ -39,6 +39,11 @@ def table(metrics: dict) -> str:
             lines.append(f"{m.name:<24}{metrics[m.name]:>10.4f}{band:>20}{real:>12}  {m.better:<6}  {m.meaning}")
     lines.append(f"feature network accuracy on real holdout: {metrics['classifier_holdout_accuracy']:.4f} "
                  f"({metrics['samples']} samples per set)")
+    bar = quality_bar(metrics)
+    if bar:
+        missed = [f"{name} {value:.4g} (bar {bound:.4g})" for name, (value, bound, met) in bar.items() if not met]
+        lines.append(f"quality bar (docs/quality.md): {len(bar) - len(missed)} of {len(bar)} met"
+                     + (f"; not met: {', '.join(missed)}" if missed else ""))
     return "\n".join(ln for ln in lines if ln)
 
 
