@@ -141,16 +141,23 @@ def evaluate(cfg: Config, model: str | None, dataset: str | None, out_dir: str |
                     protocol(cfg, len(fake_x)))
 
 
+def protocol_metrics(cfg: Config, data, fake_x, fake_y) -> dict:
+    """Every metric of generated (fake_x, fake_y) against `data` split as `cfg` splits it, with the
+    feature network of that split (trained once and cached)."""
+    train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
+    net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
+    return full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=cfg.eval.cas)
+
+
 def measure(cfg: Config, data, fake_x, fake_y, subject: str, out_dir: str | Path | None, what: str, uri: str,
              run_id: str | None, step: int, proto: str) -> EvalResult:
     """Every metric of generated (fake_x, fake_y) against `data` under the protocol `proto`; the report
     in `out_dir`, and on the MLflow run `run_id` when given."""
     from torchvision.utils import save_image
 
-    train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
-    net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
+    train = data.split(cfg.data.holdout_fraction, cfg.seed)[0]
     try:
-        metrics = full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=cfg.eval.cas)
+        metrics = protocol_metrics(cfg, data, fake_x, fake_y)
     except ValueError as e:
         raise UserError(f"{what}: {e}") from None
     out = Path(out_dir or f"eval_reports/{time.strftime('%Y%m%d-%H%M%S')}")

@@ -255,8 +255,8 @@ def say_training(out, say=print) -> None:
     else:
         say(f"train: finished {m.get('iteration', '?')} iterations ({summary})")
     say(f"train: MLflow run {out.run_id} (run name {out.run_name})")
-    say(f"train: checkpoints in {out.storage}; the run's checkpoint (best by the evaluation metric, "
-        f"else newest): {out.checkpoint}")
+    say(f"train: checkpoints in {out.storage}; the run's checkpoint (best by the evaluation metric, the newest "
+        f"within train.tolerance of it; else newest): {out.checkpoint}")
 
 
 def say_evaluation(res, table, say=print) -> None:
