@@ -131,8 +131,9 @@ class TrainConfig(Section):
     target: float | None = Field(None, description="end the run at the first evaluation whose tune.metric reaches "
                                                    "this value (at or below it for fd); unset: no target; "
                                                    "judged only with eval.during_training")
-    patience: int | None = Field(None, ge=1, description="end the run after this many evaluations without a new "
-                                                         "best tune.metric; unset: never; judged only with "
+    patience: int | None = Field(None, ge=1, description="end the run after this many evaluations in a row whose "
+                                                         "tune.metric is worse than the best by more than "
+                                                         "train.tolerance; unset: never; judged only with "
                                                          "eval.during_training")
     tolerance: float = Field(0.0, ge=0, lt=1, description="an evaluation whose tune.metric is within this "
                                                        "fraction of the run's best counts as no worse: it does not "
