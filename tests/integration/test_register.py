@@ -86,11 +86,12 @@ def test_champion_is_chosen_on_the_protocol_moves_only_when_beaten_and_samples_l
     assert again.alias == (now[0] if now else "")  # the alias it holds now, or none
     assert len(c.search_model_versions("name = 'gan-generator'")) == 3
     v = champion
-    assert v.tags["z_dim"] == "64" and v.tags["class_names"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
+    assert v.tags["z_dim"] == str(cfg.model.z_dim) == "128"  # the quick preset's latent
+    assert v.tags["class_names"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
     assert len(v.tags["data_fingerprint"]) == 64 and v.tags["image_shape"] == "[1, 28, 28]"
     mlflow.set_tracking_uri(uri)
     g = mlflow.pytorch.load_model("models:/gan-generator@champion")
-    x = g(torch.randn(5, 64), torch.tensor([0, 1, 2, 3, 9]))
+    x = g(torch.randn(5, cfg.model.z_dim), torch.tensor([0, 1, 2, 3, 9]))
     assert x.shape == (5, 1, 28, 28) and x.abs().max() <= 1
     files = {a.path for a in mlflow.artifacts.list_artifacts(artifact_uri="models:/gan-generator@champion/data")}
     assert any(f.endswith("model.pt2") for f in files), files  # pickle-free export
