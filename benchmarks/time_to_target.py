@@ -68,14 +68,13 @@ def judge(run: dict, fd_bound: float, every: bool) -> list[dict]:
     from pipelines.services.models import resolve
     from pipelines.stages.evaluate import generator_data, protocol_metrics, protocol_samples
 
-    judged = []
-    screened = [(t, it) for t, it, fd in run["fds"] if fd <= fd_bound and it in run["checkpoints"]]
-    first = screened[0][1] if screened else None
+    judged, base = [], load_config(None, [])
+    first = next((it for _, it, fd in run["fds"] if fd <= fd_bound and it in run["checkpoints"]), None)
     for t, it, _ in run["fds"]:
         if first is None or it < first or it not in run["checkpoints"]:
             continue
         loaded = resolve(str(run["checkpoints"][it]), "")
-        cfg, data = generator_data(load_config(None, []), loaded, str(run["checkpoints"][it]))
+        cfg, data = generator_data(base, loaded, str(run["checkpoints"][it]))
         fake_x, fake_y = sample_generator(loaded.generator, protocol_samples(cfg, data), loaded.label_prior, cfg.seed)
         metrics = protocol_metrics(cfg, data, fake_x, fake_y)
         bar = quality_bar(metrics)
@@ -95,7 +94,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     add_outputs(ap)
-    ap.add_argument("--all", action="store_true", help="evaluate every screened checkpoint, not only up to the first hit")
+    ap.add_argument("--all", action="store_true",
+                    help="evaluate every screened checkpoint, not only up to the first hit")
     args = ap.parse_args()
     cfg = load_config(None, [])
     train, holdout = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)

@@ -44,12 +44,16 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 TRAINING_METRICS: dict[str, str] = {m.name: m.direction for m in METRICS.values() if m.during_training}
 
 
-def is_better(name: str, new: float, old: float) -> bool:
-    """Whether `new` is strictly better than `old` for metric `name`."""
+def _direction(name: str) -> str:
     direction = METRICS[name].direction
     if direction is None:
         raise ValueError(f"metric {name!r} has no better direction")
-    return new < old if direction == "min" else new > old
+    return direction
+
+
+def is_better(name: str, new: float, old: float) -> bool:
+    """Whether `new` is strictly better than `old` for metric `name`."""
+    return new < old if _direction(name) == "min" else new > old
 
 
 def within(name: str, new: float, best: float, tolerance: float) -> bool:
@@ -57,10 +61,7 @@ def within(name: str, new: float, best: float, tolerance: float) -> bool:
     fraction of its size (fd 0.40 with tolerance 0.05: anything up to 0.42); tolerance 0 asks for
     `best` itself or better."""
     slack = tolerance * abs(best)
-    direction = METRICS[name].direction
-    if direction is None:
-        raise ValueError(f"metric {name!r} has no better direction")
-    return new <= best + slack if direction == "min" else new >= best - slack
+    return new <= best + slack if _direction(name) == "min" else new >= best - slack
 
 
 def quality_bar(metrics: dict) -> dict[str, tuple[float, float, bool]]:

@@ -65,13 +65,13 @@ def build_models(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
         raise ValueError(f"model.d_conditioning={spec.d_conditioning!r} is not one of {CONDITIONINGS}")
     if spec.d_norm not in D_NORMS:
         raise ValueError(f"model.d_norm={spec.d_norm!r} is not one of {D_NORMS}")
+    if spec.d_minibatch_std and spec.arch != "dcgan":
+        raise ValueError(f"model.d_minibatch_std=true is built for model.arch='dcgan' only, not {spec.arch!r}")
     shape = tuple(spec.image_shape)
     if spec.arch == "mlp":
         depth = spec.depth or 2
         g = MLPGenerator(spec.z_dim, shape, spec.g_width, depth, spec.num_classes, spec.embed_dim)
         d = MLPDiscriminator(shape, spec.d_width, depth, spec.num_classes, spec.d_conditioning)
-        if spec.d_minibatch_std:
-            raise ValueError("model.d_minibatch_std=true is built for model.arch='dcgan' only")
     else:
         g = DCGANGenerator(spec.z_dim, shape, spec.g_width, spec.depth, spec.num_classes, spec.embed_dim)
         d = DCGANDiscriminator(shape, spec.d_width, spec.depth, spec.num_classes, spec.d_conditioning,

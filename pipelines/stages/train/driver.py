@@ -203,8 +203,9 @@ def best_checkpoint(kept: list, cfg: Config):
     if not scored:
         return None
     best = scored[0][1]
-    for _, value, _ in scored:
-        best = value if is_better(metric, value, best) else best
+    for _, value, _ in scored[1:]:
+        if is_better(metric, value, best):
+            best = value
     good = [(it, ckpt) for ckpt, value, it in scored if within(metric, value, best, cfg.train.tolerance)]
     return max(good, key=lambda pair: pair[0])[1]
 

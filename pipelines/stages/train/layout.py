@@ -6,7 +6,8 @@ between processes against intra-op threads in one). With `ray.layout: auto` (the
 on CPUs with `ray.num_workers` unset times the training step of every split of the per-CPU layout's
 global batch (N x 1, ..., 1 x N) for a few seconds, each in fresh processes and twice, alternating,
 and trains with the fastest (several workers only when 10% faster than one). The answer is cached
-by machine, torch version and model, so only the first run pays for it. A resumed run keeps the layout its checkpoints were written with.
+by machine, torch version and model, so only the first run pays for it. A resumed run keeps the
+layout its checkpoints were written with.
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@
   so that a scheduler can compare trials of different k and widths fairly.
 - Time to quality (`StopRule`): at an evaluation the run ends early when the metric reaches its
   target, when it has not improved for `patience` evaluations (an evaluation within `tolerance` of
-  the best counts as no worse), or when the wall-clock budget is spent; every rank ends at the same iteration, with a checkpoint.
+  the best counts as no worse), or when the wall-clock budget is spent; every rank ends at the same
+  iteration, with a checkpoint.
 
 The Ray worker (`worker.py`) supplies the hooks; unit tests drive the same function in-process.
 """
