@@ -258,3 +258,46 @@ def test_minibatch_std_lets_d_see_a_batch_without_variety():
     assert not torch.equal(d.head.weight[:, -1], before[0][:, -1])  # the new map's weights learn
     with pytest.raises(ValueError, match="model.d_minibatch_std"):
         build_models(ModelSpec("mlp", 16, (1, 28, 28), d_minibatch_std=True))
+
+
+def test_class_batchnorm_gives_each_label_its_own_scale_and_shift_in_g():
+    """With `model.g_conditioning: batchnorm` every BatchNorm of G normalizes by the batch and then
+    scales and shifts by the row's label: changing class 3's scale changes the rows labelled 3 and no
+    other (same z, same batch); the input mode has no per-class parameters. It trains in the game with
+    channels-last, its folded inference copy and its export compute the same images, and the mlp
+    refuses it."""
+    from pipelines.config import load_config
+    from pipelines.config.build import model_spec
+    from gan_core.models import for_inference
+    from gan_core.models.dcgan import ClassBatchNorm2d
+
+    cfg = load_config(None, ["model.g_conditioning=batchnorm"])
+    spec = model_spec(cfg, (1, 28, 28), 10)
+    assert spec.g_conditioning == "batchnorm"
+    torch.manual_seed(0)
+    g, d = build_models(spec)
+    norms = [m for m in g.modules() if isinstance(m, ClassBatchNorm2d)]
+    assert len(norms) == 2 and all(m.scale.weight.shape[0] == 10 for m in norms)  # depth 2 at 28 px
+    plain, _ = build_models(model_spec(load_config(None, []), (1, 28, 28), 10))
+    assert not any(isinstance(m, ClassBatchNorm2d) for m in plain.modules())
+    z, y = torch.randn(20, spec.z_dim), torch.arange(20) % 10
+    g.eval()
+    before = g(z, y).detach()
+    with torch.no_grad():
+        norms[-1].scale.weight[3] *= 1.5
+    after = g(z, y).detach()
+    moved = (after - before).flatten(1).abs().amax(1) > 1e-4
+    assert torch.equal(moved, y == 3)
+    assert torch.allclose(for_inference(g)(z, y), after, atol=1e-5)
+    assert torch.allclose(torch.export.export(g, (z, y)).module()(z, y), after, atol=1e-5)
+    g.train()
+    opt_g, opt_d = adam_pair(g, d, 2e-4, 2e-4)
+    game = Game(g, d, opt_g, opt_d, k=1, channels_last=True)
+    shift = norms[0].shift.weight.detach().clone()
+    real = iter([(torch.rand(16, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (16,))) for _ in range(3)])
+    for _ in range(3):
+        stats = game.step(real)
+    assert all(torch.isfinite(torch.tensor([stats.loss_d, stats.loss_g])))
+    assert not torch.equal(norms[0].shift.weight, shift)  # the per-class shifts learn
+    with pytest.raises(ValueError, match="model.g_conditioning"):
+        build_models(ModelSpec("mlp", 16, (1, 28, 28), num_classes=10, g_conditioning="batchnorm"))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .dcgan import DCGANDiscriminator, DCGANGenerator
+from .dcgan import G_CONDITIONINGS, DCGANDiscriminator, DCGANGenerator
 from .mlp import MLPDiscriminator, MLPGenerator
 
 ARCHITECTURES = ("mlp", "dcgan")
@@ -30,6 +30,7 @@ class ModelSpec:
     d_conditioning: str = "concat"
     d_norm: str = "batch"
     d_minibatch_std: bool = False
+    g_conditioning: str = "input"
 
     @classmethod
     def from_dict(cls, fields: dict) -> "ModelSpec":
@@ -67,13 +68,19 @@ def build_models(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
         raise ValueError(f"model.d_norm={spec.d_norm!r} is not one of {D_NORMS}")
     if spec.d_minibatch_std and spec.arch != "dcgan":
         raise ValueError(f"model.d_minibatch_std=true is built for model.arch='dcgan' only, not {spec.arch!r}")
+    if spec.g_conditioning not in G_CONDITIONINGS:
+        raise ValueError(f"model.g_conditioning={spec.g_conditioning!r} is not one of {G_CONDITIONINGS}")
+    if spec.g_conditioning != "input" and spec.arch != "dcgan":
+        raise ValueError(f"model.g_conditioning={spec.g_conditioning!r} is built for model.arch='dcgan' only, "
+                         f"not {spec.arch!r}")
     shape = tuple(spec.image_shape)
     if spec.arch == "mlp":
         depth = spec.depth or 2
         g = MLPGenerator(spec.z_dim, shape, spec.g_width, depth, spec.num_classes, spec.embed_dim)
         d = MLPDiscriminator(shape, spec.d_width, depth, spec.num_classes, spec.d_conditioning)
     else:
-        g = DCGANGenerator(spec.z_dim, shape, spec.g_width, spec.depth, spec.num_classes, spec.embed_dim)
+        g = DCGANGenerator(spec.z_dim, shape, spec.g_width, spec.depth, spec.num_classes, spec.embed_dim,
+                           spec.g_conditioning)
         d = DCGANDiscriminator(shape, spec.d_width, spec.depth, spec.num_classes, spec.d_conditioning,
                                spec.d_minibatch_std)
     return g, spectral_discriminator(d) if spec.d_norm == "spectral" else d
@@ -99,5 +106,5 @@ def for_inference(module: nn.Module) -> nn.Module:
 
 
 __all__ = ["ModelSpec", "build_models", "for_inference", "spectral_discriminator", "ARCHITECTURES", "CONDITIONINGS",
-           "D_NORMS", "MLPGenerator",
+           "D_NORMS", "G_CONDITIONINGS", "MLPGenerator",
            "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator"]

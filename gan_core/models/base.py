@@ -43,6 +43,6 @@ def dcgan_init_(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, LabelEmbedding):
             nn.init.normal_(m.embed.weight, 0.0, 1.0)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)

@@ -93,33 +93,69 @@ def with_minibatch_std(h: torch.Tensor) -> torch.Tensor:
     return torch.cat([h, stat.expand(h.shape[0], 1, *h.shape[2:]).to(h.dtype)], dim=1)
 
 
+class ClassBatchNorm2d(nn.Module):
+    """Class-conditional BatchNorm (de Vries et al. 2017; the cGAN generators of Miyato & Koyama 2018
+    and BigGAN): the batch statistics of BatchNorm, then a scale and a shift looked up by the label,
+    so the label shapes every layer of G rather than its input alone. Scales start at N(1, 0.02) and
+    shifts at 0 for every class, as DCGAN's BatchNorm."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.scale, self.shift = nn.Embedding(num_classes, channels), nn.Embedding(num_classes, channels)
+
+    def reset_affine_(self) -> None:
+        nn.init.normal_(self.scale.weight, 1.0, 0.02)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bn(h) * self.scale(y)[:, :, None, None] + self.shift(y)[:, :, None, None]
+
+
+G_CONDITIONINGS = ("input", "batchnorm")
+
+
 class DCGANGenerator(nn.Module):
-    """z (+ label embedding) -> ConvTranspose/BatchNorm/ReLU blocks -> tanh image."""
+    """z (+ label embedding) -> ConvTranspose/BatchNorm/ReLU blocks -> tanh image.
+
+    Conditional modes: `input` joins the label embedding to z (the conditional GAN of Mirza &
+    Osindero); `batchnorm` also gives every BatchNorm a scale and shift per class (ClassBatchNorm2d).
+    """
 
     def __init__(self, z_dim: int, image_shape: tuple[int, int, int], width: int = 64,
-                 depth: int | None = None, num_classes: int | None = None, embed_dim: int = 16):
+                 depth: int | None = None, num_classes: int | None = None, embed_dim: int = 16,
+                 conditioning: str = "input"):
         super().__init__()
         self.z_dim, self.image_shape, self.num_classes = z_dim, tuple(image_shape), num_classes
         channels, size, _ = self.image_shape
         depth = resolve_depth(size, depth)
         s0 = size // 2 ** depth
         self.label = LabelEmbedding(num_classes, embed_dim) if num_classes else None
+        class_bn = bool(num_classes) and conditioning == "batchnorm"
+
+        def norm(c: int) -> nn.Module:
+            return ClassBatchNorm2d(c, num_classes) if class_bn else nn.BatchNorm2d(c)
+
         c = width * 2 ** (depth - 1)
         layers: list[nn.Module] = [
-            ConvTranspose2d(z_dim + (embed_dim if num_classes else 0), c, s0, 1, 0, bias=False),
-            nn.BatchNorm2d(c), nn.ReLU(True),
+            ConvTranspose2d(z_dim + (embed_dim if num_classes else 0), c, s0, 1, 0, bias=False), norm(c), nn.ReLU(True),
         ]
         for i in range(depth - 1):
-            layers += [ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU(True)]
+            layers += [ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), norm(c // 2), nn.ReLU(True)]
             c //= 2
         layers += [ConvTranspose2d(c, channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         dcgan_init_(self)
+        for m in self.modules():
+            if isinstance(m, ClassBatchNorm2d):
+                m.reset_affine_()
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(y, self.num_classes, "generator")
-        h = z if self.label is None else torch.cat([z, self.label(y)], dim=1)
-        return self.net(h[:, :, None, None])
+        h = (z if self.label is None else torch.cat([z, self.label(y)], dim=1))[:, :, None, None]
+        for layer in self.net:
+            h = layer(h, y) if isinstance(layer, ClassBatchNorm2d) else layer(h)
+        return h
 
 
 class DCGANDiscriminator(nn.Module):

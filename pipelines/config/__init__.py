@@ -91,6 +91,9 @@ class ModelConfig(Section):
     depth: int | None = Field(None, ge=1, description="stride-2 layers (dcgan) or hidden layers (mlp); "
                                                       "unset: from the image size")
     embed_dim: int = Field(16, ge=1, description="size of G's label embedding")
+    g_conditioning: Literal["input", "batchnorm"] = Field(
+        "input", description="how G hears the label: an embedding joined to z (input), or that and a scale and "
+                             "shift per class in every BatchNorm (batchnorm: class-conditional BatchNorm; dcgan only)")
     d_conditioning: Literal["concat", "projection"] = Field(
         "concat", description="how D sees the label: one-hot channels (concat) or a projection term")
     d_norm: Literal["batch", "spectral"] = Field(

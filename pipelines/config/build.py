@@ -15,7 +15,7 @@ def model_spec(cfg: Config, image_shape: tuple, num_classes: int) -> ModelSpec:
     return ModelSpec(arch=m.arch, z_dim=m.z_dim, image_shape=tuple(image_shape),
                      num_classes=num_classes if m.conditional else None, g_width=m.g_width, d_width=m.d_width,
                      depth=m.depth, embed_dim=m.embed_dim, d_conditioning=m.d_conditioning,
-                     d_norm=m.d_norm, d_minibatch_std=m.d_minibatch_std)
+                     d_norm=m.d_norm, d_minibatch_std=m.d_minibatch_std, g_conditioning=m.g_conditioning)
 
 
 def build_game(cfg: Config, train, device: torch.device | str = "cpu") -> tuple[Game, ModelSpec]:
