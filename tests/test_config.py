@@ -124,8 +124,8 @@ def test_the_sweep_preset_builds_on_quick_and_a_config_may_extend_a_preset(tmp_p
     assert sweep.train.ema_beta == quick.train.ema_beta and sweep.train.eval_every == quick.train.eval_every
     assert sweep.train.time_budget_s == 2 * quick.train.time_budget_s and sweep.train.target is None
     assert sweep.tune.workers_per_trial == 1 and sweep.tune.time_budget_s == 1800
-    assert set(sweep.tune.space) == {"train.lr_g", "train.lr_d", "train.k", "train.g_loss", "train.batch_size",
-                                     "train.ema_beta", "model.d_width", "model.z_dim"}
+    assert set(sweep.tune.space) == {"train.lr_g", "train.lr_d", "train.k", "train.batch_size", "train.ema_beta",
+                                     "model.d_width", "model.z_dim", "model.g_conditioning"}
     assert sweep.workflow.stages[0] == "tune"
     mine = tmp_path / "mine.yaml"
     mine.write_text("extends: sweep\ntune:\n  num_samples: 3\n  space:\n    train.k: {choice: [1]}\n")
