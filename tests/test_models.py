@@ -269,7 +269,7 @@ def test_class_batchnorm_gives_each_label_its_own_scale_and_shift_in_g():
     from pipelines.config import load_config
     from pipelines.config.build import model_spec
     from gan_core.models import for_inference
-    from gan_core.models.dcgan import ClassBatchNorm2d
+    from gan_core.models.base import ClassBatchNorm2d
 
     cfg = load_config(None, ["model.g_conditioning=batchnorm"])
     spec = model_spec(cfg, (1, 28, 28), 10)
@@ -278,6 +278,8 @@ def test_class_batchnorm_gives_each_label_its_own_scale_and_shift_in_g():
     g, d = build_models(spec)
     norms = [m for m in g.modules() if isinstance(m, ClassBatchNorm2d)]
     assert len(norms) == 2 and all(m.scale.weight.shape[0] == 10 for m in norms)  # depth 2 at 28 px
+    for m in norms:  # every class starts as DCGAN's BatchNorm: scale about 1, shift 0
+        assert (m.scale.weight - 1).abs().max() < 0.2 and m.scale.weight.std() > 0 and not m.shift.weight.any()
     plain, _ = build_models(model_spec(load_config(None, []), (1, 28, 28), 10))
     assert not any(isinstance(m, ClassBatchNorm2d) for m in plain.modules())
     z, y = torch.randn(20, spec.z_dim), torch.arange(20) % 10

@@ -1,4 +1,5 @@
-"""Shared pieces of every generator and discriminator: the label input and DCGAN's weight init."""
+"""Shared pieces of every generator and discriminator: the label inputs (embedding, class-conditional
+BatchNorm) and DCGAN's weight init."""
 from __future__ import annotations
 
 import torch
@@ -14,6 +15,21 @@ class LabelEmbedding(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.embed(y)
+
+
+class ClassBatchNorm2d(nn.Module):
+    """Class-conditional BatchNorm (de Vries et al. 2017; the cGAN generators of Miyato & Koyama 2018
+    and BigGAN): the batch statistics of BatchNorm, then a scale and a shift looked up by the label,
+    so the label shapes every layer of G rather than its input alone. Scales start at N(1, 0.02) and
+    shifts at 0 for every class, as DCGAN's BatchNorm."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.scale, self.shift = nn.Embedding(num_classes, channels), nn.Embedding(num_classes, channels)
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bn(h) * self.scale(y)[:, :, None, None] + self.shift(y)[:, :, None, None]
 
 
 def check_labels(y: torch.Tensor | None, num_classes: int | None, who: str) -> None:
@@ -46,3 +62,6 @@ def dcgan_init_(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+        elif isinstance(m, ClassBatchNorm2d):  # every class's scale and shift as BatchNorm's
+            nn.init.normal_(m.scale.weight, 1.0, 0.02)
+            nn.init.zeros_(m.shift.weight)

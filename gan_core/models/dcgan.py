@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import LabelEmbedding, check_labels, dcgan_init_, one_hot_channels
+from .base import ClassBatchNorm2d, LabelEmbedding, check_labels, dcgan_init_, one_hot_channels
 
 DEFAULT_DEPTH = {28: 2, 32: 3, 64: 4}
 
@@ -93,25 +93,6 @@ def with_minibatch_std(h: torch.Tensor) -> torch.Tensor:
     return torch.cat([h, stat.expand(h.shape[0], 1, *h.shape[2:]).to(h.dtype)], dim=1)
 
 
-class ClassBatchNorm2d(nn.Module):
-    """Class-conditional BatchNorm (de Vries et al. 2017; the cGAN generators of Miyato & Koyama 2018
-    and BigGAN): the batch statistics of BatchNorm, then a scale and a shift looked up by the label,
-    so the label shapes every layer of G rather than its input alone. Scales start at N(1, 0.02) and
-    shifts at 0 for every class, as DCGAN's BatchNorm."""
-
-    def __init__(self, channels: int, num_classes: int):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.scale, self.shift = nn.Embedding(num_classes, channels), nn.Embedding(num_classes, channels)
-
-    def reset_affine_(self) -> None:
-        nn.init.normal_(self.scale.weight, 1.0, 0.02)
-        nn.init.zeros_(self.shift.weight)
-
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.bn(h) * self.scale(y)[:, :, None, None] + self.shift(y)[:, :, None, None]
-
-
 G_CONDITIONINGS = ("input", "batchnorm")
 
 
@@ -138,7 +119,8 @@ class DCGANGenerator(nn.Module):
 
         c = width * 2 ** (depth - 1)
         layers: list[nn.Module] = [
-            ConvTranspose2d(z_dim + (embed_dim if num_classes else 0), c, s0, 1, 0, bias=False), norm(c), nn.ReLU(True),
+            ConvTranspose2d(z_dim + (embed_dim if num_classes else 0), c, s0, 1, 0, bias=False),
+            norm(c), nn.ReLU(True),
         ]
         for i in range(depth - 1):
             layers += [ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), norm(c // 2), nn.ReLU(True)]
@@ -146,9 +128,6 @@ class DCGANGenerator(nn.Module):
         layers += [ConvTranspose2d(c, channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         dcgan_init_(self)
-        for m in self.modules():
-            if isinstance(m, ClassBatchNorm2d):
-                m.reset_affine_()
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(y, self.num_classes, "generator")
