@@ -66,7 +66,8 @@ class Game:
     def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, *, k: int = 1, g_loss: str = "non_saturating",
                  label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False,
-                 channels_last: bool = False, augment: str | None = None, mode_seeking: float = 0.0):
+                 channels_last: bool = False, augment: str | None = None, mode_seeking: float = 0.0,
+                 r1: float = 0.0, r1_every: int = 1):
         if k < 1:
             raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
         if g_loss not in losses.G_LOSSES:
@@ -95,6 +96,12 @@ class Game:
         if mode_seeking < 0:
             raise ValueError(f"mode_seeking={mode_seeking}: a weight >= 0")
         self.mode_seeking = float(mode_seeking)
+        # R1 on the real batch, weight gamma = r1; lazily (StyleGAN2) every `r1_every` D updates with
+        # the weight scaled by that interval, so the penalty's strength per update stays the same.
+        if r1 < 0 or r1_every < 1:
+            raise ValueError(f"r1={r1}, r1_every={r1_every}: a weight >= 0 and an interval >= 1")
+        self.r1, self.r1_every = float(r1), int(r1_every)
+        self.d_updates = 0
 
     def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """D's logits for `x`, augmented first when the game augments."""
@@ -131,9 +138,15 @@ class Game:
                 fake = self.G(z, y_fake)
         else:
             fake, y_fake = generated[0].detach(), generated[1]
+        penalize = self.r1 > 0 and self.d_updates % self.r1_every == 0
+        self.d_updates += 1
+        if penalize:
+            x = x.detach().requires_grad_(True)
         real_logits = self._d(x, y)
         fake_logits = self._d(fake, y_fake)
         loss = losses.discriminator_loss(real_logits, fake_logits)
+        if penalize:
+            loss = loss + 0.5 * self.r1 * self.r1_every * losses.r1_penalty(real_logits, x)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()

@@ -50,3 +50,11 @@ def mode_seeking(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torc
         raise ValueError("the mode-seeking term needs at least two generated rows")
     ratio = (fake[:h] - fake[h:2 * h]).abs().mean() / (z[:h] - z[h:2 * h]).abs().mean()
     return 1.0 / (ratio + eps)
+
+
+def r1_penalty(real_logits: torch.Tensor, real_x: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): the mean over real rows of |grad_x D's logit|^2, the gradient
+    taken with its graph so that descending the penalty reaches D's parameters. `real_x` must have
+    required grad before D saw it. With the weight gamma / 2 it pulls D's surface flat on the data."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real_x, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()

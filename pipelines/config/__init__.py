@@ -126,6 +126,10 @@ class TrainConfig(Section):
     mode_seeking: float = Field(0.0, ge=0, description="weight of MSGAN's mode-seeking term in G's loss (pairs of "
                                                        "generated rows with one label and two z kept apart); "
                                                        "0: the seed's G loss alone")
+    r1: float = Field(0.0, ge=0, description="gamma of the R1 penalty on D (gamma/2 x |grad_x D(x)|^2 on real "
+                                             "images, Mescheder et al. 2018); 0: off")
+    r1_every: int = Field(1, ge=1, description="D updates between R1 penalties, each weighted by this interval "
+                                               "(lazy regularization)")
     epochs: int = Field(10, ge=1, description="passes over the training split by D (k batches per iteration)")
     iterations: int | None = Field(None, ge=1, description="run length in iterations; overrides epochs when set")
     time_budget_s: float | None = Field(None, gt=0, description="end the run at the first evaluation after this "
