@@ -79,6 +79,27 @@ def test_cas_of_real_data_against_itself_is_near_one(digits_net):
     assert shuffled["cas_ratio"] < 0.4, shuffled  # wrong labels make useless training data
 
 
+def test_cas_over_several_classifier_seeds_is_the_mean_of_the_single_seed_scores(digits_net):
+    """`seeds` classifiers per side (seeds 3, 4, 5 here): CAS and its real reference are the means of the
+    single-seed values, each holdout row counted by the share of classifiers that get it right; the
+    single trainings differ, which is what the mean is for."""
+    train, holdout, _, _, _ = digits_net
+    xt, yt = train.tensors()
+    xh, yh = holdout.tensors()
+    synth_x, synth_y = xt[:400].flip(-1), yt[:400]  # mirrored digits: a synthetic set with its own errors
+    kw = dict(epochs=1, min_steps=40)
+    singles = [classification_accuracy_score(synth_x, synth_y, xt, yt, xh, yh, 10, seed=s, **kw) for s in (3, 4, 5)]
+    mean = classification_accuracy_score(synth_x, synth_y, xt, yt, xh, yh, 10, seed=3, seeds=3, **kw)
+    assert mean["cas"] == pytest.approx(np.mean([r["cas"] for r in singles]))
+    assert mean["cas_real"] == pytest.approx(np.mean([r["cas_real"] for r in singles]))
+    assert mean["cas_ratio"] == pytest.approx(mean["cas"] / mean["cas_real"])
+    assert mean["cas_ratio_lo"] < mean["cas_ratio"] < mean["cas_ratio_hi"]
+    assert len({round(r["cas"], 6) for r in singles}) > 1
+    assert singles[0] == classification_accuracy_score(synth_x, synth_y, xt, yt, xh, yh, 10, seed=3, seeds=1, **kw)
+    with pytest.raises(ValueError, match="seeds=0"):
+        classification_accuracy_score(synth_x, synth_y, xt, yt, xh, yh, 10, seeds=0)
+
+
 def test_cas_real_reference_draws_from_every_class_when_the_sample_is_smaller(digits_net):
     """A split stored class by class: a 300-image synthetic set is compared with 300 real images drawn
     at random, not the first 300 (which would be digits 0 and 1 only)."""

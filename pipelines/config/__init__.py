@@ -174,6 +174,8 @@ class EvalConfig(Section):
     samples: int = Field(2000, ge=10, description="generated samples for `ganpipe evaluate` and the registry's "
                                                   "evaluation protocol")
     cas: bool = Field(True, description="train a classifier on generated samples (CAS) in `ganpipe evaluate`")
+    cas_seeds: int = Field(3, ge=1, description="classifiers trained per side for CAS (seeds seed, seed+1, ...), "
+                                               "their hits averaged per holdout row")
 
 
 class SpaceEntry(Section):

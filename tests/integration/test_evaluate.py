@@ -59,6 +59,7 @@ def test_evaluate_a_generator_prints_every_metric_with_the_real_reference(workdi
     assert metrics["fd"] > 5 * metrics["fd_real"], "an untrained generator is far from the real floor"
     assert metrics["label_fidelity"] < 0.4 and metrics["label_fidelity_real"] > 0.85
     assert metrics["protocol"].startswith("samples=1618;seed=0")  # CAS: as many samples as the train split
+    assert ";cas_seeds=3;" in metrics["protocol"]  # three classifiers per side, the default
     report = (workdir / "rep" / "report.md").read_text()
     assert "samples_per_class.png" in report and report.count("\n| ") >= 10  # a fidelity row per class
     from PIL import Image
@@ -68,8 +69,9 @@ def test_evaluate_a_generator_prints_every_metric_with_the_real_reference(workdi
 
 def test_evaluate_real_data_as_a_dataset_sits_at_the_real_reference(workdir, capsys, feature_cache):
     folder = _real_digits_parquet(workdir / "real")
+    one = ("--set", "eval.cas_seeds=1")  # one classifier per side: what this test asserts needs no mean
     code, _, err = run_cli(capsys, "evaluate", "--dataset", str(folder), "--out", str(workdir / "rep"), *DIGITS,
-                           *_cache(feature_cache))
+                           *_cache(feature_cache), *one)
     assert code == 0, err[-3000:]
     m = json.loads((workdir / "rep" / "metrics.json").read_text())
     assert m["fd"] < 3 * m["fd_real"] + 1.0, m
@@ -79,7 +81,7 @@ def test_evaluate_real_data_as_a_dataset_sits_at_the_real_reference(workdir, cap
     # Shifted labels: same images, useless labels.
     wrong = _real_digits_parquet(workdir / "wrong", labels_offset=3)
     code, _, err = run_cli(capsys, "evaluate", "--dataset", str(wrong), "--out", str(workdir / "rep2"), *DIGITS,
-                           *_cache(feature_cache))
+                           *_cache(feature_cache), *one)
     m2 = json.loads((workdir / "rep2" / "metrics.json").read_text())
     assert m2["label_fidelity"] < 0.1 and m2["cas_ratio"] < 0.2, m2
 
