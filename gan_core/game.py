@@ -195,9 +195,10 @@ class Game:
         return StepStats(loss_d=mean[0], loss_g=loss_g, d_real=mean[1], d_fake=mean[2], value=mean[3])
 
     def state_dict(self) -> dict:
-        """G, D, both optimizers and the EMA generator; enough to continue the game exactly."""
+        """G, D, both optimizers, the EMA generator and the D-update count (where the lazy R1 penalty
+        falls); enough to continue the game exactly."""
         state = {"G": unwrap(self.G).state_dict(), "D": unwrap(self.D).state_dict(),
-                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "d_updates": self.d_updates}
         if self.ema is not None:
             state["G_ema"] = self.ema.model.state_dict()
         return state
@@ -207,6 +208,7 @@ class Game:
         unwrap(self.D).load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        self.d_updates = int(state.get("d_updates", 0))  # states written before the count: from 0
         if self.ema is not None and "G_ema" in state:
             self.ema.model.load_state_dict(state["G_ema"])
 

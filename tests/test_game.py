@@ -277,5 +277,11 @@ def test_r1_flattens_d_on_the_real_images_and_the_lazy_interval_penalizes_every_
     for _ in range(10):
         game.discriminator_step(x, y)
     assert calls == [32, 32, 32]
+    resumed = _game(r1=1.0, r1_every=4)  # a game resumed from the state keeps the penalty's schedule
+    resumed.load_state_dict(game.state_dict())
+    calls.clear()
+    for _ in range(3):
+        resumed.discriminator_step(x, y)
+    assert calls == [32]  # updates 10, 11, 12: the penalty at 12
     with pytest.raises(ValueError, match="r1=-1"):
         _game(r1=-1.0)

@@ -53,7 +53,8 @@ def cheap_metrics(net: FeatureNet, fake_x: torch.Tensor, fake_y: torch.Tensor | 
 
 
 def full_metrics(net: FeatureNet, train, holdout, fake_x: torch.Tensor, fake_y: torch.Tensor | None,
-                 seed: int = 0, cas: bool = True, prdc_k: int = 5, max_points: int = 2000, cas_seeds: int = 1) -> dict:
+                 seed: int = 0, cas: bool = True, prdc_k: int = 5, max_points: int = 2000,
+                 cas_seeds: int = 1) -> dict:
     """Every metric, each with its real-data reference under the key `<name>_real`; fd, label
     fidelity, CAS and the CAS ratio also with a 95% bootstrap interval (`<name>_lo`, `<name>_hi`); CAS
     over `cas_seeds` classifier trainings per side."""
