@@ -9,7 +9,7 @@ from gan_core.data.stream import BatchStream
 from pipelines.config import load_config
 from pipelines.config.build import build_game
 from pipelines.config.plan import plan_run
-from pipelines.stages.train.loop import run_loop, schedule
+from pipelines.stages.train.loop import lr_scale, run_loop, schedule
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +53,14 @@ class FakeHooks:
     def __init__(self, rank=0, nan_from=None, other_rank_nan=False):
         self.rank, self.nan_from, self.other_rank_nan = rank, nan_from, other_rank_nan
         self.logged, self.grids, self.reports, self.probes, self.checks = [], [], [], 0, 0
+        self.other_progress = 0.0  # how far the other rank says it is (max_over_ranks)
 
     def any_rank(self, flag):
         self.checks += 1
         return flag or (self.other_rank_nan and self.checks >= 3)
+
+    def max_over_ranks(self, value):
+        return max(value, self.other_progress)
 
     def allreduced_elements(self):
         return 0
@@ -124,6 +128,44 @@ def test_window_means_are_the_means_of_the_iterations_in_the_window(digits):
     run_loop(game, stream, plan, cfg.train, hooks)
     (_, metrics), = hooks.logged
     assert metrics["loss_d"] == pytest.approx(sum(per_step) / 4)
+
+
+def test_lr_decay_falls_linearly_over_the_runs_last_fraction_from_each_evaluation(digits):
+    assert [lr_scale(p, 0.5) for p in (0.0, 0.5, 0.75, 1.0, 1.2)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    assert lr_scale(0.99, 0.0) == 1.0
+    cfg, game, stream, plan = _setup(digits, "train.lr_decay=0.5")
+    rates, step = [], game.step
+
+    def recording(s):
+        rates.append((game.opt_g.param_groups[0]["lr"], game.opt_d.param_groups[0]["lr"]))
+        return step(s)
+
+    game.step = recording
+    hooks = FakeHooks()
+    run_loop(game, stream, plan, cfg.train, hooks)
+    # 14 iterations, evaluations at 4, 8, 12 and 14: progress 4/14 keeps the rates; 8/14 and 12/14 are
+    # in the last half: factors 6/7 and 2/7, for the iterations after each evaluation.
+    g, d = cfg.train.lr_g, cfg.train.lr_d
+    want = [1.0] * 8 + [6 / 7] * 4 + [2 / 7] * 2
+    assert [r[0] for r in rates] == pytest.approx([g * f for f in want])
+    assert [r[1] for r in rates] == pytest.approx([d * f for f in want])
+    assert [m["lr_scale"] for _, m in hooks.logged] == pytest.approx([1, 1, 1, 1, 6 / 7, 6 / 7, 2 / 7])
+    # With a time budget the run's progress is the larger share: a resumed run 3/4 through its budget
+    # starts at half the rates; the rank furthest through sets the rates of all.
+    cfg, game, stream, plan = _setup(digits, "train.lr_decay=0.5", "train.time_budget_s=1000")
+    hooks = FakeHooks()
+    run_loop(game, stream, plan, cfg.train, hooks, start=4, wall_seconds=750.0)
+    assert [m["lr_scale"] for _, m in hooks.logged] == pytest.approx([0.5, 0.5, 0.5, 0.5, 2 / 7], abs=1e-3)
+    cfg, game, stream, plan = _setup(digits, "train.lr_decay=0.5", "train.time_budget_s=1000", "train.iterations=3")
+    hooks = FakeHooks()
+    hooks.other_progress = 0.75
+    run_loop(game, stream, plan, cfg.train, hooks, wall_seconds=0.0)
+    assert [m["lr_scale"] for _, m in hooks.logged] == pytest.approx([0.5, 0.5])
+    # Off (the schema's default): the configured rates throughout, and no lr_scale logged.
+    cfg, game, stream, plan = _setup(digits)
+    hooks = FakeHooks()
+    run_loop(game, stream, plan, cfg.train, hooks)
+    assert game.opt_g.param_groups[0]["lr"] == cfg.train.lr_g and "lr_scale" not in hooks.logged[-1][1]
 
 
 def test_a_nan_on_any_rank_stops_every_rank_at_the_same_iteration(digits):

@@ -130,6 +130,10 @@ class TrainConfig(Section):
                                              "images, Mescheder et al. 2018); 0: off")
     r1_every: int = Field(1, ge=1, description="D updates between R1 penalties, each weighted by this interval "
                                                "(lazy regularization)")
+    lr_decay: float = Field(0.0, ge=0, le=1, description="the last fraction of the run over which both learning "
+                                                         "rates fall linearly to 0 (the run's length: "
+                                                         "train.time_budget_s when set, else its iterations; "
+                                                         "set at each evaluation); 0: constant rates")
     epochs: int = Field(10, ge=1, description="passes over the training split by D (k batches per iteration)")
     iterations: int | None = Field(None, ge=1, description="run length in iterations; overrides epochs when set")
     time_budget_s: float | None = Field(None, gt=0, description="end the run at the first evaluation after this "

@@ -7,6 +7,9 @@
 - Checkpoints every `checkpoint_every` iterations and at the end; sample grids at each new epoch.
 - The run's cost so far (training seconds and images through D) rides along with every report,
   so that a scheduler can compare trials of different k and widths fairly.
+- Learning-rate decay (`train.lr_decay`): at the start and at each evaluation both rates are set
+  from the run's progress (the larger of its share of the time budget and of its iterations, the
+  largest over ranks, so that every rank steps with the same rates).
 - Time to quality (`StopRule`): at an evaluation the run ends early when the metric reaches its
   target, when it has not improved for `patience` evaluations (an evaluation within `tolerance` of
   the best counts as no worse), or when the wall-clock budget is spent; every rank ends at the same
@@ -35,6 +38,7 @@ class Hooks(Protocol):
     rank: int
 
     def any_rank(self, flag: bool) -> bool: ...
+    def max_over_ranks(self, value: float) -> float: ...
     def log_metrics(self, metrics: dict, step: int) -> None: ...  # rank 0
     def log_grid(self, game: Game, step: int) -> None: ...  # rank 0
     def probe(self, game: Game) -> dict: ...  # rank 0, at evaluations
@@ -90,6 +94,27 @@ class StopRule:
         return ""
 
 
+def lr_scale(progress: float, fraction: float) -> float:
+    """The learning rates' factor at `progress` (0 at the start, 1 at the end of the run): 1 until the
+    last `fraction` of the run, then falling linearly to 0 at its end; always 1 when `fraction` is 0."""
+    if fraction <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (1.0 - progress) / fraction))
+
+
+def set_learning_rates(game: Game, t: TrainConfig, scale: float = 1.0) -> None:
+    """G's and D's rates from the config (times `scale`), and Adam's betas."""
+    for opt, lr in ((game.opt_g, t.lr_g), (game.opt_d, t.lr_d)):
+        for group in opt.param_groups:
+            group.update(lr=lr * scale, betas=(t.beta1, t.beta2))
+
+
+def progress(step: int, plan: RunPlan, t: TrainConfig, wall_seconds: float) -> float:
+    """How far through its run a rank is: the larger of its share of the time budget and of its iterations."""
+    share = step / plan.iterations
+    return max(share, wall_seconds / t.time_budget_s) if t.time_budget_s else share
+
+
 def schedule(step: int, plan: RunPlan, t: TrainConfig) -> tuple[bool, bool, bool]:
     """(log, evaluate, checkpoint) at iteration `step` (1-based): the same on every rank."""
     ckpt = step % t.checkpoint_every == 0 or step == plan.iterations
@@ -116,6 +141,16 @@ def run_loop(game: Game, stream, plan: RunPlan, t: TrainConfig, hooks: Hooks, st
     counted_since = hooks.allreduced_elements()
     epoch_seen = stream.epoch
     last: dict = {}
+
+    scale = 1.0
+
+    def decay(step: int, wall: float) -> None:
+        nonlocal scale
+        if t.lr_decay > 0:
+            scale = lr_scale(hooks.max_over_ranks(progress(step, plan, t, wall)), t.lr_decay)
+            set_learning_rates(game, t, scale)
+
+    decay(start, wall_seconds)
     for it in range(start, plan.iterations):
         t0 = time.perf_counter()
         stats = game.step(stream).as_dict()
@@ -139,12 +174,16 @@ def run_loop(game: Game, stream, plan: RunPlan, t: TrainConfig, hooks: Hooks, st
                            d_images=step * plan.d_images_per_iteration, train_seconds=train_seconds,
                            wall_seconds=wall,
                            images_per_second=len(window) * plan.real_images_per_iteration / (now - window_start))
+            if t.lr_decay > 0:
+                metrics["lr_scale"] = scale  # the factor the window's iterations stepped with
             window, counted_since, window_start = [], elements, now
             if hooks.rank == 0:
                 if evaluate and eval_now:
                     metrics.update(hooks.probe(game))
                 hooks.log_metrics(metrics, step)
             last = metrics
+        if eval_now:
+            decay(step, wall)
         reason = ""
         if stop is not None and eval_now and step < plan.iterations:
             reason = stop.check(metrics if hooks.rank == 0 else None, wall)

@@ -32,7 +32,7 @@ from ...config import Config
 from ...config.build import build_game, load_data
 from ...config.plan import plan_run
 from ...services import checkpoints, contract, tracking
-from .loop import StopRule, run_loop
+from .loop import StopRule, run_loop, set_learning_rates
 
 
 def checkpoint_meta(spec: ModelSpec, data, train, run_id: str) -> dict:
@@ -136,10 +136,7 @@ def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int,
     game.load_state_dict(state)
     if rng is not None:
         checkpoints.set_rng_state(rng)
-    t = cfg.train  # moments come from the checkpoint; learning rates and betas from the config in force
-    for opt, lr in ((game.opt_g, t.lr_g), (game.opt_d, t.lr_d)):
-        for group in opt.param_groups:
-            group.update(lr=lr, betas=(t.beta1, t.beta2))
+    set_learning_rates(game, cfg.train)  # moments come from the checkpoint; rates and betas from the config
     return int(state["iteration"]), float(state.get("train_seconds", 0.0)), float(state.get("wall_seconds", 0.0))
 
 
@@ -159,6 +156,13 @@ class RayHooks:
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)  # NCCL reduces device tensors only
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
+
+    def max_over_ranks(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
 
     def allreduced_elements(self) -> int:
         return self.counter.elements
