@@ -358,6 +358,24 @@ def test_a_one_worker_trial_keeps_its_checkpoints_as_ray_train_keeps_them(tmp_pa
     assert [checkpoints.iteration_of(f) for f in checkpoints.prune(session.run_dir, 1, "fd", "max")] == [80, 50]
 
 
+def test_ray_trains_latest_checkpoint_is_a_candidate_beside_its_best_by_score(tmp_path):
+    """Ray Train's result lists the top `keep_checkpoints` by score; the latest, which it keeps besides
+    them, is the newest within the tolerance when its metric is (here fd 0.35 against the best 0.33)."""
+    from ray.train import Checkpoint
+
+    from pipelines.config import Config
+    from pipelines.stages.train.driver import best_checkpoint, with_latest
+
+    ck = {it: Checkpoint(str(tmp_path / checkpoints.folder_name(it))) for it in (3000, 3400, 5200)}
+    kept = [(ck[3000], {"iteration": 3000, "fd": 0.33}), (ck[3400], {"iteration": 3400, "fd": 0.334})]
+    latest = {"iteration": 5200, "fd": 0.35}
+    cfg = Config(train={"tolerance": 0.1})
+    assert checkpoints.iteration_of(best_checkpoint(kept, cfg).path) == 3400
+    assert checkpoints.iteration_of(best_checkpoint(with_latest(kept, ck[5200], latest), cfg).path) == 5200
+    assert checkpoints.iteration_of(best_checkpoint(with_latest(kept, ck[5200], latest), Config()).path) == 3000
+    assert with_latest(kept, ck[3400], {"fd": 9.0}) == kept and with_latest(kept, None, {}) == kept
+
+
 def test_the_raylets_worker_pool_warning_stays_off_the_terminal_and_other_messages_pass(capsys):
     import ray._private.worker as ray_worker
 

@@ -156,9 +156,19 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError and friends: name the run and the cause
         raise run_failed(uri, run_id, run_name, e) from None
-    kept = [(ckpt, m) for ckpt, m in getattr(result, "best_checkpoints", None) or []]
+    kept = with_latest([(ckpt, m) for ckpt, m in getattr(result, "best_checkpoints", None) or []],
+                       result.checkpoint, dict(result.metrics or {}))
     return record_outcome(cfg, uri, run_id, run_name, result.return_value or {}, dict(result.metrics or {}),
                           kept, result.checkpoint)
+
+
+def with_latest(kept: list, latest, metrics: dict) -> list:
+    """Ray's best checkpoints (the top `keep_checkpoints` by score) and its latest one, which Ray keeps
+    besides them, with the metrics it was reported with: the newest checkpoint within the tolerance
+    is a candidate even when it is not among the top by score."""
+    if latest is None or any(ckpt.path == latest.path for ckpt, _ in kept):
+        return kept
+    return [*kept, (latest, metrics)]
 
 
 def record_outcome(cfg: Config, uri: str, run_id: str, run_name: str, outcome: dict, metrics: dict,
