@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import losses
-from .augment import diff_augment, parse_policy
+from .augment import diff_augment, parse_policy, translation
 from .sampling import sample_latent
 
 RealBatch = tuple[torch.Tensor, torch.Tensor | None]
@@ -67,7 +67,7 @@ class Game:
                  opt_d: torch.optim.Optimizer, *, k: int = 1, g_loss: str = "non_saturating",
                  label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False,
                  channels_last: bool = False, augment: str | None = None, mode_seeking: float = 0.0,
-                 r1: float = 0.0, r1_every: int = 1):
+                 r1: float = 0.0, r1_every: int = 1, consistency: float = 0.0):
         if k < 1:
             raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
         if g_loss not in losses.G_LOSSES:
@@ -102,12 +102,21 @@ class Game:
             raise ValueError(f"r1={r1}, r1_every={r1_every}: a weight >= 0 and an interval >= 1")
         self.r1, self.r1_every = float(r1), int(r1_every)
         self.d_updates = 0
+        # Balanced consistency regularization with this weight: D's logits for each real and generated
+        # image pulled toward its logits for a translated copy (0: off).
+        if consistency < 0:
+            raise ValueError(f"consistency={consistency}: a weight >= 0")
+        self.consistency = float(consistency)
 
     def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """D's logits for `x`, augmented first when the game augments."""
         if self.augment:
             x = diff_augment(x, self.augment).contiguous(memory_format=self.memory_format)
         return self.D(x, y)
+
+    def _shifted(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` translated at random (consistency regularization's augmentation), in the game's layout."""
+        return translation(x).contiguous(memory_format=self.memory_format)
 
     @property
     def device(self) -> torch.device:
@@ -147,6 +156,10 @@ class Game:
         loss = losses.discriminator_loss(real_logits, fake_logits)
         if penalize:
             loss = loss + 0.5 * self.r1 * self.r1_every * losses.r1_penalty(real_logits, x)
+        if self.consistency:
+            loss = loss + self.consistency * (
+                losses.consistency_penalty(real_logits, self._d(self._shifted(x.detach()), y))
+                + losses.consistency_penalty(fake_logits, self._d(self._shifted(fake), y_fake)))
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()

@@ -58,3 +58,10 @@ def r1_penalty(real_logits: torch.Tensor, real_x: torch.Tensor) -> torch.Tensor:
     required grad before D saw it. With the weight gamma / 2 it pulls D's surface flat on the data."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real_x, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def consistency_penalty(logits: torch.Tensor, augmented_logits: torch.Tensor) -> torch.Tensor:
+    """Consistency regularization (Zhang et al. 2020; balanced: Zhao et al. 2021): the mean squared
+    difference between D's logits for images and for their augmented copies; its gradient reaches D
+    through both, so that D's verdict stops depending on the augmentation."""
+    return (logits - augmented_logits).pow(2).mean()

@@ -285,3 +285,44 @@ def test_r1_flattens_d_on_the_real_images_and_the_lazy_interval_penalizes_every_
     assert calls == [32]  # updates 10, 11, 12: the penalty at 12
     with pytest.raises(ValueError, match="r1=-1"):
         _game(r1=-1.0)
+
+
+def test_the_consistency_penalty_is_the_mean_squared_logit_change():
+    a, b = torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor([0.0, 4.0])
+    penalty = losses.consistency_penalty(a, b)
+    assert penalty.item() == pytest.approx(2.5)  # (1 + 4) / 2
+    penalty.backward()
+    assert torch.allclose(a.grad, torch.tensor([1.0, -2.0]))
+
+
+def _shift_change(game, x, y):
+    from gan_core.augment import translation
+
+    torch.manual_seed(1)
+    with torch.no_grad():
+        return losses.consistency_penalty(game.D(x, y), game.D(translation(x), y)).item()
+
+
+def test_consistency_regularization_makes_d_agree_on_translated_copies(monkeypatch):
+    """Trained on the same batches from the same start, D's logits move less under a translation with
+    the penalty than without; each D update takes it once for the real and once for the generated batch."""
+    torch.manual_seed(5)
+    x = torch.rand(32, 1, 28, 28) * 2 - 1
+    y = torch.randint(0, 3, (32,))
+    change = {}
+    for weight in (0.0, 10.0):
+        torch.manual_seed(0)
+        game = _game(consistency=weight)
+        for _ in range(40):
+            game.discriminator_step(x, y)
+        change[weight] = _shift_change(game, x, y)
+    assert change[10.0] < 0.5 * change[0.0]
+    calls = []
+    real = losses.consistency_penalty
+    monkeypatch.setattr(losses, "consistency_penalty", lambda a, b: calls.append(len(a)) or real(a, b))
+    game = _game(consistency=1.0)
+    game.discriminator_step(x, y)
+    _game().discriminator_step(x, y)
+    assert calls == [32, 32]
+    with pytest.raises(ValueError, match="consistency=-1"):
+        _game(consistency=-1.0)

@@ -301,3 +301,4 @@ def test_each_quality_option_changes_what_it_says(digits):
         assert torch.allclose(shift, ((proj.D.proj(y1) - proj.D.proj(y0)) * h).sum(1), atol=1e-5)
     assert game("train.g_loss=minimax").g_loss == "minimax" and base.g_loss == "non_saturating"
     assert game("train.k=3").k == 3 and base.ema is not None and game("train.ema_beta=null").ema is None
+    assert game("train.consistency=10").consistency == 10.0 and base.consistency == 0.0

@@ -130,6 +130,9 @@ class TrainConfig(Section):
                                              "images, Mescheder et al. 2018); 0: off")
     r1_every: int = Field(1, ge=1, description="D updates between R1 penalties, each weighted by this interval "
                                                "(lazy regularization)")
+    consistency: float = Field(0.0, ge=0, description="weight of balanced consistency regularization (Zhao et al. "
+                                                      "2021): D's squared logit change between each real and "
+                                                      "generated image and a translated copy; 0: off")
     lr_decay: float = Field(0.0, ge=0, le=1, description="the last fraction of the run over which both learning "
                                                          "rates fall linearly to 0 (the run's length: "
                                                          "train.time_budget_s when set, else its iterations; "
