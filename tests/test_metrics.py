@@ -77,6 +77,15 @@ def test_cas_of_real_data_against_itself_is_near_one(digits_net):
     assert out["cas_real"] > 0.85 and abs(out["cas_ratio"] - 1.0) < 0.02, out
     shuffled = classification_accuracy_score(xt, yt[torch.randperm(len(yt))], xt, yt, xh, yh, 10, epochs=3, min_steps=100)
     assert shuffled["cas_ratio"] < 0.4, shuffled  # wrong labels make useless training data
+    # Per holdout class: a synthetic set without any 9 teaches no classifier to say 9; the other classes
+    # keep their accuracy, and the class means weighted by the holdout's counts give CAS back.
+    keep = yt != 9
+    no_nines = classification_accuracy_score(xt[keep], yt[keep], xt, yt, xh, yh, 10, epochs=3, min_steps=100)
+    counts = np.bincount(yh.numpy(), minlength=10)
+    assert no_nines["cas_per_class"][9] == 0.0 and min(no_nines["cas_per_class"][:9]) > 0.7, no_nines
+    assert min(no_nines["cas_real_per_class"]) > 0.7
+    for key, per_class in (("cas", "cas_per_class"), ("cas_real", "cas_real_per_class")):
+        assert np.dot(no_nines[per_class], counts) / counts.sum() == pytest.approx(no_nines[key])
 
 
 def test_cas_over_several_classifier_seeds_is_the_mean_of_the_single_seed_scores(digits_net):

@@ -15,7 +15,8 @@ def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, 
     """Accuracy on the real holdout of a fresh classifier trained on synthetic data, next to the same
     classifier trained on as many real training images (a seeded random subset: a split is stored
     class by class, so its first n images may hold only some classes); and their ratio, with bootstrap
-    intervals over the holdout rows (`cas_lo`/`cas_hi`, `cas_ratio_lo`/`cas_ratio_hi`).
+    intervals over the holdout rows (`cas_lo`/`cas_hi`, `cas_ratio_lo`/`cas_ratio_hi`), and both
+    accuracies per holdout class (`cas_per_class`, `cas_real_per_class`: where the samples fall short).
 
     With `seeds` > 1 both classifiers are trained that many times (seeds `seed`, `seed` + 1, ...: the
     initialization, the batch order and the real subset change) and each holdout row counts by the
@@ -34,5 +35,9 @@ def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, 
     synth_hits, real_hits = np.mean(synth, 0), np.mean(real, 0)
     cas, ref = float(synth_hits.mean()), float(real_hits.mean())
     (lo, hi), (rlo, rhi) = share_interval(synth_hits, seed=seed), ratio_interval(synth_hits, real_hits, seed=seed)
+    labels = np.asarray(holdout_y)
+    per_class = [[float(h[labels == c].mean()) if (labels == c).any() else float("nan") for c in range(num_classes)]
+                 for h in (synth_hits, real_hits)]
     return {"cas": cas, "cas_real": ref, "cas_ratio": cas / ref if ref > 0 else float("nan"),
-            "cas_lo": lo, "cas_hi": hi, "cas_ratio_lo": rlo, "cas_ratio_hi": rhi}
+            "cas_lo": lo, "cas_hi": hi, "cas_ratio_lo": rlo, "cas_ratio_hi": rhi,
+            "cas_per_class": per_class[0], "cas_real_per_class": per_class[1]}

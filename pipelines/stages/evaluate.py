@@ -51,8 +51,19 @@ def _report(out: Path, metrics: dict, subject: str, class_names: list[str]) -> P
     md = [f"# Evaluation of {subject}", "", f"{time.strftime('%Y-%m-%d %H:%M:%S')}", "",
           "![samples, one row per class](samples_per_class.png)", "", "```", table(metrics), "```", ""]
     if "label_fidelity_per_class" in metrics:
-        md += ["| class | label fidelity |", "|---|---|"]
-        md += [f"| {n} | {v:.3f} |" for n, v in zip(class_names, metrics["label_fidelity_per_class"])]
+        cas = "cas_per_class" in metrics
+        md += ["| class | label fidelity |" + (" CAS: trained on samples | trained on real | gap |" if cas else ""),
+               "|---|---|" + ("---|---|---|" if cas else "")]
+        for i, (n, v) in enumerate(zip(class_names, metrics["label_fidelity_per_class"])):
+            row = f"| {n} | {v:.3f} |"
+            if cas:
+                s, r = metrics["cas_per_class"][i], metrics["cas_real_per_class"][i]
+                row += f" {s:.3f} | {r:.3f} | {r - s:+.3f} |"
+            md.append(row)
+        if cas:
+            md += ["", "CAS per class: the accuracy on the real holdout images of that class of classifiers "
+                       "trained on the samples and on as many real training images; a large gap names a class "
+                       "whose real variety the samples miss."]
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")
     return path

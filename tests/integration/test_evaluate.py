@@ -62,6 +62,9 @@ def test_evaluate_a_generator_prints_every_metric_with_the_real_reference(workdi
     assert ";cas_seeds=3;" in metrics["protocol"]  # three classifiers per side, the default
     report = (workdir / "rep" / "report.md").read_text()
     assert "samples_per_class.png" in report and report.count("\n| ") >= 10  # a fidelity row per class
+    # Per class also the CAS of both sides and their gap: the row of class 0 holds the numbers of metrics.json.
+    s, r = metrics["cas_per_class"][0], metrics["cas_real_per_class"][0]
+    assert "| trained on real | gap |" in report and f"| {s:.3f} | {r:.3f} | {r - s:+.3f} |" in report
     from PIL import Image
     grid = Image.open(workdir / "rep" / "samples_per_class.png")
     assert grid.size == (8 * 30 + 2, 10 * 30 + 2)  # 8 per row, one row per class, 28px + 2px padding
