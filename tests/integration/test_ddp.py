@@ -47,7 +47,7 @@ def test_two_workers_stay_in_sync_allreduce_k_d_plus_g_and_read_their_own_stream
         f"eval.cache_dir={tmp_path / 'features'}", f"model.arch={arch}", "model.g_width=8", "model.d_width=8",
         f"train.k={k}", "train.iterations=6", "train.log_every=3", "train.checkpoint_every=6", "train.batch_size=16",
         "train.eval_samples=100", "ray.num_workers=2", f"ray.storage_path={tmp_path / 'runs'}",
-        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "train.lr_decay=1.0", "train.eval_every=3",
     ])
     out = run_training(cfg, quiet=True)
     g, d = build_models(ModelSpec(arch, cfg.model.z_dim, (1, 28, 28), 10, 8, 8))
@@ -72,10 +72,14 @@ def test_two_workers_stay_in_sync_allreduce_k_d_plus_g_and_read_their_own_stream
     assert run.data.params["train.k"] == str(k) and run.data.params["ray.num_workers"] == "2"
     assert len(run.data.params) == len(flatten(cfg))
     assert [m.step for m in c.get_metric_history(out.run_id, "loss_d")] == [3, 6]
+    # The learning rates' factor, agreed over the two ranks (a max over them) at the start and at each
+    # evaluation: 1 for iterations 1-3, 1 - 3/6 after the evaluation at 3; the replicas above stayed
+    # identical with it.
+    assert [m.value for m in c.get_metric_history(out.run_id, "lr_scale")] == [1.0, 0.5]
     for key in ("loss_g", "d_real", "d_fake", "value", "value_gap"):
         assert len(c.get_metric_history(out.run_id, key)) == 2
-    # The cheap metrics of evaluation, at the checkpoint (eval_every is larger than the run).
-    assert [m.step for m in c.get_metric_history(out.run_id, "fd")] == [6]
+    # The cheap metrics of evaluation, at each evaluation and the checkpoint.
+    assert [m.step for m in c.get_metric_history(out.run_id, "fd")] == [3, 6]
     assert 0 <= out.metrics["label_fidelity"] <= 1 and out.metrics["fd"] > 0
     arts = {a.path for a in c.list_artifacts(out.run_id, "samples")}
     assert arts == {"samples/iter_000006.png"}
