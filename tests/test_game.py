@@ -250,6 +250,21 @@ def test_the_r1_penalty_is_the_squared_input_gradient_of_d():
     assert torch.allclose(w.grad, 2 * w.detach())
 
 
+def _d_batch():
+    """One fixed real batch of 32 images in [-1, 1] with labels of three classes."""
+    torch.manual_seed(5)
+    return torch.rand(32, 1, 28, 28) * 2 - 1, torch.randint(0, 3, (32,))
+
+
+def _d_trained(x, y, steps=40, **kw):
+    """A game (built from seed 0 with the options `kw`) after `steps` D updates on the batch (x, y)."""
+    torch.manual_seed(0)
+    game = _game(**kw)
+    for _ in range(steps):
+        game.discriminator_step(x, y)
+    return game
+
+
 def _input_slope(game, x, y):
     x = x.clone().requires_grad_(True)
     return losses.r1_penalty(game.D(x, y), x).item()
@@ -258,16 +273,8 @@ def _input_slope(game, x, y):
 def test_r1_flattens_d_on_the_real_images_and_the_lazy_interval_penalizes_every_nth_update(monkeypatch):
     """Trained on the same batches from the same start, D's input gradient on the real images ends
     smaller with R1 than without; with `r1_every` 4, ten D updates take the penalty at updates 0, 4, 8."""
-    torch.manual_seed(5)
-    x = torch.rand(32, 1, 28, 28) * 2 - 1
-    y = torch.randint(0, 3, (32,))
-    slopes = {}
-    for gamma in (0.0, 10.0):
-        torch.manual_seed(0)
-        game = _game(r1=gamma)
-        for _ in range(40):
-            game.discriminator_step(x, y)
-        slopes[gamma] = _input_slope(game, x, y)
+    x, y = _d_batch()
+    slopes = {gamma: _input_slope(_d_trained(x, y, r1=gamma), x, y) for gamma in (0.0, 10.0)}
     assert slopes[10.0] < 0.5 * slopes[0.0]
 
     calls = []
@@ -306,16 +313,8 @@ def _shift_change(game, x, y):
 def test_consistency_regularization_makes_d_agree_on_translated_copies(monkeypatch):
     """Trained on the same batches from the same start, D's logits move less under a translation with
     the penalty than without; each D update takes it once for the real and once for the generated batch."""
-    torch.manual_seed(5)
-    x = torch.rand(32, 1, 28, 28) * 2 - 1
-    y = torch.randint(0, 3, (32,))
-    change = {}
-    for weight in (0.0, 10.0):
-        torch.manual_seed(0)
-        game = _game(consistency=weight)
-        for _ in range(40):
-            game.discriminator_step(x, y)
-        change[weight] = _shift_change(game, x, y)
+    x, y = _d_batch()
+    change = {weight: _shift_change(_d_trained(x, y, consistency=weight), x, y) for weight in (0.0, 10.0)}
     assert change[10.0] < 0.5 * change[0.0]
     calls = []
     real = losses.consistency_penalty
