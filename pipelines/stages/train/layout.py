@@ -164,6 +164,12 @@ def resumed_layout(run_dir: str) -> Layout | None:
     return None
 
 
+def fastest(measured: list[tuple[Layout, float]]) -> tuple[Layout, float]:
+    """The layout to train with among (layout, images/s) pairs: the fastest, several workers only
+    when `SEVERAL_WORKERS_MARGIN` times faster than one."""
+    return max(measured, key=lambda m: m[1] / (SEVERAL_WORKERS_MARGIN if m[0].workers > 1 else 1.0))
+
+
 def choose(cfg: Config, data, fit: int, run_dir: str, say=print) -> Config:
     """`cfg` with its layout resolved: the configured workers, a resumed run's own layout, or under
     `ray.layout: auto` the fastest split measured on this machine (cached); else `fit` workers."""
@@ -198,7 +204,7 @@ def choose(cfg: Config, data, fit: int, run_dir: str, say=print) -> Config:
     else:
         source = f"measured before, cached in {cache}"
     measured = [(Layout(**json.loads(k)), v) for k, v in rates.items()]
-    best, rate = max(measured, key=lambda m: m[1] / (SEVERAL_WORKERS_MARGIN if m[0].workers > 1 else 1.0))
+    best, rate = fastest(measured)
     others = "; ".join(f"{o.describe()} {r:,.0f}" for o, r in measured if o != best)
     margin = (f"; several workers are taken when {SEVERAL_WORKERS_MARGIN - 1:.0%} faster"
               if any(r > rate for _, r in measured) else "")
