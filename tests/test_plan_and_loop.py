@@ -9,7 +9,7 @@ from gan_core.data.stream import BatchStream
 from pipelines.config import load_config
 from pipelines.config.build import build_game
 from pipelines.config.plan import plan_run
-from pipelines.stages.train.loop import lr_scale, run_loop, schedule
+from pipelines.stages.train.loop import ended_on_budget, lr_scale, run_loop, schedule
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +247,10 @@ def test_the_time_budget_counts_a_resumed_runs_earlier_wall_time(digits):
     out = run_loop(game, stream, plan, cfg.train, hooks, stop=_stop(cfg, budget_s=50.0), wall_seconds=60.0)
     assert (out.status, out.iteration) == ("stopped", 4) and "time budget of 50 s" in out.reason
     assert hooks.reports[-1][:2] == (4, True) and hooks.reports[-1][2]["wall_seconds"] >= 60.0
+    # The workflow tells a run its budget ended from one its target or patience ended.
+    assert ended_on_budget({"status": out.status, "reason": out.reason})
+    assert not ended_on_budget({"status": "finished", "reason": ""})
+    assert not ended_on_budget({"status": "stopped", "reason": _stop(cfg, target=2.0).check({"fd": 1.0}, 99.0)})
     cfg, game, stream, plan = _setup(digits)
     out = run_loop(game, stream, plan, cfg.train, FakeHooks(), stop=_stop(cfg, budget_s=3600.0))
     assert out.status == "finished"

@@ -123,6 +123,7 @@ def _skip(say, stage: str, flow: Workflow) -> None:
 
 def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
     from ..stages.train import run_training
+    from ..stages.train.loop import ended_on_budget
 
     inputs = _hash({k: cfg.model_dump(mode="json")[k] for k in ("data", "model", "train", "seed")})
     done = flow.finished("train", inputs)
@@ -134,6 +135,8 @@ def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
     res = run_training(tcfg, verbose=verbose, tags=flow.tags(inputs))
     say_training(res, say)
     made = {"run_id": res.run_id, "checkpoint": res.checkpoint, "train_metrics": _headline(res.metrics)}
+    if ended_on_budget(res.worker_result or {}):
+        made["ended_on_budget"] = {"iteration": res.metrics.get("iteration"), "budget_s": cfg.train.time_budget_s}
     flow.record("train", inputs, made)
     return made
 
@@ -164,6 +167,8 @@ def _model_of(cfg: Config, out: dict) -> str:
 
 
 def _evaluate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
+    from gan_core.metrics import quality_bar
+
     from ..stages.evaluate import evaluate, table
 
     model = out.get("checkpoint") or cfg.workflow.model
@@ -174,6 +179,12 @@ def _evaluate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
         return done
     res = evaluate(cfg, model, None, f"{cfg.workflow.reports}/{flow.name}")
     say_evaluation(res, table, say)
+    budget = out.get("ended_on_budget")
+    missed = [name for name, (_, _, met) in quality_bar(res.metrics).items() if not met]
+    if budget and missed and model == out.get("checkpoint"):
+        say(f"evaluate: {', '.join(missed)} below the bar, and training ended on its time budget "
+            f"({budget['budget_s']:g} s, iteration {int(budget['iteration']):,}); a slower machine trains fewer "
+            f"iterations in it: a larger train.time_budget_s trains further (docs/quality.md)")
     metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}
     run_id = flow.stage_run("evaluate", inputs, {"model": model}, metrics, {"ganpipe.report": res.report})
     made = {"report": str(res.report), "metrics": _headline(metrics), "evaluate_run_id": run_id}

@@ -90,8 +90,16 @@ class StopRule:
                             + (f" (within {self.tolerance:.0%})" if self.tolerance else "")
                             + f" for {self.since_best} evaluations (train.patience)")
         if self.budget_s is not None and wall_seconds >= self.budget_s:
-            return f"the time budget of {self.budget_s:g} s is spent (train.time_budget_s)"
+            return f"the time budget of {self.budget_s:g} s is spent {BUDGET_KEY}"
         return ""
+
+
+BUDGET_KEY = "(train.time_budget_s)"  # ends the reason of a run its time budget stopped
+
+
+def ended_on_budget(outcome: dict) -> bool:
+    """Whether a run's outcome (the workers' result) says its time budget ended it."""
+    return outcome.get("status") == "stopped" and str(outcome.get("reason", "")).endswith(BUDGET_KEY)
 
 
 def lr_scale(progress: float, fraction: float) -> float:
