@@ -288,7 +288,8 @@ def test_each_quality_option_changes_what_it_says(digits):
     base = game()
     ttur = game("train.lr_g=0.0001", "train.lr_d=0.0004")
     assert [g["lr"] for g in ttur.opt_g.param_groups] == [1e-4] and [g["lr"] for g in ttur.opt_d.param_groups] == [4e-4]
-    assert base.opt_g.param_groups[0]["lr"] == base.opt_d.param_groups[0]["lr"] == 2e-4
+    preset = load_config(None, ["data.source=digits"]).train
+    assert (base.opt_g.param_groups[0]["lr"], base.opt_d.param_groups[0]["lr"]) == (preset.lr_g, preset.lr_d)
     wide = game("model.g_width=64", "model.d_width=16")
     first_g = lambda gm: next(m for m in gm.G.modules() if isinstance(m, torch.nn.ConvTranspose2d))  # noqa: E731
     first_d = lambda gm: next(m for m in gm.D.modules() if isinstance(m, torch.nn.Conv2d))  # noqa: E731
