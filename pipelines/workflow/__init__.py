@@ -136,7 +136,7 @@ def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
     say_training(res, say)
     made = {"run_id": res.run_id, "checkpoint": res.checkpoint, "train_metrics": _headline(res.metrics)}
     if ended_on_budget(res.worker_result or {}):
-        made["ended_on_budget"] = {"iteration": res.metrics.get("iteration"), "budget_s": cfg.train.time_budget_s}
+        made["ended_on_budget"] = {"iteration": res.worker_result["iteration"], "budget_s": cfg.train.time_budget_s}
     flow.record("train", inputs, made)
     return made
 
@@ -181,7 +181,7 @@ def _evaluate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
     say_evaluation(res, table, say)
     budget = out.get("ended_on_budget")
     missed = [name for name, (_, _, met) in quality_bar(res.metrics).items() if not met]
-    if budget and missed and model == out.get("checkpoint"):
+    if budget and missed:
         say(f"evaluate: {', '.join(missed)} below the bar, and training ended on its time budget "
             f"({budget['budget_s']:g} s, iteration {int(budget['iteration']):,}); a slower machine trains fewer "
             f"iterations in it: a larger train.time_budget_s trains further (docs/quality.md)")
