@@ -122,7 +122,9 @@ def test_set_key_is_the_one_way_to_set_a_dotted_key():
 def test_the_sweep_preset_builds_on_quick_and_a_config_may_extend_a_preset(tmp_path):
     quick, sweep = load_config("quick"), load_config("sweep")
     assert sweep.train.ema_beta == quick.train.ema_beta and sweep.train.eval_every == quick.train.eval_every
-    assert sweep.train.time_budget_s == 2 * quick.train.time_budget_s and sweep.train.target is None
+    # A trial runs until ASHA stops it or the sweep's time is up: no budget, target or patience of its own.
+    assert quick.train.time_budget_s and sweep.train.time_budget_s is None
+    assert sweep.train.target is None and sweep.train.patience is None
     assert sweep.tune.workers_per_trial == 1 and sweep.tune.time_budget_s == 1800
     assert set(sweep.tune.space) == {"train.lr_g", "train.lr_d", "train.k", "train.batch_size", "train.ema_beta",
                                      "model.d_width", "model.z_dim", "model.g_conditioning"}
@@ -130,7 +132,7 @@ def test_the_sweep_preset_builds_on_quick_and_a_config_may_extend_a_preset(tmp_p
     mine = tmp_path / "mine.yaml"
     mine.write_text("extends: sweep\ntune:\n  num_samples: 3\n  space:\n    train.k: {choice: [1]}\n")
     cfg = load_config(mine)
-    assert cfg.tune.num_samples == 3 and list(cfg.tune.space) == ["train.k"] and cfg.train.time_budget_s == 840
+    assert cfg.tune.num_samples == 3 and list(cfg.tune.space) == ["train.k"] and cfg.train.epochs == 400
     mine.write_text("extends: fast\n")
     with pytest.raises(ConfigError, match="extends: 'fast' is not a preset"):
         load_config(mine)

@@ -1,5 +1,6 @@
 """The run planner and the training loop's rules, driven in-process through the loop's seam."""
 import math
+import time
 
 import pytest
 import torch
@@ -253,6 +254,26 @@ def test_the_time_budget_counts_a_resumed_runs_earlier_wall_time(digits):
     assert not ended_on_budget({"status": "stopped", "reason": _stop(cfg, target=2.0).check({"fd": 1.0}, 99.0)})
     cfg, game, stream, plan = _setup(digits)
     out = run_loop(game, stream, plan, cfg.train, FakeHooks(), stop=_stop(cfg, budget_s=3600.0))
+    assert out.status == "finished"
+
+
+def test_a_sweep_trial_ends_at_its_last_evaluation_before_the_sweeps_deadline(digits):
+    """The next evaluation, as far off as the last one was, would come after the deadline: stop now."""
+    from pipelines.stages.train.loop import SWEEP_BUDGET_KEY
+
+    rule = _stop(None, deadline=1000.0, last_check=700.0)
+    assert rule.check({"fd": 2.0}, 10.0, now=800.0) == ""  # next at about 900: before the deadline
+    assert rule.check({"fd": 1.0}, 20.0, now=900.0).endswith(SWEEP_BUDGET_KEY)  # next at 1,000: not before
+    assert _stop(None, last_check=0.0).check({"fd": 1.0}, 10.0, now=1e12) == ""  # no deadline: no end
+    # In the loop: a deadline already near ends the run at its first evaluation, with a checkpoint,
+    # as a run that ended (the sweep counts it as finished, not stopped by the scheduler).
+    cfg, game, stream, plan = _setup(digits)
+    hooks = FakeHooks()
+    out = run_loop(game, stream, plan, cfg.train, hooks, stop=_stop(cfg, deadline=time.time() + 0.01))
+    assert (out.status, out.iteration) == ("stopped", 4) and "sweep's time budget" in out.reason
+    assert hooks.reports[-1][:2] == (4, True) and hooks.reports[-1][2]["ended"] == 1.0
+    cfg, game, stream, plan = _setup(digits)
+    out = run_loop(game, stream, plan, cfg.train, FakeHooks(), stop=_stop(cfg, deadline=time.time() + 3600))
     assert out.status == "finished"
 
 

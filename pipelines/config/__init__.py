@@ -242,7 +242,10 @@ class TuneConfig(Section):
     scheduler: Literal["asha", "fifo"] = Field("asha", description="asha stops poor trials early; fifo runs all")
     search: Literal["random", "optuna"] = Field("random", description="random search or optuna (TPE)")
     max_concurrent_trials: int | None = Field(None, ge=1, description="unset: as many as the cluster's CPUs fit")
-    time_budget_s: float | None = Field(None, gt=0, description="stop the sweep after this many seconds")
+    time_budget_s: float | None = Field(None, gt=0, description="the sweep's length in seconds: each trial ends, "
+                                                                "as finished and with a checkpoint, at its last "
+                                                                "evaluation before it; Tune stops what is left "
+                                                                "a minute later")
     workers_per_trial: int = Field(1, ge=1, description="workers of each trial (1, with local storage and "
                                                         "in-memory data: the trial trains in its own process; "
                                                         "more: a Ray Train run per trial)")

@@ -109,6 +109,28 @@ def test_an_epoch_sweep_registers_a_k2_trial_when_it_is_best(workdir, capsys, ra
     assert "register: gan-generator version 1 is champion" in out, out
 
 
+def test_a_sweeps_time_budget_ends_its_trial_as_finished_with_a_checkpoint(workdir, capsys, ray_local):
+    """A trial with no end of its own (1,000 epochs) ends at its last evaluation before the sweep's end,
+    as a finished trial with its checkpoint: the sweep registers it."""
+    from pipelines.stages.train.loop import SWEEP_BUDGET_KEY
+    from pipelines.stages.tune import TUNE_STOP_SLACK_S
+
+    args = [a for a in SWEEP if not a.startswith(("tune.space", "tune.num_samples", "tune.name", "train.epochs"))]
+    budget, t0 = 10, time.time()
+    code, out, err = run_cli(capsys, "tune", *set_args(args + [
+        'tune.space={"train.k": {"choice": [1]}}', "tune.num_samples=1", "tune.scheduler=fifo", "tune.name=timed",
+        "train.epochs=1000", f"tune.time_budget_s={budget}"]))
+    assert code == 0, err[-3000:]
+    assert time.time() - t0 < budget + TUNE_STOP_SLACK_S
+    ((it,),) = [line.split("finished at iteration ")[1].split(":")[:1] for line in out.splitlines()
+                if line.startswith("tune: trial ")]
+    assert 5 <= int(it) < 50 * 1000 and int(it) % 5 == 0  # at an evaluation, long before its plan
+    c, runs = _runs(workdir)
+    (trial,) = [r for r in runs if r.data.tags.get("ganpipe.stage") == "tune-trial"]
+    assert trial.data.tags["ganpipe.stop_reason"].endswith(SWEEP_BUDGET_KEY) and trial.info.status == "FINISHED"
+    assert "register: gan-generator version 1 is champion" in out, out
+
+
 @pytest.mark.parametrize("override,needle", [
     ('tune.space={"train.k": {"choice": []}}', "empty choice list"),
     ('tune.space={"train.lr_g": {"uniform": [0.1, 0.01]}}', "low 0.1 is above high 0.01"),

@@ -105,7 +105,8 @@ def preflight(cfg: Config, verbose: bool = False, dashboard: bool = False):
     return cfg, uri, data
 
 
-def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=None, callbacks=(), data=None):
+def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=None, callbacks=(), data=None,
+                  deadline: float | None = None):
     """The TorchTrainer of one training run; `cfg.ray.num_workers` must be resolved. Streamed `data`
     (a StreamedDataset) goes to the workers as one Ray Data shard each, its in-memory sample with them."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -121,7 +122,7 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
     attribute, order = checkpoint_score(cfg)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config(cfg, uri, run_id, run_name, progress, streamed),
+        train_loop_config=loop_config(cfg, uri, run_id, run_name, progress, streamed, deadline),
         **({"datasets": datasets, "dataset_config": data_config} if datasets else {}),
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker=worker_resources(cfg)),
@@ -134,10 +135,12 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
     )
 
 
-def loop_config(cfg: Config, uri: str, run_id: str, run_name: str, progress=None, streamed=None) -> dict:
-    """What every rank's `run_worker` gets: the config, where to log, where the run's checkpoints live."""
+def loop_config(cfg: Config, uri: str, run_id: str, run_name: str, progress=None, streamed=None,
+                deadline: float | None = None) -> dict:
+    """What every rank's `run_worker` gets: the config, where to log, where the run's checkpoints live,
+    and a sweep trial's deadline (time.time() at the sweep's end: the run ends at its last evaluation before)."""
     return {"config": cfg.model_dump(mode="json"), "tracking_uri": uri, "run_id": run_id, "progress": progress,
-            "run_dir": f"{cfg.ray.storage_path}/{run_name}", "streamed": streamed}
+            "run_dir": f"{cfg.ray.storage_path}/{run_name}", "streamed": streamed, "deadline": deadline}
 
 
 def checkpoint_score(cfg: Config) -> tuple[str, str]:

@@ -64,17 +64,23 @@ class StopRule:
     patience: int | None = None
     budget_s: float | None = None
     tolerance: float = 0.0  # an evaluation within this fraction of the best is not a stall
+    deadline: float | None = None  # a sweep's end (time.time()): the run ends at its last evaluation before it
     best: float | None = None
     since_best: int = 0
+    last_check: float = field(default_factory=time.time, compare=False)  # when the rule was last asked
 
     @classmethod
-    def from_config(cls, train: TrainConfig, metric: str, evaluating: bool) -> "StopRule":
+    def from_config(cls, train: TrainConfig, metric: str, evaluating: bool,
+                    deadline: float | None = None) -> "StopRule":
         return cls(metric, train.target if evaluating else None, train.patience if evaluating else None,
-                   train.time_budget_s, train.tolerance)
+                   train.time_budget_s, train.tolerance, deadline)
 
-    def check(self, metrics: dict | None, wall_seconds: float) -> str:
+    def check(self, metrics: dict | None, wall_seconds: float, now: float | None = None) -> str:
         """The reason to stop now ("" to go on); `metrics` are rank 0's at this evaluation (None on
-        the other ranks, which only judge the budget)."""
+        the other ranks, which only judge the time). With a deadline the run ends here when the next
+        evaluation, as far off as this one was from the last, would come after it."""
+        now = time.time() if now is None else now
+        interval, self.last_check = now - self.last_check, now
         value = (metrics or {}).get(self.metric)
         if value is not None and math.isfinite(value):
             if self.target is not None and (value == self.target or is_better(self.metric, value, self.target)):
@@ -91,10 +97,13 @@ class StopRule:
                             + f" for {self.since_best} evaluations (train.patience)")
         if self.budget_s is not None and wall_seconds >= self.budget_s:
             return f"the time budget of {self.budget_s:g} s is spent {BUDGET_KEY}"
+        if self.deadline is not None and now + interval >= self.deadline:
+            return f"the sweep's time budget ends before the next evaluation {SWEEP_BUDGET_KEY}"
         return ""
 
 
 BUDGET_KEY = "(train.time_budget_s)"  # ends the reason of a run its time budget stopped
+SWEEP_BUDGET_KEY = "(tune.time_budget_s)"  # ends the reason of a trial its sweep's time budget stopped
 
 
 def ended_on_budget(outcome: dict) -> bool:

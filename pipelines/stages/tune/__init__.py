@@ -7,6 +7,8 @@ through TuneReportCallback. ASHA stops poor trials on the metric reported at eac
 (`tune.cost`: training seconds by default, or images through D) rather than at equal iterations,
 which cost more with k = 2 or a wider model. Each trial plans and reports its own length
 (`planned_iterations`), so a k = 2 trial given in epochs ends as "finished", not "stopped early".
+With `tune.time_budget_s` every trial still running ends itself at its last evaluation before the
+sweep's end, with a checkpoint, as finished: a trial ASHA kept going is the sweep's to register.
 Concurrency is derived from the cluster's CPUs and the per-trial worker count. Rerunning with the
 same `tune.name` resumes the sweep: finished trials are not run again.
 """
@@ -28,6 +30,7 @@ from ..train.driver import build_trainer, fit_and_record, open_mlflow_run, prefl
 from .trial import in_trial_process, run_in_trial
 
 ASHA_MAX_T = 10 ** 12  # trials end at their own planned length; the scheduler never cuts one at max_t
+TUNE_STOP_SLACK_S = 60  # Tune stops what still runs this long after tune.time_budget_s
 
 
 @dataclass
@@ -94,10 +97,10 @@ def _trial(params: dict[str, Any], setup: dict) -> None:
     tags = {contract.PARENT_RUN: setup["parent"], contract.SWEEP: setup["sweep"], contract.TRIAL_ID: trial_id}
     run_id = open_mlflow_run(setup["uri"], cfg, name, setup["data"], "tune-trial", tags)
     if setup["in_process"]:
-        run_in_trial(cfg, setup["uri"], run_id, name)
+        run_in_trial(cfg, setup["uri"], run_id, name, setup["deadline"])
     else:
         fit_and_record(build_trainer(cfg, setup["uri"], run_id, name, callbacks=[TuneReportCallback()],
-                                     data=setup["streamed"]),
+                                     data=setup["streamed"], deadline=setup["deadline"]),
                        cfg, setup["uri"], run_id, name)
 
 
@@ -147,7 +150,11 @@ def _run_sweep(cfg: Config, name: str, verbose: bool, tags: dict | None) -> Swee
         from ray.tune.search import BasicVariantGenerator
 
         search_alg = BasicVariantGenerator(random_state=cfg.seed)
-    setup = {"base": cfg.model_dump(mode="json"), "uri": uri, "parent": parent, "sweep": name,
+    budget = cfg.tune.time_budget_s
+    # Trials end themselves at their last evaluation before the sweep's end, with a checkpoint, as
+    # "finished"; Tune's own stop, a little later, only catches a trial that could not.
+    deadline = time.time() + budget if budget else None
+    setup = {"base": cfg.model_dump(mode="json"), "uri": uri, "parent": parent, "sweep": name, "deadline": deadline,
              "data": DataRef(cfg.data.source, data.fingerprint, len(data), data.num_classes, data.image_shape),
              "workers": cfg.tune.workers_per_trial,
              "streamed": data if isinstance(data, StreamedDataset) else None,  # its sample, for each trial's shards
@@ -165,7 +172,8 @@ def _run_sweep(cfg: Config, name: str, verbose: bool, tags: dict | None) -> Swee
             trainable, param_space=search_space(cfg),
             tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=cfg.tune.num_samples,
                                         scheduler=scheduler, search_alg=search_alg,
-                                        max_concurrent_trials=concurrency, time_budget_s=cfg.tune.time_budget_s),
+                                        max_concurrent_trials=concurrency,
+                                        time_budget_s=budget + TUNE_STOP_SLACK_S if budget else None),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1 if verbose else 0,
                                       callbacks=[TrialLines(metric)],
                                       # a lost trial process restarts and resumes from its run directory

@@ -53,13 +53,13 @@ class TrialSession:
         tune.report(metrics)
 
 
-def run_in_trial(cfg: Config, uri: str, run_id: str, run_name: str) -> TrainOutcome:
+def run_in_trial(cfg: Config, uri: str, run_id: str, run_name: str, deadline: float | None = None) -> TrainOutcome:
     """Train one trial in this process and record its end as `fit_and_record` records a TorchTrainer's."""
     from ray.train import Checkpoint
 
     from ..train.worker import run_worker
 
-    lc = loop_config(cfg, uri, run_id, run_name)
+    lc = loop_config(cfg, uri, run_id, run_name, deadline=deadline)
     session = TrialSession(lc["run_dir"], cfg.train.keep_checkpoints, checkpoint_score(cfg))
     try:
         outcome = run_worker(lc, session)
