@@ -259,7 +259,7 @@ def test_the_time_budget_counts_a_resumed_runs_earlier_wall_time(digits):
 
 def test_a_sweep_trial_ends_at_its_last_evaluation_before_the_sweeps_deadline(digits):
     """The next evaluation, as far off as the last one was, would come after the deadline: stop now."""
-    from pipelines.stages.train.loop import SWEEP_BUDGET_KEY
+    from pipelines.stages.train.loop import SWEEP_BUDGET_KEY, SWEEP_END
 
     rule = _stop(None, deadline=1000.0, last_check=700.0)
     assert rule.check({"fd": 2.0}, 10.0, now=800.0) == ""  # next at about 900: before the deadline
@@ -272,8 +272,11 @@ def test_a_sweep_trial_ends_at_its_last_evaluation_before_the_sweeps_deadline(di
     out = run_loop(game, stream, plan, cfg.train, hooks, stop=_stop(cfg, deadline=time.time() + 0.01))
     assert (out.status, out.iteration) == ("stopped", 4) and "sweep's time budget" in out.reason
     assert hooks.reports[-1][:2] == (4, True) and hooks.reports[-1][2]["ended"] == 1.0
+    assert hooks.reports[-1][2][SWEEP_END] == 1.0  # the sweep's line for the trial says why it ended
     cfg, game, stream, plan = _setup(digits)
-    out = run_loop(game, stream, plan, cfg.train, FakeHooks(), stop=_stop(cfg, deadline=time.time() + 3600))
+    hooks = FakeHooks()
+    out = run_loop(game, stream, plan, cfg.train, hooks, stop=_stop(cfg, deadline=time.time() + 3600))
+    assert SWEEP_END not in hooks.reports[-1][2]
     assert out.status == "finished"
 
 

@@ -122,8 +122,8 @@ def test_a_sweeps_time_budget_ends_its_trial_as_finished_with_a_checkpoint(workd
         "train.epochs=1000", f"tune.time_budget_s={budget}"]))
     assert code == 0, err[-3000:]
     assert time.time() - t0 < budget + TUNE_STOP_SLACK_S
-    ((it,),) = [line.split("finished at iteration ")[1].split(":")[:1] for line in out.splitlines()
-                if line.startswith("tune: trial ")]
+    ((it,),) = [line.split("finished at iteration ")[1].split(" (the sweep's time budget):")[:1]
+                for line in out.splitlines() if line.startswith("tune: trial ")]
     assert 5 <= int(it) < 50 * 1000 and int(it) % 5 == 0  # at an evaluation, long before its plan
     c, runs = _runs(workdir)
     (trial,) = [r for r in runs if r.data.tags.get("ganpipe.stage") == "tune-trial"]

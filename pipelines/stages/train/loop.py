@@ -104,6 +104,7 @@ class StopRule:
 
 BUDGET_KEY = "(train.time_budget_s)"  # ends the reason of a run its time budget stopped
 SWEEP_BUDGET_KEY = "(tune.time_budget_s)"  # ends the reason of a trial its sweep's time budget stopped
+SWEEP_END = "ended_at_sweep_end"  # reported (1) with such a trial's last metrics
 
 
 def ended_on_budget(outcome: dict) -> bool:
@@ -212,6 +213,8 @@ def run_loop(game: Game, stream, plan: RunPlan, t: TrainConfig, hooks: Hooks, st
         epoch_seen = stream.epoch
         if reason or step == plan.iterations:
             metrics["ended"] = 1.0  # the run's last report, whether it ran to its plan or its StopRule ended it
+            if reason.endswith(SWEEP_BUDGET_KEY):
+                metrics[SWEEP_END] = 1.0
         if ckpt_now:
             hooks.report(metrics, step, {**game.state_dict(), "train_seconds": train_seconds, "wall_seconds": wall})
         elif eval_now:

@@ -27,6 +27,7 @@ from ...errors import UserError
 from ...services import checkpoints, contract, names, tracking
 from ...services.runtime import worker_resources
 from ..train.driver import build_trainer, fit_and_record, open_mlflow_run, preflight
+from ..train.loop import SWEEP_END
 from .trial import in_trial_process, run_in_trial
 
 ASHA_MAX_T = 10 ** 12  # trials end at their own planned length; the scheduler never cuts one at max_t
@@ -225,9 +226,10 @@ def _trial_lines_class():
             r = trial.last_result or {}
             it = int(r.get("iteration", 0) or 0)
             how = "finished" if finished(r) else "stopped early"
+            why = " (the sweep's time budget)" if r.get(SWEEP_END) else ""
             value = r.get(self.metric)
             shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
-            print(f"tune: trial {trial.trial_id} {how} at iteration {it}: {self.metric}={shown}", flush=True)
+            print(f"tune: trial {trial.trial_id} {how} at iteration {it}{why}: {self.metric}={shown}", flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             print(f"tune: trial {trial.trial_id} failed (see {trial.local_path})", flush=True)
