@@ -67,7 +67,7 @@ class Game:
                  opt_d: torch.optim.Optimizer, *, k: int = 1, g_loss: str = "non_saturating",
                  label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False,
                  channels_last: bool = False, augment: str | None = None, mode_seeking: float = 0.0,
-                 r1: float = 0.0, r1_every: int = 1, consistency: float = 0.0):
+                 r1: float = 0.0, r1_every: int = 1, consistency: float = 0.0, label_smoothing: float = 0.0):
         if k < 1:
             raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
         if g_loss not in losses.G_LOSSES:
@@ -107,6 +107,10 @@ class Game:
         if consistency < 0:
             raise ValueError(f"consistency={consistency}: a weight >= 0")
         self.consistency = float(consistency)
+        # One-sided label smoothing: D's target for real images is 1 - label_smoothing (0: the seed's 1).
+        if not 0 <= label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing={label_smoothing}: a share in [0, 0.5)")
+        self.label_smoothing = float(label_smoothing)
 
     def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """D's logits for `x`, augmented first when the game augments."""
@@ -153,7 +157,7 @@ class Game:
             x = x.detach().requires_grad_(True)
         real_logits = self._d(x, y)
         fake_logits = self._d(fake, y_fake)
-        loss = losses.discriminator_loss(real_logits, fake_logits)
+        loss = losses.discriminator_loss(real_logits, fake_logits, self.label_smoothing)
         if penalize:
             loss = loss + 0.5 * self.r1 * self.r1_every * losses.r1_penalty(real_logits, x)
         if self.consistency:

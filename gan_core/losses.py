@@ -26,9 +26,14 @@ def value(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     return log_d(real_logits).mean() + log_one_minus_d(fake_logits).mean()
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """D ascends V, so it descends -V."""
-    return -value(real_logits, fake_logits)
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """D ascends V, so it descends -V. With one-sided label smoothing (Salimans et al. 2016) D's target
+    for real images is 1 - `smoothing` instead of 1: the real term becomes (1 - s) log D(x) + s log(1 -
+    D(x)), and D's optimum (1 - s) p_data / (p_data + p_g); generated images keep the target 0."""
+    if not smoothing:
+        return -value(real_logits, fake_logits)
+    real = (1.0 - smoothing) * log_d(real_logits) + smoothing * log_one_minus_d(real_logits)
+    return -(real.mean() + log_one_minus_d(fake_logits).mean())
 
 
 def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating") -> torch.Tensor:

@@ -325,3 +325,24 @@ def test_consistency_regularization_makes_d_agree_on_translated_copies(monkeypat
     assert calls == [32, 32]
     with pytest.raises(ValueError, match="consistency=-1"):
         _game(consistency=-1.0)
+
+
+def test_one_sided_label_smoothing_moves_ds_target_for_real_images():
+    """The real term's optimum is D(x) = 1 - s (its gradient vanishes at that logit); s = 0 is -V; a D
+    trained on the same batches ends near 1 - s on the real batch, not near 1."""
+    s = 0.2
+    logit = torch.tensor([math.log((1 - s) / s)], requires_grad=True)
+    losses.discriminator_loss(logit, torch.tensor([-50.0]), smoothing=s).backward()
+    assert abs(logit.grad.item()) < 1e-6
+    r, f = torch.tensor([0.3, -1.0]), torch.tensor([0.5, 2.0])
+    assert losses.discriminator_loss(r, f, 0.0).item() == pytest.approx(-losses.value(r, f).item())
+    assert losses.discriminator_loss(r, f, s).item() != pytest.approx(losses.discriminator_loss(r, f).item())
+    x, y = _d_batch()
+    d_real = {}
+    for smoothing in (0.0, s):
+        game = _d_trained(x, y, steps=120, label_smoothing=smoothing)
+        with torch.no_grad():
+            d_real[smoothing] = torch.sigmoid(game.D(x, y)).mean().item()
+    assert d_real[0.0] > 0.95 and abs(d_real[s] - (1 - s)) < 0.05
+    with pytest.raises(ValueError, match="label_smoothing=0.5"):
+        _game(label_smoothing=0.5)

@@ -133,6 +133,9 @@ class TrainConfig(Section):
     consistency: float = Field(0.0, ge=0, description="weight of balanced consistency regularization (Zhao et al. "
                                                       "2021): D's squared logit change between each real and "
                                                       "generated image and a translated copy; 0: off")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="one-sided label smoothing: D's target for "
+                                                                  "real images is 1 minus this (Salimans et al. "
+                                                                  "2016); 0: the seed's target 1")
     lr_decay: float = Field(0.0, ge=0, le=1, description="the last fraction of the run over which both learning "
                                                          "rates fall linearly to 0 (the run's length: "
                                                          "train.time_budget_s when set, else its iterations; "
