@@ -24,11 +24,12 @@ def _as_arrays(p, q) -> tuple[np.ndarray, np.ndarray]:
     return p, q
 
 
-def optimal_discriminator(p_data, p_g) -> np.ndarray:
-    """D*(x) = p_data / (p_data + p_g); where both are 0 D* is undefined and set to 1/2."""
+def optimal_discriminator(p_data, p_g, smoothing: float = 0.0) -> np.ndarray:
+    """D*(x) = p_data / (p_data + p_g); where both are 0 D* is undefined and set to 1/2. With one-sided
+    label smoothing s (D's target 1 - s for real images) the optimum is (1 - s) p_data / (p_data + p_g)."""
     p, q = _as_arrays(p_data, p_g)
     total = p + q
-    return np.divide(p, total, out=np.full_like(p, 0.5), where=total > 0)
+    return (1.0 - smoothing) * np.divide(p, total, out=np.full_like(p, 0.5), where=total > 0)
 
 
 def _kl_to_mixture(p: np.ndarray, q: np.ndarray, dx: float) -> float:
