@@ -167,8 +167,9 @@ class Game:
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
-        return (loss.item(), torch.sigmoid(real_logits).mean().item(),
-                torch.sigmoid(fake_logits).mean().item(), -loss.item())
+        with torch.no_grad():  # V itself: without the smoothed target or the penalties D's loss adds
+            v = losses.value(real_logits, fake_logits).item()
+        return (loss.item(), torch.sigmoid(real_logits).mean().item(), torch.sigmoid(fake_logits).mean().item(), v)
 
     def generator_step(self, n: int, generated: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
                        ) -> float:

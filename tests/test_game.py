@@ -346,3 +346,19 @@ def test_one_sided_label_smoothing_moves_ds_target_for_real_images():
     assert d_real[0.0] > 0.95 and abs(d_real[s] - (1 - s)) < 0.05
     with pytest.raises(ValueError, match="label_smoothing=0.5"):
         _game(label_smoothing=0.5)
+
+
+def test_the_reported_value_is_v_without_the_penalties_or_the_smoothed_target():
+    """With R1 and label smoothing in D's loss, the step still reports V(D, G) on its batches, and
+    loss_d (what D descends) differs from -V. A learning rate of 0 keeps D as it was for the check."""
+    x, y = _d_batch()
+    game = _d_trained(x, y, r1=10.0, label_smoothing=0.2)  # D's logits away from 0, where the terms differ
+    torch.manual_seed(0)
+    fake = torch.rand(32, 1, 28, 28) * 2 - 1
+    for group in game.opt_d.param_groups:
+        group["lr"] = 0.0
+    with torch.no_grad():
+        v = losses.value(game.D(x, y), game.D(fake, y)).item()
+    loss_d, _, _, reported = game.discriminator_step(x, y, (fake, y))
+    assert reported == pytest.approx(v, abs=1e-5)
+    assert abs(loss_d + v) > 0.05
