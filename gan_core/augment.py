@@ -53,6 +53,32 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * mask.unsqueeze(1)
 
 
+def jitter(x: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image under its own small random affine change, resampled bilinearly with the border's
+    pixels extended: a rotation by up to 20 x `strength` degrees, a scale by up to 1 +- 0.1 x
+    `strength` and a horizontal shear by up to 0.2 x `strength`, all about the image's centre.
+    Applied to the real images alone, it is not DiffAugment: the target distribution itself becomes
+    the data under these changes, which a generator then learns (handwriting's own variation in
+    slant, size and angle). `strength` 0 returns `x` itself."""
+    if strength < 0:
+        raise ValueError(f"jitter strength={strength}: a value >= 0")
+    if not strength:
+        return x
+    n = x.shape[0]
+    u = torch.rand(n, 3, generator=generator).to(x.device) * 2 - 1  # uniform in [-1, 1]
+    angle = u[:, 0] * (20.0 * strength) * torch.pi / 180
+    scale = 1 + u[:, 1] * (0.1 * strength)
+    shear = u[:, 2] * (0.2 * strength)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)  # output -> input coordinates
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin + shear * cos
+    theta[:, 1, 0], theta[:, 1, 1] = sin, cos + shear * sin
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x.contiguous(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
+        memory_format=torch.channels_last) and not x.is_contiguous() else out
+
+
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
     """`x` through each policy in order (a new random draw per image and call)."""
     for name in policy:

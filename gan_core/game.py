@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import losses
-from .augment import diff_augment, parse_policy, translation
+from .augment import diff_augment, jitter, parse_policy, translation
 from .sampling import sample_latent
 
 RealBatch = tuple[torch.Tensor, torch.Tensor | None]
@@ -67,7 +67,8 @@ class Game:
                  opt_d: torch.optim.Optimizer, *, k: int = 1, g_loss: str = "non_saturating",
                  label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False,
                  channels_last: bool = False, augment: str | None = None, mode_seeking: float = 0.0,
-                 r1: float = 0.0, r1_every: int = 1, consistency: float = 0.0, label_smoothing: float = 0.0):
+                 r1: float = 0.0, r1_every: int = 1, consistency: float = 0.0, label_smoothing: float = 0.0,
+                 real_jitter: float = 0.0):
         if k < 1:
             raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
         if g_loss not in losses.G_LOSSES:
@@ -111,6 +112,11 @@ class Game:
         if not 0 <= label_smoothing < 0.5:
             raise ValueError(f"label_smoothing={label_smoothing}: a share in [0, 0.5)")
         self.label_smoothing = float(label_smoothing)
+        # Real images jittered (small random rotation, scale and shear) before D sees them: the
+        # distribution G learns is the data under that jitter (0: the data as it is).
+        if real_jitter < 0:
+            raise ValueError(f"real_jitter={real_jitter}: a strength >= 0")
+        self.real_jitter = float(real_jitter)
 
     def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """D's logits for `x`, augmented first when the game augments."""
@@ -202,7 +208,7 @@ class Game:
         generated = None
         for i in range(self.k):
             x, y = fetch()
-            x = x.contiguous(memory_format=self.memory_format)
+            x = jitter(x, self.real_jitter).contiguous(memory_format=self.memory_format)
             n = x.shape[0]
             if self.reuse_fake and i == self.k - 1:
                 z, y_fake = self._g_batch(n)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gan_core import Game, ModelSpec, adam_pair, build_models, losses
+from gan_core.augment import jitter
 
 
 def test_value_matches_the_definition_and_stays_finite():
@@ -199,6 +200,57 @@ def test_diffaugment_transforms_what_d_sees_of_real_and_generated_batches_in_bot
     assert plain.augment == () and game.augment == ("translation", "cutout")
     with pytest.raises(ValueError, match="flip is not one of translation, cutout"):
         _game(augment="flip")
+
+
+def _bar_angle(images: torch.Tensor) -> torch.Tensor:
+    """Each image's principal axis, in degrees from the vertical (second moments of its ink)."""
+    w = (images[:, 0] + 1).clamp(min=0)
+    h, wd = w.shape[1:]
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=w.dtype), torch.arange(wd, dtype=w.dtype), indexing="ij")
+    m = w.sum((1, 2))
+    cy, cx = (w * yy).sum((1, 2)) / m, (w * xx).sum((1, 2)) / m
+    dy, dx = yy - cy[:, None, None], xx - cx[:, None, None]
+    syy, sxx, sxy = (w * dy * dy).sum((1, 2)), (w * dx * dx).sum((1, 2)), (w * dx * dy).sum((1, 2))
+    return torch.rad2deg(0.5 * torch.atan2(2 * sxy, syy - sxx)), cy, cx
+
+
+def test_jitter_tilts_scales_and_shears_each_image_within_its_strength():
+    bar = torch.full((400, 1, 28, 28), -1.0)
+    bar[:, :, 6:22, 13:15] = 1.0  # a vertical bar through the centre
+    assert jitter(bar, 0.0) is bar
+    g = torch.Generator().manual_seed(0)
+    out = jitter(bar, 1.0, g)
+    assert out.shape == bar.shape and out.dtype == bar.dtype
+    assert out.min() >= -1 - 1e-6 and out.max() <= 1 + 1e-6  # bilinear, the border's background extended
+    angle, cy, cx = _bar_angle(out)
+    # Rotation up to 20 degrees and shear up to 0.2 (11.3 degrees) at strength 1: within about 32
+    # degrees of the vertical, spread over both sides, and about the centre (the bar stays in place).
+    assert angle.abs().max() < 33 and angle.std() > 8 and (angle > 5).any() and (angle < -5).any()
+    assert (cy - 13.5).abs().max() < 0.6 and (cx - 13.5).abs().max() < 0.6
+    half = _bar_angle(jitter(bar, 0.5, torch.Generator().manual_seed(0)))[0]
+    assert half.abs().max() < 17 and half.std().item() == pytest.approx(angle.std().item() / 2, rel=0.2)
+    nhwc = jitter(bar[:8].contiguous(memory_format=torch.channels_last), 1.0)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="strength=-1"):
+        jitter(bar, -1.0)
+
+
+def test_real_jitter_changes_the_real_images_d_sees_and_nothing_else():
+    torch.manual_seed(0)
+    game, plain = _game(real_jitter=1.0), _game()
+    seen = {id(game): [], id(plain): []}
+    real = torch.full((8, 1, 28, 28), -1.0)
+    real[:, :, 6:22, 13:15] = 1.0
+    for gm in (game, plain):
+        hook = gm.D.register_forward_pre_hook(lambda m, args, key=id(gm): seen[key].append(args[0].detach().clone()))
+        gm.step(lambda: (real.clone(), torch.randint(0, 3, (8,))))
+        hook.remove()
+    jittered, untouched = seen[id(game)], seen[id(plain)]
+    assert len(jittered) == len(untouched) == 3  # the D update's real and generated batches, G's generated one
+    assert torch.equal(untouched[0], real) and not torch.equal(jittered[0], real)
+    assert (_bar_angle(jittered[0])[0].abs() > 0.5).any()
+    with pytest.raises(ValueError, match="real_jitter=-0.5"):
+        _game(real_jitter=-0.5)
 
 
 def test_the_mode_seeking_term_is_the_reciprocal_of_image_over_latent_distance():

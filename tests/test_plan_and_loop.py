@@ -332,3 +332,4 @@ def test_each_quality_option_changes_what_it_says(digits):
     assert game("train.k=3").k == 3 and base.ema is not None and game("train.ema_beta=null").ema is None
     assert game("train.consistency=10").consistency == 10.0 and base.consistency == 0.0
     assert game("train.label_smoothing=0.1").label_smoothing == 0.1 and base.label_smoothing == 0.0
+    assert game("train.real_jitter=0.5").real_jitter == 0.5 and base.real_jitter == 0.0

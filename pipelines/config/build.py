@@ -30,7 +30,8 @@ def build_game(cfg: Config, train, device: torch.device | str = "cpu") -> tuple[
                 label_prior=train.label_prior() if spec.num_classes else None, ema_beta=t.ema_beta,
                 reuse_fake=t.reuse_fake, channels_last=t.channels_last, augment=t.augment,
                 mode_seeking=t.mode_seeking, r1=t.r1, r1_every=t.r1_every,
-                consistency=t.consistency, label_smoothing=t.label_smoothing)
+                consistency=t.consistency, label_smoothing=t.label_smoothing,
+                real_jitter=t.real_jitter)
     return game, spec
 
 
