@@ -53,30 +53,32 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * mask.unsqueeze(1)
 
 
+# The jitter's largest rotation (degrees), scale change and horizontal shear at strength 1.
+JITTER_DEGREES, JITTER_SCALE, JITTER_SHEAR = 20.0, 0.1, 0.2
+JITTER_TEXT = (f"rotation up to {JITTER_DEGREES:g} degrees x s, scale 1 +- {JITTER_SCALE:g} x s, horizontal "
+               f"shear up to {JITTER_SHEAR:g} x s")
+
+
 def jitter(x: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each image under its own small random affine change, resampled bilinearly with the border's
-    pixels extended: a rotation by up to 20 x `strength` degrees, a scale by up to 1 +- 0.1 x
-    `strength` and a horizontal shear by up to 0.2 x `strength`, all about the image's centre.
-    Applied to the real images alone, it is not DiffAugment: the target distribution itself becomes
-    the data under these changes, which a generator then learns (handwriting's own variation in
-    slant, size and angle). `strength` 0 returns `x` itself."""
+    """Each image under its own small random affine change about its centre (JITTER_TEXT with s =
+    `strength`), resampled bilinearly with the border's pixels extended. Applied to the real images
+    alone, it is not DiffAugment: the target distribution itself becomes the data under these
+    changes, which a generator then learns (handwriting's own variation in slant, size and angle).
+    `strength` 0 returns `x` itself; the caller sets the memory layout of the result."""
     if strength < 0:
         raise ValueError(f"jitter strength={strength}: a value >= 0")
     if not strength:
         return x
-    n = x.shape[0]
-    u = torch.rand(n, 3, generator=generator).to(x.device) * 2 - 1  # uniform in [-1, 1]
-    angle = u[:, 0] * (20.0 * strength) * torch.pi / 180
-    scale = 1 + u[:, 1] * (0.1 * strength)
-    shear = u[:, 2] * (0.2 * strength)
+    u = torch.rand(x.shape[0], 3, generator=generator).to(x.device) * 2 - 1  # uniform in [-1, 1]
+    angle = torch.deg2rad(u[:, 0] * (JITTER_DEGREES * strength))
+    scale = 1 + u[:, 1] * (JITTER_SCALE * strength)
+    shear = u[:, 2] * (JITTER_SHEAR * strength)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)  # output -> input coordinates
+    theta = torch.zeros(x.shape[0], 2, 3, dtype=x.dtype, device=x.device)  # output -> input coordinates
     theta[:, 0, 0], theta[:, 0, 1] = cos, -sin + shear * cos
     theta[:, 1, 0], theta[:, 1, 1] = sin, cos + shear * sin
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    out = F.grid_sample(x.contiguous(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
-        memory_format=torch.channels_last) and not x.is_contiguous() else out
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gan_core.augment import JITTER_TEXT
 from gan_core.metrics.table import TRAINING_METRICS
 from gan_core.sampling import FORWARD_BLOCK
 
@@ -136,10 +137,9 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="one-sided label smoothing: D's target for "
                                                                   "real images is 1 minus this (Salimans et al. "
                                                                   "2016); 0: the seed's target 1")
-    real_jitter: float = Field(0.0, ge=0, le=2, description="strength of a random affine jitter of every real "
-                                                          "image D sees (rotation up to 20 degrees x this, "
-                                                          "scale 1 +- 0.1 x this, shear up to 0.2 x this): G "
-                                                          "learns the data under it; 0: the data as it is")
+    real_jitter: float = Field(0.0, ge=0, le=2, description=f"strength s of a random affine jitter of every real "
+                                                           f"image D sees ({JITTER_TEXT}): G learns the data "
+                                                           f"under it; 0: the data as it is")
     lr_decay: float = Field(0.0, ge=0, le=1, description="the last fraction of the run over which both learning "
                                                          "rates fall linearly to 0 (the run's length: "
                                                          "train.time_budget_s when set, else its iterations; "
