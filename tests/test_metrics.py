@@ -109,6 +109,21 @@ def test_cas_over_several_classifier_seeds_is_the_mean_of_the_single_seed_scores
         classification_accuracy_score(synth_x, synth_y, xt, yt, xh, yh, 10, seeds=0)
 
 
+def test_cas_epochs_set_how_long_each_classifier_trains_above_the_step_floor(digits_net):
+    """`epochs` passes over the training images per classifier (400 images: 6 steps an epoch), but never
+    fewer than `min_steps` steps: 1 epoch is too short to learn the digits, 8 learn them; under a floor
+    of 100 steps both train the same 100 steps and agree exactly."""
+    train, holdout, _, _, _ = digits_net
+    xt, yt = train.tensors()
+    xh, yh = holdout.tensors()
+    pick = torch.randperm(len(xt), generator=torch.Generator().manual_seed(0))[:400]
+    x, y = xt[pick], yt[pick]
+    short, long = (classification_accuracy_score(x, y, x, y, xh, yh, 10, epochs=e, min_steps=0) for e in (1, 8))
+    assert short["cas_real"] < 0.5 < long["cas_real"] - 0.2, (short["cas_real"], long["cas_real"])
+    floored = [classification_accuracy_score(x, y, x, y, xh, yh, 10, epochs=e, min_steps=100) for e in (1, 8)]
+    assert floored[0]["cas_real"] == floored[1]["cas_real"] > long["cas_real"]
+
+
 def test_cas_real_reference_draws_from_every_class_when_the_sample_is_smaller(digits_net):
     """A split stored class by class: a 300-image synthetic set is compared with 300 real images drawn
     at random, not the first 300 (which would be digits 0 and 1 only)."""

@@ -257,6 +257,27 @@ def test_the_quality_bar_is_judged_against_the_real_values_beside_each_metric():
     assert quality_bar({"fd": 0.3}) == {}  # no real value beside it: nothing to judge
 
 
+def test_the_eval_keys_of_cas_reach_its_classifiers_and_name_the_protocol(monkeypatch):
+    """`eval.cas_seeds` and `eval.cas_epochs` are what the protocol's CAS trains with, and the protocol
+    string carries both: an evaluation under other classifiers is not taken for this one."""
+    from pipelines.config import load_config
+    from pipelines.stages import evaluate
+
+    seen = {}
+    monkeypatch.setattr(evaluate, "load_or_train", lambda *a, **k: ("net", None))
+    monkeypatch.setattr(evaluate, "full_metrics", lambda *a, **k: seen.update(k) or {})
+
+    class Data:
+        def split(self, fraction, seed):
+            return "train", "holdout"
+
+    cfg = load_config(None, ["eval.cas_seeds=2", "eval.cas_epochs=5"])
+    evaluate.protocol_metrics(cfg, Data(), "x", "y")
+    assert (seen["cas_seeds"], seen["cas_epochs"], seen["cas"]) == (2, 5, True)
+    assert ";cas_seeds=2;cas_epochs=5;" in evaluate.protocol(cfg, 100)
+    assert evaluate.protocol(cfg, 100) != evaluate.protocol(load_config(None, ["eval.cas_seeds=2"]), 100)
+
+
 def test_a_name_is_held_by_one_live_process_and_a_dead_holder_blocks_nothing(tmp_path):
     import os
     import signal

@@ -56,8 +56,12 @@ class FeatureNet:
         return np.concatenate(feats).astype(np.float64), np.concatenate(probs)
 
 
+# The fewest steps a fresh classifier trains, however small its data.
+MIN_STEPS = 300
+
+
 def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int = 4, seed: int = 0,
-                   batch: int = 64, lr: float = 3e-3, min_steps: int = 300) -> SmallCNN:
+                   batch: int = 64, lr: float = 3e-3, min_steps: int = MIN_STEPS) -> SmallCNN:
     """Train a SmallCNN from scratch, for `epochs` but at least `min_steps` steps; deterministic for a seed."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

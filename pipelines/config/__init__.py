@@ -10,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gan_core.augment import JITTER_TEXT
+from gan_core.metrics.cas import CAS_EPOCHS
+from gan_core.metrics.classifier import MIN_STEPS
 from gan_core.metrics.table import TRAINING_METRICS
 from gan_core.sampling import FORWARD_BLOCK
 
@@ -190,6 +192,8 @@ class EvalConfig(Section):
     cas: bool = Field(True, description="train a classifier on generated samples (CAS) in `ganpipe evaluate`")
     cas_seeds: int = Field(3, ge=1, description="classifiers trained per side for CAS (seeds seed, seed+1, ...), "
                                                "their hits averaged per holdout row")
+    cas_epochs: int = Field(CAS_EPOCHS, ge=1, description=f"epochs of each CAS classifier's training (at least "
+                                                          f"{MIN_STEPS} steps)")
 
 
 class SpaceEntry(Section):

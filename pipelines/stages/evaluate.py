@@ -74,7 +74,7 @@ def protocol(cfg: Config, n_samples: int) -> str:
     from gan_core.metrics.bootstrap import ROUNDS
 
     return (f"samples={n_samples};seed={cfg.seed};holdout={cfg.data.holdout_fraction};cas={int(cfg.eval.cas)};"
-            f"cas_seeds={cfg.eval.cas_seeds};classifier_epochs={cfg.eval.classifier_epochs};bootstrap={ROUNDS}")
+            f"cas_seeds={cfg.eval.cas_seeds};cas_epochs={cfg.eval.cas_epochs};classifier_epochs={cfg.eval.classifier_epochs};bootstrap={ROUNDS}")
 
 
 def generator_config(cfg: Config, loaded: LoadedGenerator) -> Config:
@@ -157,7 +157,8 @@ def protocol_metrics(cfg: Config, data, fake_x, fake_y) -> dict:
     feature network of that split (trained once and cached)."""
     train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
     net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
-    return full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=cfg.eval.cas, cas_seeds=cfg.eval.cas_seeds)
+    return full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=cfg.eval.cas, cas_seeds=cfg.eval.cas_seeds,
+                        cas_epochs=cfg.eval.cas_epochs)
 
 
 def measure(cfg: Config, data, fake_x, fake_y, subject: str, out_dir: str | Path | None, what: str, uri: str,

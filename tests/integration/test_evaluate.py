@@ -59,7 +59,7 @@ def test_evaluate_a_generator_prints_every_metric_with_the_real_reference(workdi
     assert metrics["fd"] > 5 * metrics["fd_real"], "an untrained generator is far from the real floor"
     assert metrics["label_fidelity"] < 0.4 and metrics["label_fidelity_real"] > 0.85
     assert metrics["protocol"].startswith("samples=1618;seed=0")  # CAS: as many samples as the train split
-    assert ";cas_seeds=3;" in metrics["protocol"]  # three classifiers per side, the default
+    assert ";cas_seeds=3;cas_epochs=8;" in metrics["protocol"]  # three classifiers per side of 8 epochs
     report = (workdir / "rep" / "report.md").read_text()
     assert "samples_per_class.png" in report and report.count("\n| ") >= 10  # a fidelity row per class
     # Per class also the CAS of both sides and their gap: the row of class 0 holds the numbers of metrics.json.
