@@ -8,10 +8,13 @@ own local Ray on the same data, every checkpoint kept.
 
 A protocol evaluation (4,500 samples, CAS) costs about half a minute, so checkpoints are evaluated in
 order from the first whose training fd is within the bar's fd bound, until one meets the whole bar
-(`--all`: every such checkpoint, for the table of the bar over a run). A checkpoint's time is the
-MLflow timestamp of its training evaluation.
+(`--all`: every such checkpoint, for the table of the bar over a run; `--stride N`: only every N
+iterations from that first one). A checkpoint's time is the MLflow timestamp of its training
+evaluation. `--budget S` gives the shipped default S seconds of training instead of its
+`train.time_budget_s` (and no patience), for how long it takes to meet the bar where its own budget
+does not.
 
-    python benchmarks/time_to_target.py [--all]
+    python benchmarks/time_to_target.py [--all] [--stride N] [--budget S]
 """
 from __future__ import annotations
 
@@ -61,9 +64,10 @@ def one(overrides: list[str], folder: Path) -> dict:
             "iterations": int(c.get_run(run_id).data.metrics["iteration"])}
 
 
-def judge(run: dict, fd_bound: float, every: bool) -> list[dict]:
+def judge(run: dict, fd_bound: float, every: bool, stride: int | None = None) -> list[dict]:
     """The protocol's metrics and quality bar of the run's checkpoints in iteration order, from the
-    first whose training fd is within `fd_bound`; up to the first that meets the whole bar unless `every`."""
+    first whose training fd is within `fd_bound` (every `stride` iterations from it when given); up to
+    the first that meets the whole bar unless `every`."""
     from gan_core.metrics import quality_bar, sample_generator
     from pipelines.config import load_config
     from pipelines.services.models import resolve
@@ -72,7 +76,7 @@ def judge(run: dict, fd_bound: float, every: bool) -> list[dict]:
     judged, base = [], load_config(None, [])
     first = next((it for _, it, fd in run["fds"] if fd <= fd_bound and it in run["checkpoints"]), None)
     for t, it, _ in run["fds"]:
-        if first is None or it < first or it not in run["checkpoints"]:
+        if first is None or it < first or it not in run["checkpoints"] or (stride and (it - first) % stride):
             continue
         loaded = resolve(str(run["checkpoints"][it]), "")
         cfg, data = generator_data(base, loaded, str(run["checkpoints"][it]))
@@ -97,6 +101,8 @@ def main() -> None:
     add_outputs(ap)
     ap.add_argument("--all", action="store_true",
                     help="evaluate every screened checkpoint, not only up to the first hit")
+    ap.add_argument("--stride", type=int, help="judge a checkpoint every STRIDE iterations from the first screened")
+    ap.add_argument("--budget", type=float, help="seconds of training for the shipped default, without patience")
     args = ap.parse_args()
     cfg = load_config(None, [])
     train, holdout = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
@@ -107,10 +113,11 @@ def main() -> None:
     fd_bound = METRICS["fd"].bar * floor
     tmp = Path(tempfile.mkdtemp())
     runs, judged = {}, {}
-    for name, overrides in (("old", OLD_DEFAULT), ("new", [])):
+    longer = [f"train.time_budget_s={args.budget}", "train.patience=null"] if args.budget else []
+    for name, overrides in (("old", OLD_DEFAULT), ("new", longer)):
         runs[name] = one(overrides, tmp / name)
         print(f"{name}: {runs[name]['iterations']} iterations in {runs[name]['end']:.0f} s", flush=True)
-        judged[name] = judge(runs[name], fd_bound, args.all)
+        judged[name] = judge(runs[name], fd_bound, args.all, args.stride)
     hits = {name: next((j for j in judged[name] if j["met"] == len(j["bar"])), None) for name in runs}
 
     def side(name: str, what: str) -> str:
@@ -127,7 +134,9 @@ def main() -> None:
              "**bar met only by the default**" if hits["new"] else "**bar not met**")
     row = (f"| {datetime.date.today()} | time from `ganpipe train` to the first checkpoint that meets the "
            f"whole quality bar under the protocol (training fd screen <= {fd_bound:.2f}), quick preset data | "
-           f"{side('old', 'fixed 10 epochs, plain G')} | {side('new', 'shipped default')} | {ratio} | "
+           f"{side('old', 'fixed 10 epochs, plain G')} | "
+           f"{side('new', f'shipped default with {args.budget:.0f} s of training' if args.budget else 'shipped default')}"
+           f"{f' (a checkpoint judged every {args.stride} it)' if args.stride else ''} | {ratio} | "
            f"{os.cpu_count()} cores |")
     record(row, args.out, {"fd_bound": fd_bound, "floor": floor, "runs": {k: {**v, "checkpoints": None}
                                                                           for k, v in runs.items()},
