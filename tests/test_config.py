@@ -79,7 +79,7 @@ def test_schema_is_the_one_source_of_defaults():
     import yaml
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert Config().train.epochs == 10 and load_config().train.epochs == 200
+    assert Config().train.epochs == 10 and load_config().train.epochs == 400
     assert "| 10 / unset (quick preset: 200 epochs, a cap) |" in readme
     tree = yaml.safe_load(preset_text("quick")) or {}
     schema = flatten(Config())
