@@ -102,7 +102,8 @@ def main() -> None:
     ap.add_argument("--all", action="store_true",
                     help="evaluate every screened checkpoint, not only up to the first hit")
     ap.add_argument("--stride", type=int, help="judge a checkpoint every STRIDE iterations from the first screened")
-    ap.add_argument("--budget", type=float, help="seconds of training for the shipped default, without patience or epoch cap")
+    ap.add_argument("--budget", type=float,
+                    help="seconds of training for the shipped default, without patience or epoch cap")
     args = ap.parse_args()
     cfg = load_config(None, [])
     train, holdout = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
@@ -120,6 +121,8 @@ def main() -> None:
         judged[name] = judge(runs[name], fd_bound, args.all, args.stride)
     hits = {name: next((j for j in judged[name] if j["met"] == len(j["bar"])), None) for name in runs}
 
+    new = f"shipped default with {args.budget:.0f} s of training" if args.budget else "shipped default"
+
     def side(name: str, what: str) -> str:
         run, hit, seen = runs[name], hits[name], judged[name]
         best = max(seen, key=lambda j: (j["met"], j["iteration"]), default=None)
@@ -135,7 +138,7 @@ def main() -> None:
     row = (f"| {datetime.date.today()} | time from `ganpipe train` to the first checkpoint that meets the "
            f"whole quality bar under the protocol (training fd screen <= {fd_bound:.2f}), quick preset data | "
            f"{side('old', 'fixed 10 epochs, plain G')} | "
-           f"{side('new', f'shipped default with {args.budget:.0f} s of training' if args.budget else 'shipped default')}"
+           f"{side('new', new)}"
            f"{f' (a checkpoint judged every {args.stride} it)' if args.stride else ''} | {ratio} | "
            f"{os.cpu_count()} cores |")
     record(row, args.out, {"fd_bound": fd_bound, "floor": floor, "runs": {k: {**v, "checkpoints": None}

@@ -74,7 +74,8 @@ def protocol(cfg: Config, n_samples: int) -> str:
     from gan_core.metrics.bootstrap import ROUNDS
 
     return (f"samples={n_samples};seed={cfg.seed};holdout={cfg.data.holdout_fraction};cas={int(cfg.eval.cas)};"
-            f"cas_seeds={cfg.eval.cas_seeds};cas_epochs={cfg.eval.cas_epochs};classifier_epochs={cfg.eval.classifier_epochs};bootstrap={ROUNDS}")
+            f"cas_seeds={cfg.eval.cas_seeds};cas_epochs={cfg.eval.cas_epochs};"
+            f"classifier_epochs={cfg.eval.classifier_epochs};bootstrap={ROUNDS}")
 
 
 def generator_config(cfg: Config, loaded: LoadedGenerator) -> Config:
