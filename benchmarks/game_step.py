@@ -10,8 +10,10 @@ Also, against the machine's arithmetic limit: the floating-point operations of o
 counted (torch's FlopCounterMode: forward and backward of G and D, k included), the machine's fp32
 matrix-multiply rate is measured in the same run, and each variant's GFLOP/s is reported as a share
 of it. `--compile` adds a variant with G and D through `torch.compile`, its compile time apart.
+`--bf16` adds the shipped step (fresh batch, channels-last) in fp32 and under bfloat16 autocast
+(`train.precision`), and reports the second against the first.
 
-    python benchmarks/game_step.py --iterations 60 --rounds 3 --threads 2 --compile
+    python benchmarks/game_step.py --iterations 60 --rounds 3 --threads 2 --compile --bf16
 """
 from __future__ import annotations
 
@@ -69,6 +71,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--widths", default="32,64")
     p.add_argument("--compile", action="store_true", help="add a variant with G and D through torch.compile")
+    p.add_argument("--bf16", action="store_true", help="add the fresh-batch channels-last step in fp32 and in bf16")
     add_outputs(p)
     a = p.parse_args()
     peak = matmul_rate(a.threads)
@@ -84,15 +87,18 @@ def main() -> None:
         base, _ = build_game(cfg, train)
         batch = cfg.train.batch_size
 
-        def fresh(reuse: bool, nhwc: bool = False, torch_layers: bool = False) -> Game:
+        def fresh(reuse: bool, nhwc: bool = False, torch_layers: bool = False, precision: str = "fp32") -> Game:
             G, D = copy.deepcopy(base.G), copy.deepcopy(base.D)
             if torch_layers:  # the plain loop's G and D are built as pytorch/examples' are
                 G, D = with_torch_layers(G), with_torch_layers(D)
             opt_g, opt_d = adam_pair(G, D, cfg.train.lr_g, cfg.train.lr_d, (cfg.train.beta1, cfg.train.beta2))
-            return Game(G, D, opt_g, opt_d, k=1, label_prior=base.label_prior, reuse_fake=reuse, channels_last=nhwc)
+            return Game(G, D, opt_g, opt_d, k=1, label_prior=base.label_prior, reuse_fake=reuse, channels_last=nhwc,
+                        precision=precision)
 
         sides = {"plain": fresh(False, torch_layers=True), "game": fresh(False), "game_reuse": fresh(True),
                  "game_reuse_nhwc": fresh(True, True)}
+        if a.bf16:
+            sides |= {"game_nhwc": fresh(False, True), "game_nhwc_bf16": fresh(False, True, precision="bf16")}
         flops = {name: iteration_flops(game, BatchStream(x, y, batch, seed=99))
                  for name, game in sides.items() if name != "plain"}
         compile_s = None
@@ -119,7 +125,8 @@ def main() -> None:
                 if r:
                     seconds[name] += time.perf_counter() - start
         rate = {k: a.rounds * a.iterations * batch / v for k, v in seconds.items()}
-        best = max((k for k in sides if k.startswith("game") and k != "game_compiled"), key=rate.get)
+        best = max((k for k in sides if k.startswith("game") and k not in ("game_compiled", "game_nhwc_bf16")),
+                   key=rate.get)  # the plain loop's arithmetic: fp32
         # share of the matmul rate: the FLOPs each variant executes, at its measured iterations/second
         share = {k: flops[k] * rate[k] / batch / peak for k in flops}
         numbers[f"w{width}"] = {"img_s": rate, "gflop_per_iteration": {k: v / 1e9 for k, v in flops.items()},
@@ -127,6 +134,10 @@ def main() -> None:
                                 "compile_s": compile_s}
         compiled = (f"; torch.compile {rate['game_compiled']:.0f} img/s after {compile_s:.0f} s compiling"
                     if compile_s is not None else "")
+        if a.bf16:
+            numbers[f"w{width}"]["bf16_ratio"] = rate["game_nhwc_bf16"] / rate["game_nhwc"]
+            compiled += (f"; fresh batch + channels_last {rate['game_nhwc']:.0f} img/s, the same in bf16 "
+                         f"{rate['game_nhwc_bf16']:.0f} img/s (**{rate['game_nhwc_bf16'] / rate['game_nhwc']:.2f}x**)")
         rows.append(f"| {datetime.date.today()} | game step vs plain dcgan loop, conditional DCGAN width {width}, mnist5k, "
                     f"batch {batch}, k=1, {a.threads} threads, {a.rounds}x{a.iterations} it "
                     f"| plain loop {rate['plain']:.0f} img/s "

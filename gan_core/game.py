@@ -19,6 +19,7 @@ from .augment import diff_augment, jitter, parse_policy, translation
 from .sampling import sample_latent
 
 RealBatch = tuple[torch.Tensor, torch.Tensor | None]
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Game:
                  label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False,
                  channels_last: bool = False, augment: str | None = None, mode_seeking: float = 0.0,
                  r1: float = 0.0, r1_every: int = 1, consistency: float = 0.0, label_smoothing: float = 0.0,
-                 real_jitter: float = 0.0):
+                 real_jitter: float = 0.0, precision: str = "fp32"):
         if k < 1:
             raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
         if g_loss not in losses.G_LOSSES:
@@ -117,12 +118,17 @@ class Game:
         if real_jitter < 0:
             raise ValueError(f"real_jitter={real_jitter}: a strength >= 0")
         self.real_jitter = float(real_jitter)
+        # bf16: every iteration's forward passes under bfloat16 autocast (weights, optimizer state,
+        # losses and the EMA stay fp32); fp32: the seed's arithmetic throughout.
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
+        self.precision = precision
 
     def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """D's logits for `x`, augmented first when the game augments."""
         if self.augment:
             x = diff_augment(x, self.augment).contiguous(memory_format=self.memory_format)
-        return self.D(x, y)
+        return self.D(x, y).float()  # the losses in fp32 under bf16 autocast
 
     def _shifted(self, x: torch.Tensor) -> torch.Tensor:
         """`x` translated at random (consistency regularization's augmentation), in the game's layout."""
@@ -203,6 +209,10 @@ class Game:
     def step(self, next_real: Callable[[], RealBatch] | Iterator[RealBatch]) -> StepStats:
         """One iteration: k D updates, each on a fresh real batch, then one G update."""
         fetch = next_real if callable(next_real) else (lambda: next(next_real))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self._step(fetch)
+
+    def _step(self, fetch: Callable[[], RealBatch]) -> StepStats:
         d_stats = []
         n = 0
         generated = None

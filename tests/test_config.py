@@ -137,3 +137,21 @@ def test_the_sweep_preset_builds_on_quick_and_a_config_may_extend_a_preset(tmp_p
     mine.write_text("extends: fast\n")
     with pytest.raises(ConfigError, match="extends: 'fast' is not a preset"):
         load_config(mine)
+
+
+@pytest.mark.parametrize("amx, cuda_bf16, device, expected", [
+    (True, False, "cpu", "bf16"), (False, False, "cpu", "fp32"),
+    (False, True, "cuda", "bf16"), (True, False, "cuda", "fp32")])
+def test_precision_auto_is_bf16_only_where_the_device_computes_it_natively(monkeypatch, amx, cuda_bf16, device,
+                                                                           expected):
+    import torch
+
+    from pipelines.config.build import build_game, load_data, precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    assert precision("auto", device) == expected
+    assert precision("fp32", device) == "fp32" and precision("bf16", device) == "bf16"
+    if device == "cpu":  # what the training worker builds
+        cfg = load_config(None, ["data.source=digits", "train.precision=auto"])
+        assert build_game(cfg, load_data(cfg))[0].precision == expected

@@ -161,6 +161,41 @@ def test_channels_last_plays_the_same_game_to_float_tolerance():
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
 
 
+def test_bf16_runs_the_step_in_bfloat16_and_keeps_weights_and_losses_fp32():
+    """precision=bf16: G's and D's convolutions compute in bfloat16 during the step (outside it, fp32);
+    the weights, the optimizer's state and the logits the losses read stay fp32, and the step plays
+    the fp32 game to bfloat16's tolerance."""
+    torch.manual_seed(0)
+    full = _game(k=1, arch="dcgan", channels_last=True)
+    torch.manual_seed(0)
+    half = _game(k=1, arch="dcgan", channels_last=True, precision="bf16")
+    dtypes = {"fp32": [], "bf16": []}
+    for name, game in (("fp32", full), ("bf16", half)):
+        for m in list(game.G.modules()) + list(game.D.modules()):
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.register_forward_hook(lambda mod, inp, out, seen=dtypes[name]: seen.append(out.dtype))
+    real = [(torch.rand(16, 1, 28, 28) * 2 - 1, torch.randint(0, 3, (16,))) for _ in range(3)]
+    for step in range(3):
+        torch.manual_seed(step)
+        a = full.step(iter(real[step:step + 1]))
+        torch.manual_seed(step)
+        b = half.step(iter(real[step:step + 1]))
+        assert a.loss_d == pytest.approx(b.loss_d, abs=0.05) and a.loss_g == pytest.approx(b.loss_g, abs=0.05)
+    assert dtypes["bf16"] and set(dtypes["bf16"]) == {torch.bfloat16}
+    assert set(dtypes["fp32"]) == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in list(half.G.parameters()) + list(half.D.parameters()))
+    assert all(v.dtype == torch.float32 for st in half.opt_g.state.values() for v in st.values() if v.dim())
+    moved = max((p - q).abs().max().item() for p, q in zip(full.G.parameters(), half.G.parameters()))
+    assert 0 < moved < 0.05  # Adam's first steps are the same size; bfloat16 rounds what they follow
+    dtypes["bf16"].clear()
+    with torch.no_grad():  # sampling and evaluation outside the step: fp32
+        z, y = half.sample_latent(4)
+        half.D(half.G(z, y), y)
+    assert set(dtypes["bf16"]) == {torch.float32}
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        _game(precision="fp16")
+
+
 def test_translation_shifts_each_image_by_at_most_an_eighth_and_cutout_zeroes_one_square():
     from gan_core.augment import cutout, translation
 

@@ -124,6 +124,10 @@ class TrainConfig(Section):
     channels_last: bool = Field(True, description="G, D and the real batches in channels-last (NHWC) memory "
                                                   "layout: faster convolutions on CPU, the same game to float "
                                                   "tolerance")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "fp32", description="arithmetic of the training step's forward passes: fp32, or bf16 (bfloat16 autocast; "
+                            "weights, optimizer state and losses stay fp32); auto: bf16 where the device computes "
+                            "it natively (a CUDA GPU with bf16, a CPU with AMX), else fp32")
     reuse_fake: bool = Field(False, description="the G update takes the last D update's generated batch (one G "
                                                 "forward fewer, as DCGAN's reference loop); false: a fresh batch")
     mode_seeking: float = Field(0.0, ge=0, description="weight of MSGAN's mode-seeking term in G's loss (pairs of "

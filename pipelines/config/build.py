@@ -18,6 +18,18 @@ def model_spec(cfg: Config, image_shape: tuple, num_classes: int) -> ModelSpec:
                      d_norm=m.d_norm, d_minibatch_std=m.d_minibatch_std, g_conditioning=m.g_conditioning)
 
 
+def precision(name: str, device: torch.device | str = "cpu") -> str:
+    """The step's arithmetic for train.precision `name` on `device`: auto is bf16 where the device
+    computes bfloat16 natively (a CUDA GPU that supports it; a CPU with AMX tiles), else fp32."""
+    if name != "auto":
+        return name
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "bf16" if kind == "cpu" and amx() else "fp32"
+
+
 def build_game(cfg: Config, train, device: torch.device | str = "cpu") -> tuple[Game, ModelSpec]:
     """(Game, spec) for a training split `train` (an ImageDataset): models on `device`, Adam pair,
     k, the G loss, the label prior of the data, the EMA generator if configured."""
@@ -31,7 +43,7 @@ def build_game(cfg: Config, train, device: torch.device | str = "cpu") -> tuple[
                 reuse_fake=t.reuse_fake, channels_last=t.channels_last, augment=t.augment,
                 mode_seeking=t.mode_seeking, r1=t.r1, r1_every=t.r1_every,
                 consistency=t.consistency, label_smoothing=t.label_smoothing,
-                real_jitter=t.real_jitter)
+                real_jitter=t.real_jitter, precision=precision(t.precision, device))
     return game, spec
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ...config import Config
-from ...config.build import model_spec
+from ...config.build import model_spec, precision
 from ...services import checkpoints, names
 from ...services.runtime import requested_address
 
@@ -79,6 +79,7 @@ def cache_key(cfg: Config, data, options: list[Layout]) -> str:
     return json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                        "torch": torch.__version__, "spec": asdict(spec), "k": t.k, "reuse_fake": t.reuse_fake,
                        "channels_last": t.channels_last, "ema": t.ema_beta is not None,
+                       "precision": precision(t.precision),
                        "options": [asdict(o) for o in options]}, sort_keys=True)
 
 
