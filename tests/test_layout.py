@@ -48,35 +48,40 @@ def test_the_fastest_measured_layout_is_taken_said_and_cached(tmp_path, digits, 
 
     def fake_measure(cfg, data, option):  # each layout's rounds, in turn
         measured.append(option)
-        return rates[option][sum(o == option for o in measured) - 1]
+        return rates[option][(sum(o == option for o in measured) - 1) % 2]
 
     monkeypatch.setattr(layout, "measure", fake_measure)
-    cfg, said = _cfg(tmp_path, "train.batch_size=32"), []
+    cfg, said = _cfg(tmp_path, "train.batch_size=32", "train.precision=fp32"), []
     chosen = layout.choose(cfg, digits, 2, str(tmp_path / "runs" / "new"), say=said.append)
     # Two rounds, alternating; each layout's best round counts (a slow round is the machine's noise).
     assert measured == [Layout(2, 1, 32), Layout(1, 2, 64)] * 2
     assert (chosen.ray.num_workers, chosen.ray.cpus_per_worker, chosen.train.batch_size) == (1, 2.0, 64)
-    assert said == ["train: layout 1 worker x 2 threads, batch 64 per worker: 1,200 images/s against 2 workers x "
+    assert said == ["train: layout 1 worker x 2 threads, batch 64 per worker, fp32 step: 1,200 images/s against 2 workers x "
                     "1 thread, batch 32 per worker 950 (measured now; ray.layout=per_cpu for one worker per CPU)"]
     # The same machine and model: the cache answers, nothing is measured again.
     said.clear()
     again = layout.choose(cfg, digits, 2, str(tmp_path / "runs" / "other"), say=said.append)
     assert len(measured) == 4 and again.ray.num_workers == 1 and "cached in" in said[0]
+    # The step's arithmetic is part of its speed: bf16 is another entry, measured afresh.
+    layout.choose(_cfg(tmp_path, "train.batch_size=32", "train.precision=bf16"), digits, 2,
+                  str(tmp_path / "runs" / "half"), say=said.append)
+    assert len(measured) == 8 and "measured now" in said[-1]
+    del measured[4:]
     # Another model is another entry: measured afresh; here the per-CPU split wins.
     measured.clear()
     rates.update({Layout(2, 1, 32): [1500.0, 1400.0]})
     wider = layout.choose(_cfg(tmp_path, "train.batch_size=32", "model.g_width=16"), digits, 2,
                           str(tmp_path / "runs" / "x"), say=said.append)
     assert len(measured) == 4 and (wider.ray.num_workers, wider.train.batch_size) == (2, 32)
-    assert len(json.loads((tmp_path / "layouts.json").read_text())) == 2
+    assert len(json.loads((tmp_path / "layouts.json").read_text())) == 3
     # Several workers must measure 10% faster than one: 1,040 against 990 is not enough.
     measured.clear()
     rates.update({Layout(2, 1, 32): [1000.0, 1040.0], Layout(1, 2, 64): [990.0, 980.0]})
     said.clear()
-    close = layout.choose(_cfg(tmp_path, "train.batch_size=32", "model.g_width=24"), digits, 2,
-                          str(tmp_path / "runs" / "y"), say=said.append)
+    close = layout.choose(_cfg(tmp_path, "train.batch_size=32", "model.g_width=24", "train.precision=bf16"), digits,
+                          2, str(tmp_path / "runs" / "y"), say=said.append)
     assert (close.ray.num_workers, close.train.batch_size) == (1, 64)
-    assert said == ["train: layout 1 worker x 2 threads, batch 64 per worker: 990 images/s against 2 workers x "
+    assert said == ["train: layout 1 worker x 2 threads, batch 64 per worker, bf16 step: 990 images/s against 2 workers x "
                     "1 thread, batch 32 per worker 1,040 (measured now; several workers are taken when 10% "
                     "faster; ray.layout=per_cpu for one worker per CPU)"]
     # Configured workers, or the per-CPU layout asked for: nothing measured, one worker per CPU.

@@ -209,6 +209,6 @@ def choose(cfg: Config, data, fit: int, run_dir: str, say=print) -> Config:
     others = "; ".join(f"{o.describe()} {r:,.0f}" for o, r in measured if o != best)
     margin = (f"; several workers are taken when {SEVERAL_WORKERS_MARGIN - 1:.0%} faster"
               if any(r > rate for _, r in measured) else "")
-    say(f"train: layout {best.describe()}: {rate:,.0f} images/s against {others} ({source}{margin}; "
-        f"ray.layout=per_cpu for one worker per CPU)")
+    say(f"train: layout {best.describe()}, {precision(cfg.train.precision)} step: {rate:,.0f} images/s against "
+        f"{others} ({source}{margin}; ray.layout=per_cpu for one worker per CPU)")
     return with_layout(cfg, best)
