@@ -35,7 +35,7 @@ from record import add_outputs, record  # noqa: E402
 
 OLD_DEFAULT = ["train.epochs=10", "train.target=null", "train.patience=null", "train.time_budget_s=null",
                "train.ema_beta=null", "train.r1=0", "train.tolerance=0", "train.eval_every=50",
-               "train.checkpoint_every=50"]
+               "train.checkpoint_every=50", "train.precision=fp32"]
 KEEP_ALL = "train.keep_checkpoints=100000"
 
 
