@@ -133,7 +133,12 @@ def test_the_sweep_preset_builds_on_quick_and_a_config_may_extend_a_preset(tmp_p
     mine = tmp_path / "mine.yaml"
     mine.write_text("extends: sweep\ntune:\n  num_samples: 3\n  space:\n    train.k: {choice: [1]}\n")
     cfg = load_config(mine)
-    assert cfg.tune.num_samples == 3 and list(cfg.tune.space) == ["train.k"] and cfg.train.epochs == 400
+    assert cfg.tune.num_samples == 3 and list(cfg.tune.space) == ["train.k"]
+    assert cfg.train.epochs == sweep.train.epochs != quick.train.epochs
+    # The cap is above what a kept trial trains in the sweep's time: one-thread bf16 trials at the space's
+    # smallest batch train about 24 iterations a second on 2 cores (docs/quality.md), on 4,500 digits.
+    smallest = min(sweep.tune.space["train.batch_size"].choice)
+    assert sweep.train.epochs * (4500 // smallest) > 24 * sweep.tune.time_budget_s
     mine.write_text("extends: fast\n")
     with pytest.raises(ConfigError, match="extends: 'fast' is not a preset"):
         load_config(mine)
