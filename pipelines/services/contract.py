@@ -24,6 +24,7 @@ STOP_REASON = "ganpipe.stop_reason"  # why a run ended before its planned length
 CHECKPOINT_ITERATION = "ganpipe.checkpoint_iteration"  # the iteration of checkpoint/state.pt (the best)
 STREAM_SHARD = "ganpipe.stream_shard"  # .RANK: JSON {file: rows read} of a worker's streamed shard
 NODES = "ganpipe.nodes"  # JSON list of the Ray node ids a stage ran on (training ranks in order; generate actors)
+PRECISION = "ganpipe.precision"  # the arithmetic the training step ran in: fp32 or bf16 (train.precision resolved)
 DATA_FINGERPRINT = "data.fingerprint"
 EVAL_PROTOCOL = "ganpipe.eval_protocol"  # the protocol of the eval_* metrics on the run
 PARENT_RUN = "mlflow.parentRunId"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import pytest
 
 from pipelines.config import load_config
+from pipelines.config.build import precision
 from pipelines.stages.train.driver import best_checkpoint
 from pipelines.stages.train.layout import Layout, fastest
 from tests.helpers import run_cli
@@ -43,6 +44,8 @@ def test_ganpipe_run_on_the_quick_preset_trains_to_its_budget_registers_the_best
     chosen = fastest(timed)[0]
     workers, batch = chosen.workers, chosen.batch
     assert lines[0].startswith(f"train: layout {workers} worker"), lines[0]
+    # The preset's train.precision is auto: the arithmetic it resolved to on this machine is named.
+    assert f", {precision('auto')} step: " in lines[0], lines[0]
     # The preset's epochs x 35 batches of the global batch of 128 (4,500 training digits) is the cap;
     # the budget ends it first.
     cap = load_config(None, []).train.epochs * (4500 // 128)
@@ -73,6 +76,7 @@ def test_ganpipe_run_on_the_quick_preset_trains_to_its_budget_registers_the_best
     best_step = best_checkpoint(candidates, preset).step
     assert run.data.tags["ganpipe.checkpoint_iteration"] == str(best_step), (fd, run.data.tags)
     assert "time budget" in run.data.tags["ganpipe.stop_reason"]
+    assert run.data.params["train.precision"] == "auto" and run.data.tags["ganpipe.precision"] == precision("auto")
     assert "register: gan-generator version 1 is champion (there is no champion yet)" in out
     version = c.get_model_version("gan-generator", "1")
     assert version.tags["iteration"] == str(best_step)

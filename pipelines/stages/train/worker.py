@@ -241,6 +241,7 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
         dist.all_gather_object(nodes, node)
     if rank == 0:
         tracking.client(uri).set_tag(run_id, contract.NODES, json.dumps(nodes))
+        tracking.client(uri).set_tag(run_id, contract.PRECISION, game.precision)
     stop = StopRule.from_config(t, cfg.tune.metric, cfg.eval.during_training, loop_config.get("deadline"))
     result = run_loop(game, stream, plan, t, hooks, start, seconds, evaluate=cfg.eval.during_training, stop=stop,
                       wall_seconds=wall)
