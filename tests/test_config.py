@@ -157,6 +157,8 @@ def test_precision_auto_is_bf16_only_where_the_device_computes_it_natively(monke
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
     assert precision("auto", device) == expected
     assert precision("fp32", device) == "fp32" and precision("bf16", device) == "bf16"
+    with pytest.raises(ConfigError, match="train.precision: Input should be 'auto', 'fp32' or 'bf16'"):
+        load_config(None, ["train.precision=fp16"])
     if device == "cpu":  # what the training worker builds
         cfg = load_config(None, ["data.source=digits", "train.precision=auto"])
         assert build_game(cfg, load_data(cfg))[0].precision == expected

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gan_core.augment import JITTER_TEXT
+from gan_core.game import PRECISIONS
 from gan_core.metrics.cas import CAS_EPOCHS
 from gan_core.metrics.classifier import MIN_STEPS
 from gan_core.metrics.table import TRAINING_METRICS
@@ -107,6 +108,9 @@ class ModelConfig(Section):
                                                      "standard deviation; dcgan only)")
 
 
+Precision = Literal[("auto", *PRECISIONS)]  # the step's arithmetics, and auto: chosen by the device
+
+
 @_described
 class TrainConfig(Section):
     k: int = Field(1, ge=1, description="discriminator updates per generator update")
@@ -124,7 +128,7 @@ class TrainConfig(Section):
     channels_last: bool = Field(True, description="G, D and the real batches in channels-last (NHWC) memory "
                                                   "layout: faster convolutions on CPU, the same game to float "
                                                   "tolerance")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Precision = Field(
         "fp32", description="arithmetic of the training step's forward passes: fp32, or bf16 (bfloat16 autocast; "
                             "weights, optimizer state and losses stay fp32); auto: bf16 where the device computes "
                             "it natively (a CUDA GPU with bf16, a CPU with AMX), else fp32")
