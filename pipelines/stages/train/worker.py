@@ -240,8 +240,9 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
     if world > 1:
         dist.all_gather_object(nodes, node)
     if rank == 0:
-        tracking.client(uri).set_tag(run_id, contract.NODES, json.dumps(nodes))
-        tracking.client(uri).set_tag(run_id, contract.PRECISION, game.precision)
+        client = tracking.client(uri)
+        client.set_tag(run_id, contract.NODES, json.dumps(nodes))
+        client.set_tag(run_id, contract.PRECISION, game.precision)
     stop = StopRule.from_config(t, cfg.tune.metric, cfg.eval.during_training, loop_config.get("deadline"))
     result = run_loop(game, stream, plan, t, hooks, start, seconds, evaluate=cfg.eval.during_training, stop=stop,
                       wall_seconds=wall)
