@@ -127,8 +127,9 @@ def test_the_sweep_preset_builds_on_quick_and_a_config_may_extend_a_preset(tmp_p
     assert quick.train.time_budget_s and sweep.train.time_budget_s is None
     assert sweep.train.target is None and sweep.train.patience is None
     assert sweep.tune.workers_per_trial == 1 and sweep.tune.time_budget_s == 1800
-    assert set(sweep.tune.space) == {"train.lr_g", "train.lr_d", "train.k", "train.batch_size", "train.ema_beta",
-                                     "model.d_width", "model.z_dim", "model.g_conditioning"}
+    assert set(sweep.tune.space) == {"train.lr_g", "train.lr_d", "train.batch_size", "train.ema_beta", "model.d_width"}
+    # What the space leaves out is the default's: G conditioned at its input, k = 1.
+    assert sweep.model.g_conditioning == quick.model.g_conditioning == "input" and sweep.train.k == 1
     assert sweep.workflow.stages[0] == "tune"
     mine = tmp_path / "mine.yaml"
     mine.write_text("extends: sweep\ntune:\n  num_samples: 3\n  space:\n    train.k: {choice: [1]}\n")
