@@ -69,7 +69,7 @@ class Game:
                  label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False,
                  channels_last: bool = False, augment: str | None = None, mode_seeking: float = 0.0,
                  r1: float = 0.0, r1_every: int = 1, consistency: float = 0.0, label_smoothing: float = 0.0,
-                 real_jitter: float = 0.0, precision: str = "fp32"):
+                 real_jitter: float = 0.0, aux_weight: float = 1.0, precision: str = "fp32"):
         if k < 1:
             raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
         if g_loss not in losses.G_LOSSES:
@@ -118,6 +118,12 @@ class Game:
         if real_jitter < 0:
             raise ValueError(f"real_jitter={real_jitter}: a strength >= 0")
         self.real_jitter = float(real_jitter)
+        # AC-GAN (a D with a class head, `d_conditioning='aux'`): D's loss adds the cross-entropy of its
+        # class logits on the real batch, G's the cross-entropy of D's class logits on its generated
+        # batch against the labels it was asked for, both with this weight.
+        if aux_weight < 0:
+            raise ValueError(f"aux_weight={aux_weight}: a weight >= 0")
+        self.aux_weight = float(aux_weight) if getattr(unwrap(discriminator), "classes", None) is not None else 0.0
         # bf16: every iteration's forward passes under bfloat16 autocast (weights, optimizer state,
         # losses and the EMA stay fp32); fp32: the seed's arithmetic throughout.
         if precision not in PRECISIONS:
@@ -126,9 +132,18 @@ class Game:
 
     def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """D's logits for `x`, augmented first when the game augments."""
+        return self._d_classes(x, y, False)[0]
+
+    def _d_classes(self, x: torch.Tensor, y: torch.Tensor | None,
+                   classes: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logits for `x` and, with `classes` and a class head, the cross-entropy of its class
+        logits against `y` (else None)."""
         if self.augment:
             x = diff_augment(x, self.augment).contiguous(memory_format=self.memory_format)
-        return self.D(x, y).float()  # the losses in fp32 under bf16 autocast
+        if not (classes and self.aux_weight):
+            return self.D(x, y).float(), None  # the losses in fp32 under bf16 autocast
+        logits, class_logits = self.D(x, y, classes=True)
+        return logits.float(), nn.functional.cross_entropy(class_logits.float(), y)
 
     def _shifted(self, x: torch.Tensor) -> torch.Tensor:
         """`x` translated at random (consistency regularization's augmentation), in the game's layout."""
@@ -167,9 +182,11 @@ class Game:
         self.d_updates += 1
         if penalize:
             x = x.detach().requires_grad_(True)
-        real_logits = self._d(x, y)
+        real_logits, real_classes = self._d_classes(x, y)
         fake_logits = self._d(fake, y_fake)
         loss = losses.discriminator_loss(real_logits, fake_logits, self.label_smoothing)
+        if real_classes is not None:
+            loss = loss + self.aux_weight * real_classes
         if penalize:
             loss = loss + 0.5 * self.r1 * self.r1_every * losses.r1_penalty(real_logits, x)
         if self.consistency:
@@ -194,7 +211,10 @@ class Game:
                 fake = self.G(z, y)
             else:
                 fake, y, z = generated
-            loss = game_loss = losses.generator_loss(self._d(fake, y), self.g_loss)
+            fake_logits, fake_classes = self._d_classes(fake, y)
+            loss = game_loss = losses.generator_loss(fake_logits, self.g_loss)
+            if fake_classes is not None:
+                loss = loss + self.aux_weight * fake_classes
             if self.mode_seeking:
                 loss = loss + self.mode_seeking * losses.mode_seeking(fake, z)
             self.opt_g.zero_grad(set_to_none=True)

@@ -447,3 +447,69 @@ def test_the_reported_value_is_v_without_the_penalties_or_the_smoothed_target():
     loss_d, _, _, reported = game.discriminator_step(x, y, (fake, y))
     assert reported == pytest.approx(v, abs=1e-5)
     assert abs(loss_d + v) > 0.05
+
+
+def _aux_game(aux_weight=1.0, lr=1e-3):
+    torch.manual_seed(0)
+    g, d = build_models(ModelSpec("dcgan", 8, (1, 28, 28), num_classes=3, g_width=8, d_width=8,
+                                  d_conditioning="aux"))
+    opt_g, opt_d = adam_pair(g, d, lr, lr)
+    return Game(g, d, opt_g, opt_d, aux_weight=aux_weight, label_prior=torch.tensor([0.5, 0.3, 0.2]))
+
+
+def test_the_aux_discriminator_classifies_with_a_second_head_and_its_logit_ignores_the_label():
+    """AC-GAN's D: the real/fake logit is the same for any label; `classes=True` adds one logit per
+    class; D's class head learns the real batch's labels under the game's D updates; other
+    conditionings have no class head, and the MLP none at all."""
+    game = _aux_game()
+    x, y = _d_batch()
+    d = game.D.eval()
+    with torch.no_grad():
+        assert torch.equal(d(x, y), d(x, (y + 1) % 3))
+        logit, classes = d(x, y, classes=True)
+    assert torch.equal(logit, d(x, y)) and classes.shape == (32, 3)
+    d.train()
+    accuracy = lambda: (game.D(x, y, classes=True)[1].argmax(1) == y).float().mean().item()  # noqa: E731
+    before = accuracy()
+    for _ in range(40):
+        game.discriminator_step(x, y)
+    assert before < 0.6 and accuracy() == 1.0
+    plain = build_models(ModelSpec("dcgan", 8, (1, 28, 28), num_classes=3, g_width=8, d_width=8))[1]
+    with pytest.raises(ValueError, match="d_conditioning='aux'"):
+        plain(x, y, classes=True)
+    with pytest.raises(ValueError, match="d_conditioning='aux' is built for model.arch='dcgan'"):
+        build_models(ModelSpec("mlp", 8, (1, 28, 28), num_classes=3, d_conditioning="aux"))
+    assert _game(arch="dcgan").aux_weight == 0.0  # concat: no class head, no class loss
+    with pytest.raises(ValueError, match="aux_weight=-1"):
+        _aux_game(aux_weight=-1.0)
+
+
+@pytest.mark.parametrize("weight", [0.0, 2.0])
+def test_the_aux_game_adds_the_class_cross_entropy_to_both_losses(weight):
+    """D descends -V + w CE(D's class logits on the real batch, its labels); G descends its game loss
+    + w CE(D's class logits on its samples, the labels asked for), and reports the game loss alone.
+    Learning rates of 0 keep both players as they were for the check."""
+    x, y = _d_batch()
+    game = _aux_game(weight, lr=0.0)
+    with torch.no_grad():
+        logits, classes = game.D(x, y, classes=True)
+    expected = torch.nn.functional.cross_entropy(classes, y).item()
+    torch.manual_seed(1)
+    loss_d, _, _, v = game.discriminator_step(x, y)
+    assert loss_d == pytest.approx(-v + weight * expected, abs=1e-5)
+    torch.manual_seed(2)
+    loss_g = game.generator_step(16)
+    grads = [p.grad.clone() for p in game.G.parameters()]
+    torch.manual_seed(2)
+    z, y_fake = game._g_batch(16)
+    fake = game.G(z, y_fake)
+    fake_logits, fake_classes = game.D(fake, y_fake, classes=True)
+    game_loss = losses.generator_loss(fake_logits)
+    assert loss_g == pytest.approx(game_loss.item(), abs=1e-5)
+    total = game_loss + weight * torch.nn.functional.cross_entropy(fake_classes, y_fake)
+    manual = torch.autograd.grad(total, list(game.G.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, manual))
+    _, fake_classes = game.D(game.G(z, y_fake), y_fake, classes=True)
+    class_only = torch.autograd.grad(torch.nn.functional.cross_entropy(fake_classes, y_fake),
+                                     list(game.G.parameters()))
+    assert max(g.abs().max().item() for g in class_only) > 1e-4  # the class term moves G when weighted

@@ -109,6 +109,34 @@ def test_cas_over_several_classifier_seeds_is_the_mean_of_the_single_seed_scores
         classification_accuracy_score(synth_x, synth_y, xt, yt, xh, yh, 10, seeds=0)
 
 
+def test_the_real_side_of_cas_is_trained_once_per_data_and_size_and_then_read_back(digits_net, tmp_path,
+                                                                                   monkeypatch):
+    """With a cache folder the real-trained classifier's holdout hits are kept: a second evaluation of
+    other samples trains only the synthetic side and reports the same real reference as without the
+    cache; another real subset size or seed trains the real side again."""
+    from gan_core.metrics import cas
+
+    train, holdout, _, _, _ = digits_net
+    xt, yt = train.tensors()
+    xh, yh = holdout.tensors()
+    fits = []
+    real_fit = cas.fit_classifier
+    monkeypatch.setattr(cas, "fit_classifier", lambda x, *a, **k: fits.append(len(x)) or real_fit(x, *a, **k))
+    kw = dict(epochs=1, min_steps=40, cache_dir=tmp_path)
+    first = classification_accuracy_score(xt[:300].flip(-1), yt[:300], xt, yt, xh, yh, 10, **kw)
+    assert fits == [300, 300] and len(list((tmp_path / "cas_reference").glob("*.npy"))) == 1
+    fits.clear()
+    again = classification_accuracy_score(xt[300:600], yt[300:600], xt, yt, xh, yh, 10, **kw)
+    assert fits == [300] and again["cas_real"] == first["cas_real"]
+    assert again["cas_real_per_class"] == first["cas_real_per_class"]
+    uncached = classification_accuracy_score(xt[300:600], yt[300:600], xt, yt, xh, yh, 10, epochs=1, min_steps=40)
+    assert uncached["cas_real"] == first["cas_real"] and uncached["cas"] == again["cas"]
+    fits.clear()
+    classification_accuracy_score(xt[:200], yt[:200], xt, yt, xh, yh, 10, **kw)
+    classification_accuracy_score(xt[:200], yt[:200], xt, yt, xh, yh, 10, seed=1, **kw)
+    assert fits == [200, 200, 200, 200] and len(list((tmp_path / "cas_reference").glob("*.npy"))) == 3
+
+
 def test_cas_epochs_set_how_long_each_classifier_trains_above_the_step_floor(digits_net):
     """`epochs` passes over the training images per classifier (400 images: 6 steps an epoch), but never
     fewer than `min_steps` steps: 1 epoch is too short to learn the digits, 8 learn them; under a floor

@@ -328,6 +328,9 @@ def test_each_quality_option_changes_what_it_says(digits):
         y0, y1 = torch.zeros(4, dtype=torch.int64), torch.full((4,), 3)
         shift = proj.D(x, y1).reshape(-1) - proj.D(x, y0).reshape(-1)
         assert torch.allclose(shift, ((proj.D.proj(y1) - proj.D.proj(y0)) * h).sum(1), atol=1e-5)
+    aux = game("model.d_conditioning=aux", "train.aux_weight=0.5")
+    assert first_d(aux).in_channels == 1 and aux.D.classes.out_channels == 10 and aux.aux_weight == 0.5
+    assert base.D.classes is None and base.aux_weight == 0.0
     assert game("train.g_loss=minimax").g_loss == "minimax" and base.g_loss == "non_saturating"
     assert game("train.k=3").k == 3 and base.ema is not None and game("train.ema_beta=null").ema is None
     assert game("train.consistency=10").consistency == 10.0 and base.consistency == 0.0

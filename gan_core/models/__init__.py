@@ -11,7 +11,7 @@ from .dcgan import G_CONDITIONINGS, DCGANDiscriminator, DCGANGenerator
 from .mlp import MLPDiscriminator, MLPGenerator
 
 ARCHITECTURES = ("mlp", "dcgan")
-CONDITIONINGS = ("concat", "projection")
+CONDITIONINGS = ("concat", "projection", "aux")
 D_NORMS = ("batch", "spectral")
 
 
@@ -66,6 +66,8 @@ def build_models(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
         raise ValueError(f"model.d_conditioning={spec.d_conditioning!r} is not one of {CONDITIONINGS}")
     if spec.d_norm not in D_NORMS:
         raise ValueError(f"model.d_norm={spec.d_norm!r} is not one of {D_NORMS}")
+    if spec.d_conditioning == "aux" and spec.arch != "dcgan":
+        raise ValueError(f"model.d_conditioning='aux' is built for model.arch='dcgan' only, not {spec.arch!r}")
     if spec.d_minibatch_std and spec.arch != "dcgan":
         raise ValueError(f"model.d_minibatch_std=true is built for model.arch='dcgan' only, not {spec.arch!r}")
     if spec.g_conditioning not in G_CONDITIONINGS:

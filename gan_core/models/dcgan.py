@@ -146,7 +146,9 @@ class DCGANDiscriminator(nn.Module):
 
     Conditional modes: `concat` adds the label as one-hot image channels (LabelChannelsConv2d: the
     same function without building them); `projection` adds
-    <embed(y), sum of the last feature map> to the logit.
+    <embed(y), sum of the last feature map> to the logit; `aux` (AC-GAN, Odena et al. 2017) leaves
+    the real/fake logit unconditional and adds a second head on the same features, `num_classes`
+    class logits, returned with the first by `forward(x, y, classes=True)`.
     """
 
     def __init__(self, image_shape: tuple[int, int, int], width: int = 64, depth: int | None = None,
@@ -168,9 +170,11 @@ class DCGANDiscriminator(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(c + int(minibatch_std), 1, s0, 1, 0)
         self.proj = nn.Embedding(num_classes, c) if num_classes and conditioning == "projection" else None
+        self.classes = nn.Conv2d(c, num_classes, s0, 1, 0) if num_classes and conditioning == "aux" else None
         dcgan_init_(self)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, classes: bool = False):
+        """The real/fake logit per row; with `classes` (`aux` conditioning only) also the class logits."""
         check_labels(y, self.num_classes, "discriminator")
         h = x
         for i, layer in enumerate(self.body):
@@ -178,4 +182,8 @@ class DCGANDiscriminator(nn.Module):
         logit = self.head(with_minibatch_std(h) if self.minibatch_std else h).flatten(1).squeeze(1)
         if self.proj is not None:
             logit = logit + (self.proj(y) * h.sum((2, 3))).sum(1)
+        if classes:
+            if self.classes is None:
+                raise ValueError("class logits come from a discriminator with d_conditioning='aux'")
+            return logit, self.classes(h).flatten(1)
         return logit

@@ -98,8 +98,9 @@ class ModelConfig(Section):
     g_conditioning: Literal["input", "batchnorm"] = Field(
         "input", description="how G hears the label: an embedding joined to z (input), or that and a scale and "
                              "shift per class in every BatchNorm (batchnorm: class-conditional BatchNorm; dcgan only)")
-    d_conditioning: Literal["concat", "projection"] = Field(
-        "concat", description="how D sees the label: one-hot channels (concat) or a projection term")
+    d_conditioning: Literal["concat", "projection", "aux"] = Field(
+        "concat", description="how D sees the label: one-hot channels (concat), a projection term, or not at "
+                              "all while a second head classifies the image (aux: AC-GAN; dcgan only)")
     d_norm: Literal["batch", "spectral"] = Field(
         "batch", description="D's normalization: BatchNorm (DCGAN) or spectral normalization of every layer "
                              "and no BatchNorm (SN-GAN)")
@@ -150,6 +151,9 @@ class TrainConfig(Section):
     real_jitter: float = Field(0.0, ge=0, le=2, description=f"strength s of a random affine jitter of every real "
                                                            f"image D sees ({JITTER_TEXT}): G learns the data "
                                                            f"under it; 0: the data as it is")
+    aux_weight: float = Field(1.0, ge=0, description="with model.d_conditioning=aux: the weight of the class "
+                                                     "cross-entropy in D's loss (on real images) and G's (on "
+                                                     "its samples)")
     lr_decay: float = Field(0.0, ge=0, le=1, description="the last fraction of the run over which both learning "
                                                          "rates fall linearly to 0 (the run's length: "
                                                          "train.time_budget_s when set, else its iterations; "
@@ -192,7 +196,7 @@ class TrainConfig(Section):
 
 @_described
 class EvalConfig(Section):
-    cache_dir: str = Field("~/.cache/ganpipe/features", description="where feature networks are cached")
+    cache_dir: str = Field("~/.cache/ganpipe/features", description="where feature networks and the real side of CAS are cached")
     classifier_epochs: int = Field(4, ge=1, description="epochs of the feature network's training")
     during_training: bool = Field(True, description="compute fd and label fidelity during training")
     samples: int = Field(2000, ge=10, description="generated samples for `ganpipe evaluate` and the registry's "

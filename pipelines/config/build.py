@@ -43,7 +43,7 @@ def build_game(cfg: Config, train, device: torch.device | str = "cpu") -> tuple[
                 reuse_fake=t.reuse_fake, channels_last=t.channels_last, augment=t.augment,
                 mode_seeking=t.mode_seeking, r1=t.r1, r1_every=t.r1_every,
                 consistency=t.consistency, label_smoothing=t.label_smoothing,
-                real_jitter=t.real_jitter, precision=precision(t.precision, device))
+                real_jitter=t.real_jitter, aux_weight=t.aux_weight, precision=precision(t.precision, device))
     return game, spec
 
 

@@ -159,7 +159,7 @@ def protocol_metrics(cfg: Config, data, fake_x, fake_y) -> dict:
     train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
     net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
     return full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=cfg.eval.cas, cas_seeds=cfg.eval.cas_seeds,
-                        cas_epochs=cfg.eval.cas_epochs)
+                        cas_epochs=cfg.eval.cas_epochs, cache_dir=cfg.eval.cache_dir)
 
 
 def measure(cfg: Config, data, fake_x, fake_y, subject: str, out_dir: str | Path | None, what: str, uri: str,
