@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def reference_hits(real_x: torch.Tensor, real_y: torch.Tensor, holdout_x: torch.
         return np.load(path)
     out = hits(fit_classifier(real_x, real_y, num_classes, epochs, seed, min_steps=min_steps), holdout_x, holdout_y)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # writers of the same digest do not mix
     np.save(tmp, out)
     tmp.replace(path)
     return out
