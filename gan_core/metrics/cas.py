@@ -61,19 +61,19 @@ def reference_hits(real_x: torch.Tensor, real_y: torch.Tensor, holdout_x: torch.
     """Per holdout row, whether a classifier trained on (`real_x`, `real_y`) gets it right; read from
     `cache_dir` when a digest of the images, labels, training settings, torch version and thread count
     is there, else computed and written there (whole, or not at all)."""
-    if cache_dir is None:
-        return hits(fit_classifier(real_x, real_y, num_classes, epochs, seed, min_steps=min_steps),
-                    holdout_x, holdout_y)
-    digest = hashlib.sha256()
-    for t in (real_x, real_y, holdout_x, holdout_y):
-        digest.update(np.ascontiguousarray(t.detach().cpu().numpy()).tobytes())
-    digest.update(f"{num_classes};{epochs};{seed};{min_steps};{torch.__version__};{torch.get_num_threads()}".encode())
-    path = Path(cache_dir).expanduser() / "cas_reference" / f"{digest.hexdigest()[:32]}.npy"
-    if path.is_file():
-        return np.load(path)
+    path = None
+    if cache_dir is not None:
+        digest = hashlib.sha256()
+        for t in (real_x, real_y, holdout_x, holdout_y):
+            digest.update(np.ascontiguousarray(t.detach().cpu().numpy()).tobytes())
+        digest.update(f"{num_classes};{epochs};{seed};{min_steps};{torch.__version__};{torch.get_num_threads()}".encode())
+        path = Path(cache_dir).expanduser() / "cas_reference" / f"{digest.hexdigest()[:32]}.npy"
+        if path.is_file():
+            return np.load(path)
     out = hits(fit_classifier(real_x, real_y, num_classes, epochs, seed, min_steps=min_steps), holdout_x, holdout_y)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # writers of the same digest do not mix
-    np.save(tmp, out)
-    tmp.replace(path)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # writers of the same digest do not mix
+        np.save(tmp, out)
+        tmp.replace(path)
     return out
