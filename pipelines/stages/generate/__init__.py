@@ -23,7 +23,7 @@ from ...services import contract, names, tracking
 from ...services.models import LoadedGenerator, resolve
 from . import remote
 from .labels import label_counts
-from .writer import ShardWriter, file_complete, rows_per_file, shard_name, sum_path
+from .writer import ShardWriter, file_complete, file_tries, rows_per_file, shard_name, sum_path
 
 
 @dataclass
@@ -176,12 +176,11 @@ def _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, to
     generator = {"spec": loaded.meta["spec"], "state": {k: v.clone() for k, v in g.state_dict().items()},
                  "d_state": loaded.d_state if request.get("drs") else None}
     verifier = {"state": net.model.state_dict(), "channels": data.image_shape[0], "num_classes": data.num_classes}
-    written, nodes, tries = _write_shards(cfg, missing, generator, verifier, request, data_dir, provenance, verbose,
+    written, nodes = _write_shards(cfg, missing, generator, verifier, request, data_dir, provenance, verbose,
                                           remote_uri)
     if remote_uri:
         remote.pull_shards(remote_uri, out_dir, [shard_name(s["index"], n_files) for s in missing])
     files = _collect(data_dir, shards, n_files)
-    _record_tries(out_dir, tries)
     return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance, tags, remote_uri,
                    g, net)
 
@@ -229,13 +228,6 @@ def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, s
             "scale": scale, "shift": shift}
 
 
-def _record_tries(out: Path, tries: dict[str, list[int]]) -> None:
-    """Candidates tried per class for each file written (kept with the request's state)."""
-    path = out / contract.DATASET_STATE_DIR / "tries.json"
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    path.write_text(json.dumps({**old, **tries}, sort_keys=True))
-
-
 def _model_version(model: str, uri: str) -> str | None:
     if not model.startswith("models:/"):
         return None
@@ -252,7 +244,7 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     """The missing shards, written on Ray Data by a pool of generator actors (uploaded by them to
     `remote_uri` when the dataset lives in object storage)."""
     if not missing:
-        return 0, [], {}
+        return 0, []
     import logging
 
     import ray
@@ -313,11 +305,12 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
                             f"loosen the filter")
     if failed:
         raise RuntimeError(f"writing {failed[0]['file']} failed: {failed[0]['error']}")
-    return len(done), sorted({d["node_id"] for d in done}), {d["file"]: json.loads(d["tries"]) for d in done}
+    return len(done), sorted({d["node_id"] for d in done})
 
 
 def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
-    """Manifest entries of every shard, read back from the files (rows, sha256, class counts)."""
+    """Manifest entries of every shard, read back from the files (rows, sha256, class counts), with the
+    candidates each file's rows took (`tries`, taken out of the entry by `_finish`)."""
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -329,7 +322,7 @@ def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
         labels = pq.read_table(path, columns=["label"]).column("label").to_numpy()
         files.append({"file": f"{contract.DATASET_DATA_DIR}/{path.name}", "rows": int(len(labels)),
                       "sha256": sum_path(path).read_text().strip(),
-                      "label_counts": np.bincount(labels).tolist()})
+                      "label_counts": np.bincount(labels).tolist(), "tries": file_tries(path)})
     return files
 
 
@@ -347,11 +340,9 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
     if request["counts"] is not None and counts.tolist() != request["counts"]:
         raise UserError(f"{out}: class counts {counts.tolist()} differ from the request {request['counts']}")
     metrics = evaluate_dataset(cfg, gcfg, data, out)
-    tries_path = out / contract.DATASET_STATE_DIR / "tries.json"
     tried = np.zeros(k, dtype=np.int64)
-    per_file = json.loads(tries_path.read_text()) if tries_path.is_file() else {}
     for f in files:
-        t = per_file.get(Path(f["file"]).name, [])
+        t = np.asarray(f.pop("tries"), dtype=np.int64)
         tried[: len(t)] += t
     filtered = bool(request.get("drs") or request.get("min_confidence") is not None)
     acceptance = [float(c / t) if t else None for c, t in zip(counts, tried)] if filtered and tried.sum() else None
@@ -359,8 +350,7 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
         else (None, None)
     write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance, unfiltered, comparison)
     if remote_uri:  # everything but the manifest, which comes last
-        remote.push(remote_uri, out, [out / contract.DATASET_CARD, out / contract.DATASET_EVALUATION_DIR,
-                                      out / contract.DATASET_STATE_DIR / "tries.json"])
+        remote.push(remote_uri, out, [out / contract.DATASET_CARD, out / contract.DATASET_EVALUATION_DIR])
     run_id = _track(cfg, uri, out, request, provenance, counts.tolist(), metrics,
                     {**(tags or {}), contract.NODES: json.dumps(nodes)}, remote_uri or str(out), unfiltered)
     manifest = {"rows": int(counts.sum()), "counts": counts.tolist(), "class_names": request["class_names"],

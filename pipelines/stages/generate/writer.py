@@ -29,6 +29,7 @@ from ...services import contract
 from ...services.checkpoints import SUM_SUFFIX, sha256_file
 
 ROW_GROUP = 1024  # rows per Parquet row group
+TRIES_KEY = "ganpipe.tries"  # a file's key-value metadata: candidates tried per class for its rows
 MAX_ROWS_PER_FILE = 16384  # the default file size, in rows
 MIN_FILES = 8  # a dataset that allows it has at least this many files, so that its actors share the work
 
@@ -200,6 +201,8 @@ class ShardWriter:
                 table = self.rows(lo, min(lo + ROW_GROUP, stop))
                 counts += np.bincount(table.column("label").to_numpy(), minlength=len(counts))
                 writer.write_table(table, row_group_size=ROW_GROUP)
+            # The tries travel with the file, so a rerun that finds it complete still knows them.
+            writer.add_key_value_metadata({TRIES_KEY: json.dumps(self.tries.tolist())})
         except BaseException:
             writer.close()
             tmp.unlink(missing_ok=True)
@@ -218,8 +221,7 @@ class ShardWriter:
             for path in (final, side):  # the checksum last: a shard counts as written once it is there
                 upload(fs, path, f"{root}/{path.relative_to(local_root).as_posix()}")
                 path.unlink()
-        return {"file": final.name, "rows": stop - start, "sha256": digest, "counts": counts.tolist(),
-                "tries": self.tries.tolist()}
+        return {"file": final.name, "rows": stop - start, "sha256": digest, "counts": counts.tolist()}
 
     def __call__(self, batch: dict) -> dict:
         import ray
@@ -230,12 +232,18 @@ class ShardWriter:
             try:
                 out.append({**self.write(int(i), int(n), int(a), int(b)), "error": ""})
             except Exception as e:  # reported as data, so that the pipeline ends and its actors are released
-                out.append({"file": shard_name(int(i), int(n)), "rows": 0, "sha256": "", "counts": [], "tries": [],
+                out.append({"file": shard_name(int(i), int(n)), "rows": 0, "sha256": "", "counts": [],
                             "error": f"{e.__class__.__name__}: {e}"})
         return {"file": [o["file"] for o in out], "rows": [o["rows"] for o in out],
                 "sha256": [o["sha256"] for o in out], "counts": [json.dumps(o["counts"]) for o in out],
-                "tries": [json.dumps(o["tries"]) for o in out], "error": [o["error"] for o in out],
+                "error": [o["error"] for o in out],
                 "node_id": [node] * len(out)}
+
+
+def file_tries(path: Path) -> list[int]:
+    """Candidates tried per class for the rows of a complete data file (from its metadata)."""
+    meta = pq.read_metadata(path).metadata or {}
+    return [int(t) for t in json.loads(meta.get(TRIES_KEY.encode(), b"[]"))]
 
 
 def _labels(y: torch.Tensor | None, pred: torch.Tensor) -> np.ndarray:
