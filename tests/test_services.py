@@ -1,6 +1,7 @@
 """Checkpoint files with checksums, the Ray runtime's address rules, the layers' import direction,
 the z/y sampler and the metric table."""
 import ast
+import json
 import pickle
 import socket
 import time
@@ -57,8 +58,20 @@ def test_driver_names_damaged_checkpoints_and_refuses_when_none_is_good(tmp_path
     _ckpt(run / "checkpoint_00000010", 10)
     bad = _ckpt(run / "checkpoint_00000020", 20)
     (bad / "rng_rank0.pt").write_bytes(b"cut")
+    (run / "checkpoint_manager_snapshot.json").write_text(json.dumps({  # Ray Train's list, both registered
+        "checkpoint_results": [{"checkpoint_dir_name": "checkpoint_00000020"},
+                               {"checkpoint_dir_name": "checkpoint_00000010"}],
+        "checkpoint_report_indices": [1, 0], "latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_00000020"},
+        "pending_training_results": [], "pending_validation_specs": [],
+        "validated_checkpoint_dir_names": ["checkpoint_00000020"]}))
     check_resumable(str(run), 2)
-    assert "checkpoint_00000020 is skipped: rng_rank0.pt does not match its sha256" in capsys.readouterr().err
+    assert "checkpoint_00000020 is skipped (rng_rank0.pt does not match its sha256 (damaged)); moved to " \
+        f"{run / 'damaged' / 'checkpoint_00000020'}" in capsys.readouterr().err
+    assert (run / "damaged" / "checkpoint_00000020" / "rng_rank0.pt").read_bytes() == b"cut"
+    snap = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
+    assert snap["checkpoint_results"] == [{"checkpoint_dir_name": "checkpoint_00000010"}]
+    assert snap["checkpoint_report_indices"] == [0] and snap["validated_checkpoint_dir_names"] == []
+    assert snap["latest_checkpoint_result"] == {"checkpoint_dir_name": "checkpoint_00000010"}
     (run / "checkpoint_00000010" / "state.pt").write_bytes(b"cut")
     with pytest.raises(TrainingError, match="every checkpoint of .* is damaged"):
         check_resumable(str(run), 2)

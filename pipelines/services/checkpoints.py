@@ -169,6 +169,54 @@ def latest_loadable(run_dir: str | Path, world_size: int = 1) -> tuple[Path, dic
     return None
 
 
+DAMAGED_DIR = "damaged"  # where a resumed run's damaged checkpoint folders are moved, inside the run folder
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of a run's registered checkpoints
+
+
+def set_aside(run_dir: str | Path, folders: list[Path]) -> list[Path]:
+    """Move damaged checkpoint folders of a run being resumed into RUN/damaged/ (kept for inspection,
+    never loaded) and drop them from Ray Train's checkpoint list, which would otherwise delete the
+    folder the resumed run writes under the same name and then fail the run for its absence."""
+    root = Path(run_dir)
+    moved = []
+    for folder in folders:
+        dest = root / DAMAGED_DIR / folder.name
+        n = 1
+        while dest.exists():
+            dest, n = root / DAMAGED_DIR / f"{folder.name}.{n}", n + 1
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(folder, dest)
+        moved.append(dest)
+    forget_in_ray_snapshot(root, {f.name for f in folders})
+    return moved
+
+
+def forget_in_ray_snapshot(run_dir: str | Path, names: set[str]) -> None:
+    """Ray Train's snapshot of a run without the checkpoints named (written whole or not at all)."""
+    path = Path(run_dir) / RAY_SNAPSHOT
+    if not names or not path.is_file():
+        return
+    snap = json.loads(path.read_text())
+    pairs = [(r, i) for r, i in zip(snap.get("checkpoint_results", []), snap.get("checkpoint_report_indices", []))
+             if r.get("checkpoint_dir_name") not in names]
+    snap["checkpoint_results"] = [r for r, _ in pairs]
+    snap["checkpoint_report_indices"] = [i for _, i in pairs]
+    latest = snap.get("latest_checkpoint_result")
+    if latest is not None and latest.get("checkpoint_dir_name") in names:
+        snap["latest_checkpoint_result"] = max(pairs, key=lambda p: p[1])[0] if pairs else None
+    pending = [(r, v) for r, v in zip(snap.get("pending_training_results", []), snap.get("pending_validation_specs", []))
+               if r.get("checkpoint_dir_name") not in names]
+    snap["pending_training_results"] = [r for r, _ in pending]
+    snap["pending_validation_specs"] = [v for _, v in pending]
+    for key in ("validated_checkpoint_dir_names", "timed_out_validation_checkpoint_dir_names",
+                "failed_validation_checkpoint_dir_names"):
+        if key in snap:
+            snap[key] = [n for n in snap[key] if n not in names]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(snap))
+    os.replace(tmp, path)
+
+
 METRICS_FILE = "metrics.json"
 
 

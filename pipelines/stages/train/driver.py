@@ -260,15 +260,18 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
 
 
 def check_resumable(run_dir: str, world: int) -> None:
-    """Name every damaged checkpoint of a run being resumed; refuse when no good one is left."""
+    """Name every damaged checkpoint of a run being resumed and move it aside (out of Ray's list too);
+    refuse when no good one is left."""
     import sys
 
     good, damaged = checkpoints.scan(run_dir, world)
-    for folder, found in damaged.items():
-        print(f"train: warning: checkpoint {folder} is skipped: {'; '.join(found)}", file=sys.stderr)
     if damaged and not good:
         raise TrainingError(f"every checkpoint of {run_dir} is damaged ({', '.join(p.name for p in damaged)}); "
                             f"remove {run_dir} to start over, or choose another train.run_name")
+    moved = checkpoints.set_aside(run_dir, list(damaged))
+    for (folder, found), dest in zip(damaged.items(), moved):
+        print(f"train: warning: checkpoint {folder.name} is skipped ({'; '.join(found)}); moved to {dest}",
+              file=sys.stderr)
 
 
 def _finish(uri: str, run_id: str, status: str) -> None:
