@@ -27,8 +27,9 @@ def ganpipe(tmp: Path, *args: str, timeout: float = 400) -> subprocess.Completed
 
 
 def start(tmp: Path, *args: str) -> subprocess.Popen:
+    """`ganpipe ARGS` in a process group of its own (so that a test can kill the group)."""
     return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *with_cache(args)], cwd=tmp, env=env_for(tmp),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:

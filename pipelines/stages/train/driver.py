@@ -70,10 +70,12 @@ def _progress_bar(queue, stop: threading.Event, quiet: bool) -> None:
             msg = queue.get(timeout=0.5)
         except Exception:
             continue
-        if bar is None:
-            bar = tqdm(total=msg["total"], initial=0, unit="it", disable=quiet, dynamic_ncols=True)
+        if bar is None:  # the first message is the run's start (a resumed run's part way): the rate counts from it
+            bar = tqdm(total=msg["total"], initial=msg["iteration"], unit="it", disable=quiet, dynamic_ncols=True)
         bar.n = msg["iteration"]
         bar.total = msg["total"]
+        if "loss_d" not in msg:
+            continue
         bar.set_postfix(loss_d=f"{msg['loss_d']:.3f}", loss_g=f"{msg['loss_g']:.3f}",
                         D_x=f"{msg['d_real']:.2f}", D_Gz=f"{msg['d_fake']:.2f}", epoch=msg["epoch"],
                         **({"fd": f"{msg['fd']:.2f}"} if "fd" in msg else {}))
@@ -243,7 +245,13 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
                         say=(lambda line: None) if quiet else print)
     workers = cfg.ray.num_workers
     check_fits(cfg, workers)
-    check_resumable(f"{cfg.ray.storage_path}/{run_name}", workers)
+    resumed = check_resumable(f"{cfg.ray.storage_path}/{run_name}", workers)
+    if resumed is not None and not quiet:
+        from ...config.plan import plan_run
+
+        at = checkpoints.iteration_of(resumed)
+        print(f"train: resuming training run {run_name} from checkpoint {at}, iteration {at:,} of "
+              f"{plan_run(cfg, data, workers).iterations:,}")
     run_id = open_mlflow_run(uri, cfg, run_name, data, "train", tags)
 
     progress = Queue(actor_options={"num_cpus": 0})
@@ -259,9 +267,9 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
         ray.kill(progress.actor)
 
 
-def check_resumable(run_dir: str, world: int) -> None:
+def check_resumable(run_dir: str, world: int) -> Path | None:
     """Name every damaged checkpoint of a run being resumed and move it aside (out of Ray's list too);
-    refuse when no good one is left."""
+    refuse when no good one is left. Returns the checkpoint the run resumes from (None: it starts)."""
     import sys
 
     good, damaged = checkpoints.scan(run_dir, world)
@@ -272,6 +280,7 @@ def check_resumable(run_dir: str, world: int) -> None:
     for (folder, found), dest in zip(damaged.items(), moved):
         print(f"train: warning: checkpoint {folder.name} is skipped ({'; '.join(found)}); moved to {dest}",
               file=sys.stderr)
+    return good[0] if good else None
 
 
 def _finish(uri: str, run_id: str, status: str) -> None:

@@ -235,6 +235,8 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
             probe = TrainingProbe(net, holdout, t.eval_samples,
                                   train.label_prior() if spec.num_classes else None, cfg.seed)
     hooks = RayHooks(cfg, uri, run_id, session, device, counter, probe, loop_config.get("progress"), plan, meta)
+    if rank == 0 and loop_config.get("progress") is not None:  # the bar starts now, at the run's first iteration
+        loop_config["progress"].put_nowait({"iteration": start, "total": plan.iterations})
     node = ray.get_runtime_context().get_node_id()
     nodes = [node] * world
     if world > 1:
