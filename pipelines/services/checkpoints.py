@@ -96,7 +96,7 @@ def load_state(directory: str | Path) -> dict:
     path = Path(directory)
     path = path / STATE_FILE if path.is_dir() else path
     if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint state here")
+        raise CheckpointError(f"{path}: no checkpoint state here ({listing(path.parent)})")
     if path.with_name(path.name + SUM_SUFFIX).is_file():
         problem = verify(path)
         if problem:
@@ -218,6 +218,37 @@ def forget_in_ray_snapshot(run_dir: str | Path, names: set[str]) -> None:
 
 
 METRICS_FILE = "metrics.json"
+HANDED_ON = "handed_on.json"  # in a run folder: the checkpoint the finished run handed on to later stages
+
+
+def record_handed_on(run_dir: str | Path, folder: str | Path) -> None:
+    """Note in a local run folder which of its checkpoints the run handed on (read by `run_checkpoint`)."""
+    path = Path(run_dir) / HANDED_ON
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"checkpoint": Path(folder).name}) + "\n")
+    os.replace(tmp, path)
+
+
+def listing(run_dir: str | Path) -> str:
+    """The checkpoint folders of a run folder, for an error message."""
+    found = [p.name for p in checkpoint_folders(run_dir)]
+    return f"checkpoints there: {', '.join(found)}" if found else "it holds no checkpoint_* folder"
+
+
+def run_checkpoint(run_dir: str | Path) -> tuple[Path, str]:
+    """The checkpoint a run folder stands for: the one the run handed on when it finished, else (a run
+    that did not finish) its newest complete one; with the reason, for the user."""
+    root = Path(run_dir)
+    try:
+        name = json.loads((root / HANDED_ON).read_text())["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        name = None
+    if name and (root / name / STATE_FILE).is_file():
+        return root / name, "the checkpoint the run handed on"
+    good, _ = scan(root, 1)
+    if not good:
+        raise CheckpointError(f"{root}: no complete checkpoint in this run folder ({listing(root)})")
+    return good[0], "the run's newest complete checkpoint (it did not finish)"
 
 
 def persist(folder: str | Path, run_dir: str | Path, iteration: int, metrics: dict) -> Path:

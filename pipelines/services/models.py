@@ -55,6 +55,15 @@ def generator_from_state(state: dict, source: str) -> LoadedGenerator:
 def resolve(uri: str, tracking_uri: str) -> LoadedGenerator:
     """A checkpoint path, `runs:/RUN_ID` or a bare run id; anything else is one clear error."""
     path = Path(uri).expanduser()
+    if path.is_dir() and not (path / checkpoints.STATE_FILE).exists() and checkpoints.checkpoint_folders(path):
+        import sys
+
+        folder, why = checkpoints.run_checkpoint(path)  # a training run's folder, as `ganpipe train` names it
+        print(f"model: {uri} is a training run's folder; using {folder.name}, {why}", file=sys.stderr)
+        return generator_from_state(checkpoints.load_state(folder), str(folder))
+    if path.is_file() and path.name != checkpoints.STATE_FILE and path.suffix != ".pt":
+        raise UserError(f"--model {uri}: not a checkpoint (a checkpoint is a checkpoint_* folder or its "
+                        f"state.pt; {checkpoints.listing(path.parent)})")
     if path.exists():
         return generator_from_state(checkpoints.load_state(path), uri)
     if uri.startswith("models:/"):

@@ -2,6 +2,7 @@
 a NaN loss, a damaged checkpoint and a dead cluster address."""
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -59,9 +60,28 @@ def test_damaged_checkpoint_is_skipped_for_the_newest_good_and_a_nan_keeps_the_l
     snapshot = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
     listed = [r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]]
     assert len(listed) == len(set(listed)) and all((run / n).is_dir() for n in listed), listed
+    # The run folder, as the output names it, stands for the checkpoint the run handed on.
+    from pipelines.services.models import resolve
+
+    handed = out.split("newest): ")[1].split()[0]
+    loaded = resolve(str(run), f"sqlite:///{workdir / 'mlflow.db'}")
+    assert loaded.source == handed and loaded.iteration == checkpoints.iteration_of(handed)
+    assert f"model: {run} is a training run's folder; using {Path(handed).name}, the checkpoint the run handed on" \
+        in capsys.readouterr().err
+    # Anything else in it that is not a checkpoint: one line naming the checkpoints there.
+    code, _, err = run_cli(capsys, "generate", "--model", str(run / "checkpoint_manager_snapshot.json"), "--rows", "10",
+                           "--out", str(workdir / "ds"))
+    assert_one_line(code, err, "checkpoint_manager_snapshot.json: not a checkpoint",
+                    "checkpoints there: checkpoint_00000030, checkpoint_00000020, checkpoint_00000010")
+    code, _, err = run_cli(capsys, "generate", "--model", str(run / "damaged"), "--rows", "10",
+                           "--out", str(workdir / "ds"))
+    assert_one_line(code, err, "damaged: no complete checkpoint in this run folder (checkpoints there: "
+                               "checkpoint_00000020)")
     # The same run, resumed with a learning rate that overflows the weights at once.
     code, _, err = run_cli(capsys, "train", *set_args(base + ["train.iterations=50", "train.lr_d=1e30",
                                                              "train.lr_g=1e30"]))
-    assert_one_line(code, err, "NaN/inf at iteration 31", "checkpoint_00000030")  # the damaged one is gone
+    last = err.replace("\r", "\n").strip().splitlines()[-1]  # after the progress bar; the damaged one is gone
+    assert "is skipped" not in err
+    assert_one_line(code, last, "NaN/inf at iteration 31", "checkpoint_00000030")
     assert checkpoints.load_state(run / "checkpoint_00000030")["iteration"] == 30
     assert not list(run.glob("checkpoint_0000004*"))

@@ -196,6 +196,8 @@ def record_outcome(cfg: Config, uri: str, run_id: str, run_name: str, outcome: d
                 c.set_tag(run_id, contract.CHECKPOINT_ITERATION, str(checkpoints.iteration_of(best.path)))
         # What later stages load: the folder when it is local, else the run's logged copy of it.
         ckpt = best.path if names.is_local(cfg.ray.storage_path) else f"runs:/{run_id}"
+        if names.is_local(cfg.ray.storage_path):  # `--model RUN_FOLDER` finds it
+            checkpoints.record_handed_on(f"{cfg.ray.storage_path}/{run_name}", best.path)
     if outcome.get("status") == "stopped":  # the reason as rank 0 judged it (every rank stopped with it)
         outcome = {**outcome, "reason": c.get_run(run_id).data.tags.get(contract.STOP_REASON, outcome.get("reason"))}
     _finish(uri, run_id, "FINISHED")
