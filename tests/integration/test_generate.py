@@ -83,6 +83,11 @@ def test_dataset_layout_counts_readers_and_reproducibility(workdir, capsys, ray_
     card = (out / "README.md").read_text()
     assert card.startswith("---\n") and "num_examples: 600" in card and "| 7 | 60 |" in card
     assert (out / "evaluation" / "samples_per_class.png").is_file() and "| fd |" in card
+    # Its per-class agreement is over the dataset's own rows, as the verifier_label column has it.
+    for c, rows_c in df.groupby("label"):
+        agree = (rows_c["verifier_label"] == c).mean()
+        assert f"| {c} | 60 | {agree:.3f} |" in card, (c, agree)
+    assert re.search(r"## Evaluation \(\d+ rows against the real holdout\)", card)  # says how many it used
     assert not (out / ".ganpipe" / "weights.pt").exists(), "a shared dataset must not carry the model"
     # The same request on 1 actor with larger files: the same bytes for every row.
     again = workdir / "ds1"
@@ -232,6 +237,7 @@ def test_generate_bad_input(workdir, capsys, registry, ray_local):
                     "does not resolve")
     assert_one_line(*fails("--rows", "0"), "--rows 0: give a positive number of rows")
     assert_one_line(*fails("--rows", "-5"), "--rows -5")
+    assert_one_line(*fails("--rows", "9"), "--rows 9: a dataset needs at least 10 rows")
     assert_one_line(*fails("--labels", "11=5"), "the model has no class '11'")
     assert_one_line(*fails("--labels", "3=-1"), "counts cannot be negative")
     assert_one_line(*fails("--rows", "10", "--labels", "0=5"), "--rows 10 disagrees")

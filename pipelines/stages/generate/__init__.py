@@ -125,6 +125,10 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
         if rows is None or rows <= 0:
             raise UserError(f"--rows {rows}: give a positive number of rows")
         counts, total = None, rows
+    from gan_core.metrics.suite import MIN_SAMPLES
+
+    if total < MIN_SAMPLES:  # refused before anything is written: its evaluation could not finish
+        raise UserError(f"--rows {total}: a dataset needs at least {MIN_SAMPLES} rows (its evaluation measures them)")
     if rejection not in (None, "", "drs"):
         raise UserError(f"--rejection {rejection!r}: the one rejection method is drs")
     if rejection == "drs" and loaded.d_state is None:
@@ -310,7 +314,8 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
 
 def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
     """Manifest entries of every shard, read back from the files (rows, sha256, class counts), with the
-    candidates each file's rows took (`tries`, taken out of the entry by `_finish`)."""
+    candidates each file's rows took and its rows per class whose verifier label agrees (`tries`,
+    `agree`: taken out of the entry by `_finish`)."""
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -319,10 +324,12 @@ def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
         path = data_dir / shard_name(s["index"], n_files)
         if not file_complete(path):
             raise UserError(f"{path}: missing or damaged after writing; rerun the same command to finish it")
-        labels = pq.read_table(path, columns=["label"]).column("label").to_numpy()
+        t = pq.read_table(path, columns=["label", "verifier_label"])
+        labels, seen = t.column("label").to_numpy(), t.column("verifier_label").to_numpy()
         files.append({"file": f"{contract.DATASET_DATA_DIR}/{path.name}", "rows": int(len(labels)),
                       "sha256": sum_path(path).read_text().strip(),
-                      "label_counts": np.bincount(labels).tolist(), "tries": file_tries(path)})
+                      "label_counts": np.bincount(labels).tolist(), "tries": file_tries(path),
+                      "agree": np.bincount(labels[labels == seen]).tolist()})
     return files
 
 
@@ -340,15 +347,17 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
     if request["counts"] is not None and counts.tolist() != request["counts"]:
         raise UserError(f"{out}: class counts {counts.tolist()} differ from the request {request['counts']}")
     metrics = evaluate_dataset(cfg, gcfg, data, out)
-    tried = np.zeros(k, dtype=np.int64)
+    tried, agree = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
     for f in files:
-        t = np.asarray(f.pop("tries"), dtype=np.int64)
-        tried[: len(t)] += t
+        for into, part in ((tried, f.pop("tries")), (agree, f.pop("agree"))):
+            into[: len(part)] += np.asarray(part, dtype=np.int64)
+    agreement = [float(a / c) if c else None for a, c in zip(agree, counts)]
     filtered = bool(request.get("drs") or request.get("min_confidence") is not None)
     acceptance = [float(c / t) if t else None for c, t in zip(counts, tried)] if filtered and tried.sum() else None
     unfiltered, comparison = evaluate_filter(cfg, gcfg, data, out, request, generator, verifier) if filtered \
         else (None, None)
-    write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance, unfiltered, comparison)
+    write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance, unfiltered, comparison,
+               agreement)
     if remote_uri:  # everything but the manifest, which comes last
         remote.push(remote_uri, out, [out / contract.DATASET_CARD, out / contract.DATASET_EVALUATION_DIR])
     run_id = _track(cfg, uri, out, request, provenance, counts.tolist(), metrics,

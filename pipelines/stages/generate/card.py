@@ -109,7 +109,9 @@ def evaluate_filter(cfg: Config, gcfg: Config, data, out: Path, request: dict, g
 
 def write_card(out: Path, request: dict, provenance: dict, counts: list[int], files: list[dict],
                metrics: dict, acceptance: list[float | None] | None = None, unfiltered: dict | None = None,
-               comparison: dict | None = None) -> None:
+               comparison: dict | None = None, agreement: list[float | None] | None = None) -> None:
+    """README.md of a dataset; `agreement`: per class, the share of its rows whose `verifier_label` is
+    their `label`, over every row of the dataset."""
     names = request["class_names"]
     features = {"id": "int64", "image": "image", "label": {"class_label": {"names": dict(enumerate(names))}},
                 "verifier_label": {"class_label": {"names": dict(enumerate(names))}},
@@ -146,9 +148,10 @@ def write_card(out: Path, request: dict, provenance: dict, counts: list[int], fi
         filters.append(f"the verifier agrees with the requested label with confidence >= {request['min_confidence']}")
     if filters:
         body += ["Quality filters: " + "; ".join(filters) + ". Acceptance is rows kept / candidates tried.", ""]
-    body += ["## Rows per class", "", "| class | rows | verifier agrees | acceptance |", "|---|---|---|---|"]
-    fidelity = metrics.get("label_fidelity_per_class") or [None] * len(names)
-    for name, n, f, a in zip(names, counts, fidelity, acceptance or [None] * len(names)):
+    body += ["## Rows per class", "",
+             "The verifier's agreement is over every row of the class (the `verifier_label` column).", "",
+             "| class | rows | verifier agrees | acceptance |", "|---|---|---|---|"]
+    for name, n, f, a in zip(names, counts, agreement or [None] * len(names), acceptance or [None] * len(names)):
         body.append(f"| {name} | {n} | {'' if f is None else f'{f:.3f}'} | {'' if a is None else f'{a:.3f}'} |")
     body += ["", f"## Evaluation ({metrics.get('samples', '?')} rows against the real holdout)", ""]
     if unfiltered:
