@@ -5,6 +5,7 @@ card, rows), and batches started as `ganpipe generate` processes or cluster jobs
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -76,6 +77,12 @@ def versions(uri: str) -> list[Version]:
 @lru_cache(maxsize=1024)
 def experiment_of(uri: str, run_id: str) -> str:
     return tracking.client(uri).get_run(run_id).info.experiment_id
+
+
+def experiment_id(uri: str, name: str) -> str | None:
+    """The id of the experiment `name`, None when it does not exist (nothing is created)."""
+    exp = tracking.client(uri).get_experiment_by_name(name)
+    return exp.experiment_id if exp else None
 
 
 def generate_run_of(uri: str, location: str) -> str | None:
@@ -311,6 +318,9 @@ def card_html(ds: Dataset, file_url: str) -> str:
 
 # Batches --------------------------------------------------------------------------------------
 
+BATCHES_DIR = ".ganpipe-ui"  # in the first data folder: one record (ID.json) and one log (ID.log) a batch
+PHASES = ("starting", "writing", "evaluating", "writing the card", "done")
+
 
 @dataclass
 class Batch:
@@ -318,55 +328,105 @@ class Batch:
     model: str
     rows: int | None
     labels: str
+    seed: int
+    rejection: str | None
+    min_confidence: float | None
     out: Path
     key: str  # the dataset's key once done (root/rel)
     log: Path
-    proc: subprocess.Popen | None = None
+    started: float
+    pid: int | None = None
     job_id: str | None = None
     address: str | None = None
     error: str | None = None
+    ended: float | None = None
+    cancelled: bool = False
+    proc: subprocess.Popen | None = None  # when this process started it
+
+    RECORDED = ("id", "model", "rows", "labels", "seed", "rejection", "min_confidence", "out", "key", "log",
+                "started", "pid", "job_id", "address", "error", "ended", "cancelled")
+
+    def record(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in ((k, getattr(self, k)) for k in self.RECORDED)}
+
+    @classmethod
+    def from_record(cls, r: dict) -> "Batch":
+        return cls(**{**r, "out": Path(r["out"]), "log": Path(r["log"])})
+
+    def _alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if self.pid is None:
+            return False
+        try:  # a batch started by an earlier `ganpipe ui`: its process, if that pid still runs generate
+            return str(self.out) in Path(f"/proc/{self.pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
 
     def status(self) -> str:
-        if self.proc is not None:
-            code = self.proc.poll()
-            if code is None:
-                return "running"
-            if code != 0 and self.error is None:
-                lines = [ln for ln in self.log.read_text().splitlines() if ln.strip()] if self.log.is_file() else []
-                self.error = lines[-1] if lines else f"exit code {code}"
-            return "finished" if code == 0 else "failed"
+        """running, finished, failed or cancelled."""
         if self.job_id is not None:
             from .. import jobs
 
             state = jobs.status(self.address, self.job_id)
-            return {"SUCCEEDED": "finished", "FAILED": "failed", "STOPPED": "failed"}.get(state, "running")
-        return "failed" if self.error else "submitted"
+            return {"SUCCEEDED": "finished", "FAILED": "failed", "STOPPED": "cancelled"}.get(state, "running")
+        if self._alive():
+            return "running"
+        if self.cancelled:
+            return "cancelled"
+        if (self.out / contract.DATASET_MANIFEST).is_file() and (self.proc is None or self.proc.returncode == 0):
+            return "finished"
+        if self.error is None:
+            lines = self.log_tail(5)
+            self.error = lines[-1] if lines else "the batch ended without writing its dataset"
+        return "failed"
 
-    def progress(self) -> tuple[int, int]:
-        """(complete files, files in all) from the dataset folder as generate writes it."""
+    def phase(self) -> tuple[str, int, int]:
+        """(phase, complete files, files in all), read from the dataset folder as generate writes it."""
         from ..stages.generate.writer import file_complete
 
-        request = self.out / contract.DATASET_STATE_DIR / "request.json"
-        if not request.is_file():
-            return 0, 0
+        if (self.out / contract.DATASET_MANIFEST).is_file():
+            return "done", 0, 0
+        if not (self.out / contract.DATASET_STATE_DIR / "request.json").is_file():
+            return "starting", 0, 0
         files = sorted((self.out / contract.DATASET_DATA_DIR).glob("train-*.parquet"))
         total = int(files[0].stem.split("-of-")[-1]) if files else 0
-        return sum(file_complete(f) for f in files), total
+        done = sum(file_complete(f) for f in files)
+        if not total or done < total:
+            return "writing", done, total
+        return ("writing the card" if (self.out / contract.DATASET_CARD).is_file() else "evaluating"), done, total
+
+    def elapsed(self) -> float:
+        return (self.ended or time.time()) - self.started
+
+    def log_tail(self, n: int = 30) -> list[str]:
+        if not self.log.is_file():
+            return []
+        text = self.log.read_text(errors="replace").replace("\r", "\n")
+        return [ln for ln in text.splitlines() if ln.strip()][-n:]
 
 
 class Batches:
-    """Batches started from the page: `ganpipe generate` in a child process (its log in the dataset's
-    state folder), or a job on the Ray cluster at `address` through the jobs module."""
+    """Batches started from the page: `ganpipe generate` in a child process (its record and log in
+    DATA/.ganpipe-ui/, so that a restarted UI still shows them), or a job on the Ray cluster at
+    `address` through the jobs module."""
 
-    def __init__(self, cfg: Config, tracking_uri: str, address: str | None):
-        self.cfg, self.uri, self.address = cfg, tracking_uri, address
+    def __init__(self, cfg: Config, tracking_uri: str, address: str | None, folder: Path):
+        self.cfg, self.uri, self.address, self.folder = cfg, tracking_uri, address, folder / BATCHES_DIR
         self.items: dict[str, Batch] = {}
         self.lock = threading.Lock()
 
+    def _save(self, b: Batch) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{b.id}.json.tmp"
+        tmp.write_text(json.dumps(b.record(), indent=2))
+        tmp.replace(self.folder / f"{b.id}.json")
+
     def start(self, model: str, rows: int | None, labels: str, seed: int, rejection: str | None,
               min_confidence: float | None, out: Path, key: str) -> Batch:
-        batch = Batch(uuid.uuid4().hex[:12], model, rows, labels, out, key,
-                      out.parent / f".{out.name}.ui-{time.strftime('%Y%m%d-%H%M%S')}.log")
+        bid = uuid.uuid4().hex[:12]
+        batch = Batch(bid, model, rows, labels, seed, rejection, min_confidence, out, key, self.folder / f"{bid}.log",
+                      time.time())
         args = ["generate", "--model", model, "--out", str(out), "--labels", labels, "--seed", str(seed),
                 "--set", f"mlflow.tracking_uri={self.uri}", "--set", f"eval.cache_dir={self.cfg.eval.cache_dir}"]
         if rows is not None:
@@ -390,19 +450,75 @@ class Batches:
             batch.address = self.address
             batch.job_id, _ = jobs.submit(cfg, self.address, wait=False, say=lambda *_: None)
         else:
+            self.folder.mkdir(parents=True, exist_ok=True)
             out.parent.mkdir(parents=True, exist_ok=True)
-            log = open(batch.log, "w")
-            batch.proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            with open(batch.log, "w") as log:
+                batch.proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True)
+            batch.pid = batch.proc.pid
         with self.lock:
             self.items[batch.id] = batch
+            self._save(batch)
         return batch
 
     def get(self, batch_id: str) -> Batch:
         with self.lock:
             if batch_id not in self.items:
-                raise NotFound(f"no batch {batch_id!r} was started from this page")
-            return self.items[batch_id]
+                path = self.folder / f"{batch_id}.json"
+                if not re.fullmatch(r"[0-9a-f]{12}", batch_id) or not path.is_file():
+                    raise NotFound(f"no batch {batch_id!r} was started from this page")
+                self.items[batch_id] = Batch.from_record(json.loads(path.read_text()))
+            b = self.items[batch_id]
+        self.settle(b)
+        return b
+
+    def settle(self, b: Batch) -> None:
+        """Record the end of a batch that has ended (its time, and why it failed)."""
+        if b.ended is None and b.status() != "running":
+            b.ended = time.time()
+            with self.lock:
+                self._save(b)
+
+    def all(self) -> list[Batch]:
+        """Every batch started from this page, newest first (also those an earlier `ganpipe ui` started)."""
+        found = sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []
+        out = []
+        for path in found:
+            try:
+                out.append(self.get(path.stem))
+            except (NotFound, ValueError, TypeError, KeyError):
+                continue  # a record this version cannot read
+        return sorted(out, key=lambda b: -b.started)
+
+    def cancel(self, batch_id: str) -> Batch:
+        """Stop a running batch: SIGINT to its process group (the generate command ends as on Ctrl-C),
+        SIGKILL if it has not ended 20 s later; a cluster job is stopped through the jobs module."""
+        import os
+        import signal
+
+        b = self.get(batch_id)
+        if b.status() != "running":
+            raise UserError(f"batch {b.id} is {b.status()}; only a running batch can be cancelled")
+        b.cancelled = True
+        if b.job_id is not None:
+            from .. import jobs
+
+            jobs.stop(b.address, b.job_id)
+        elif b.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(b.pid, signal.SIGINT)
+            deadline = time.time() + 20
+            while b._alive() and time.time() < deadline:
+                time.sleep(0.2)
+            with contextlib.suppress(ProcessLookupError):
+                if b._alive():
+                    os.killpg(b.pid, signal.SIGKILL)
+            if b.proc is not None:
+                b.proc.wait(10)
+        b.ended = time.time()
+        with self.lock:
+            self._save(b)
+        return b
 
     def stop_all(self) -> None:
         import os
@@ -411,3 +527,13 @@ class Batches:
         for b in self.items.values():
             if b.proc is not None and b.proc.poll() is None:
                 os.killpg(b.proc.pid, signal.SIGINT)
+
+
+def generate_runs(uri: str, limit: int = 50) -> list[dict]:
+    """The tracking store's `generate` runs, newest first: where each wrote, its status and rows."""
+    c = tracking.client(uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], contract.filter_eq(contract.STAGE, "generate"),
+                         order_by=["attributes.start_time DESC"], max_results=limit)
+    return [{"run_id": r.info.run_id, "status": r.info.status, "out": r.data.params.get("out", ""),
+             "rows": r.data.params.get("rows", ""), "model": r.data.params.get("model", ""),
+             "started": r.info.start_time} for r in runs]

@@ -154,7 +154,26 @@ def test_datasets_page_opens_a_dataset_and_sorts_its_rows(site, browser):
     page.close()
 
 
-def test_the_batch_form_starts_a_batch_and_shows_its_card(site, browser):
+def _wait_done(page, timeout_ms: int = 240_000) -> str:
+    page.wait_for_function("['finished', 'failed', 'cancelled'].includes(document.querySelector('#status').innerText)",
+                           timeout=timeout_ms)
+    return page.locator("#status").inner_text()
+
+
+def _serve(app) -> tuple[str, object, threading.Thread]:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline, "the UI did not start"
+        time.sleep(0.1)
+    return f"http://127.0.0.1:{server.config.port}", server, thread
+
+
+def test_the_batch_form_starts_a_batch_shows_its_phase_and_log_and_outlives_a_restart(site, browser):
     page = _page(browser)
     page.goto(site["url"] + "/batch")
     page.fill("#name", "from-the-page")
@@ -163,16 +182,78 @@ def test_the_batch_form_starts_a_batch_and_shows_its_card(site, browser):
     page.click("#start")
     assert page.locator("#error").count() == 0, page.locator("#error").inner_text()
     page.wait_for_selector("#status")
-    assert page.locator("#status").inner_text() in ("running", "submitted", "finished")
-    page.wait_for_function("document.querySelector('#status').innerText === 'finished' || "
-                           "document.querySelector('#status').innerText === 'failed'", timeout=240_000)
-    assert page.locator("#status").inner_text() == "finished", page.content()[-3000:]
+    batch_id = page.url.rsplit("/", 1)[1]
+    if page.locator("#status").inner_text() == "running":  # what it is doing, for how long, and a way out
+        phase = page.locator("#phase").inner_text()
+        assert phase.split(";")[0].split(":")[0] in ("starting", "writing", "evaluating", "writing the card"), phase
+        assert " s so far" in phase and page.locator("#cancel").count() == 1
+    assert _wait_done(page) == "finished", page.content()[-3000:]
     card = page.locator("#card").inner_text()
     assert "Synthetic dataset: 200 images" in card
+    assert " s in all" in page.locator("#phase").inner_text()
+    assert "generate: 200 rows" in page.locator("#log").inner_text()
     page.screenshot(path=str(site["shots"] / "batch.png"), full_page=True)
     page.click("#open")
     assert page.locator("#rows .tile").count() == 48
+    # Another `ganpipe ui` on the same folders (a restart): the batch is listed and its page still opens.
+    from pipelines.ui import Settings, create_app
+
+    url, server, thread = _serve(create_app(Settings(load_config(None, [f"mlflow.tracking_uri={site['uri']}"]),
+                                                     site["uri"], [site["data"]])))
+    try:
+        page.goto(url + "/batch")
+        assert batch_id in page.locator("#batches").inner_text()
+        assert "from-the-page" in page.locator("#generate-runs").inner_text()  # its MLflow generate run
+        page.goto(f"{url}/batch/{batch_id}")
+        assert page.locator("#status").inner_text() == "finished"
+        assert "Synthetic dataset: 200 images" in page.locator("#card").inner_text()
+    finally:
+        server.should_exit = True
+        thread.join(10)
     page.close()
+
+
+def test_a_batch_cancelled_from_the_page_stops_and_resumes_from_there(site, browser):
+    page = _page(browser)
+    page.goto(site["url"] + "/batch")
+    page.fill("#name", "cancelled")
+    page.fill("#rows", "3000")
+    page.click("#start")
+    page.wait_for_selector("#cancel")
+    first = page.url
+    batch = site["app"].state.batches.get(first.rsplit("/", 1)[1])
+    page.click("#cancel")
+    assert _wait_done(page, 60_000) == "cancelled"
+    assert batch.proc.poll() is not None  # its process has ended
+    assert not (site["data"] / "cancelled" / "manifest.json").exists()
+    page.click("#resume")  # the same request into the same folder
+    page.wait_for_url(lambda u: u != first)
+    assert _wait_done(page) == "finished", page.content()[-3000:]
+    assert "Synthetic dataset: 3000 images" in page.locator("#card").inner_text()
+    page.close()
+
+
+def test_try_it_keeps_the_form_on_a_bad_value(site, browser):
+    page = _page(browser)
+    page.goto(site["url"] + "/try")
+    page.fill("#classes", "3,7")
+    page.fill("#count", "40")
+    page.fill("#seed", "-1")
+    page.click("#draw")
+    assert "seed: -1 must be between 0 and 4294967295" in page.locator("#error").inner_text() or \
+        "at most 64 images a draw" in page.locator("#error").inner_text()
+    assert [page.input_value(f) for f in ("#classes", "#count", "#seed")] == ["3,7", "40", "-1"]
+    assert "At most 64 images a draw" in page.locator("#limit").inner_text()
+    page.close()
+
+
+def _session(url: str) -> tuple[requests.Session, str]:
+    """A session as a browser on the page has it: its cookie and the batch form's token."""
+    import re
+
+    http = requests.Session()
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get(url + "/batch").text)[1]
+    return http, token
 
 
 def test_bad_input_gets_a_clear_message_and_the_right_status(site):
@@ -186,16 +267,99 @@ def test_bad_input_gets_a_clear_message_and_the_right_status(site):
     assert requests.get(url + "/datasets/0/no-such").status_code == 404
     r = requests.get(url + "/datasets/0/digits-300", params={"label": "x"})
     assert r.status_code == 400 and "label: &#39;x&#39; is not a whole number" in r.text
+    # Every bad value is a page with its message and a 4xx, never a 500 or bare JSON.
+    for path, params, code, needle in [
+            ("/models", {"seed": "-1"}, 400, "seed: -1 must be between 0 and 4294967295"),
+            ("/grid/gan-generator/1.png", {"seed": "-1"}, 400, "seed: -1 must be between 0"),
+            ("/grid/gan-generator/1.png", {"seed": str(2**32)}, 400, "seed: 4294967296 must be between 0"),
+            ("/datasets/abc/x", {}, 404, "no configured data folder &#39;abc&#39;"),
+            ("/files/7/x", {}, 404, "no configured data folder &#39;7&#39;"),
+            ("/try", {"model": "gan-generator", "version": "1", "seed": "-1"}, 400, "seed: -1 must be between"),
+            ("/try", {"model": "gan-generator", "version": "1", "count": "7"}, 400,
+             "10 classes x 7 per class = 70 images: at most 64 images a draw")]:
+        r = requests.get(url + path, params=params)
+        assert r.status_code == code and r.headers["content-type"].startswith("text/html") and needle in r.text, \
+            (path, params, r.status_code, r.text[-800:])
+    http, token = _session(url)
     version = "models:/gan-generator/1"
     for fields, needle in [({"rows": "0"}, "rows: 0 must be at least 1"),
                            ({"rows": "-3"}, "rows: -3 must be at least 1"),
+                           ({"rows": ""}, "rows: give a value"),
+                           ({"rows": "5"}, "--rows 5: a dataset needs at least 10 rows"),
+                           ({"labels": "0=3,1=4", "rows": ""}, "--rows 7: a dataset needs at least 10 rows"),
+                           ({"labels": ""}, "labels: give balanced"),
+                           ({"seed": ""}, "seed: give a value"),
+                           ({"seed": "-1"}, "seed: -1 must be between 0"),
+                           ({"filter": "sharpest"}, "filter: &#39;sharpest&#39; is not one of"),
                            ({"name": "../up"}, "is not a valid name"),
                            ({"labels": "12=5"}, "no class &#39;12&#39;"),
                            ({"model": "models:/gan-generator/42"}, "is not a registered version")]:
-        form = {"model": version, "name": "bad", "rows": "10", "labels": "balanced", "seed": "0", **fields}
-        r = requests.post(url + "/batch", data=form, allow_redirects=False)
+        form = {"model": version, "name": "bad", "rows": "10", "labels": "balanced", "seed": "0", "filter": "",
+                "min_confidence": "", "csrf": token, **fields}
+        r = http.post(url + "/batch", data=form, allow_redirects=False)
         assert r.status_code in (400, 404) and needle in r.text, (fields, r.status_code, r.text[-1500:])
+        assert f'value="{fields.get("name", "bad")}"' in r.text  # the form comes back with its values
+    # Without the session's form token (or with another session's), nothing starts.
+    form = {"model": version, "name": "bad", "rows": "10", "labels": "balanced", "seed": "0", "filter": "",
+            "min_confidence": ""}
+    for data, session in [(form, http), ({**form, "csrf": token}, requests.Session())]:
+        r = session.post(url + "/batch", data=data, allow_redirects=False)
+        assert r.status_code == 403 and "form&#39;s token is missing or out of date" in r.text, r.text[-800:]
     assert not (site["data"] / "bad").exists()
+
+
+def test_another_site_cannot_start_a_batch(site, browser, tmp_path):
+    """A page served from another local port auto-submits a complete batch form to the UI: the browser
+    sends it, the UI refuses it (403) and no batch starts."""
+    import http.server
+
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "index.html").write_text(
+        f'<form id="f" method="post" action="{site["url"]}/batch">'
+        + "".join(f'<input name="{k}" value="{v}">' for k, v in {
+            "model": "models:/gan-generator/1", "name": "forged", "rows": "20", "labels": "balanced", "seed": "0",
+            "filter": "", "min_confidence": "", "csrf": "0" * 64}.items())
+        + '</form><script>document.getElementById("f").submit()</script>')
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(evil))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = _page(browser)
+        with page.expect_response(lambda r: r.url == site["url"] + "/batch" and r.request.method == "POST") as got:
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+        assert got.value.status == 403
+        page.wait_for_selector("#error")
+        assert "came from another site" in page.locator("#error").inner_text()
+        page.close()
+    finally:
+        server.shutdown()
+    assert not (site["data"] / "forged").exists()
+    assert all(b.out.name != "forged" for b in site["app"].state.batches.all())
+
+
+def test_pages_fit_a_phone_and_run_links_follow_mlflow(site, browser):
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    for path in ("/models", "/try?model=gan-generator&version=1&classes=3,7", "/datasets", "/datasets/0/digits-300",
+                 "/batch"):
+        page.goto(site["url"] + path)
+        assert page.locator('meta[name="viewport"]').count() == 1
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= 390, (path, wide)
+    page.goto(site["url"] + "/models")
+    page.screenshot(path=str(site["shots"] / "models-phone.png"), full_page=True)
+    # With MLflow's UI known, its link opens the training runs table; without, run ids are plain text.
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(tracking_uri=site["uri"]).get_experiment_by_name("ganpipe").experiment_id
+    assert page.get_attribute("#mlflow", "href") == f"{MLFLOW_UI}/#/experiments/{exp}/runs?workflowType=machine_learning"
+    page.close()
+    from fastapi.testclient import TestClient
+
+    from pipelines.ui import Settings, create_app
+
+    bare = TestClient(create_app(Settings(load_config(None, []), site["uri"], [site["data"]]))).get("/models").text
+    assert "href=\"runs:/" not in bare and 'id="mlflow"' not in bare and '<td class="run"><code' in bare
 
 
 def test_a_token_is_required_beyond_this_machine(site, capsys):
@@ -222,8 +386,9 @@ def test_a_token_is_required_beyond_this_machine(site, capsys):
 
 
 def test_the_command_serves_the_pages_and_mlflow_ui_beside_them(site, tmp_path):
-    """`ganpipe ui --mlflow` as a user starts it: the pages on PORT, MLflow's own UI on PORT + 1, and
-    the run links pointing there; both stop with it."""
+    """`ganpipe ui --mlflow` as a user starts it, in a folder where nothing was generated yet: the pages
+    on PORT (the datasets page saying where datasets will appear), MLflow's own UI on PORT + 1, and the
+    run links pointing there; both stop with it."""
     import signal
     import subprocess
     import sys
@@ -234,8 +399,9 @@ def test_the_command_serves_the_pages_and_mlflow_ui_beside_them(site, tmp_path):
             if s.connect_ex(("127.0.0.1", port + 1)) != 0:
                 break
         port = free_port()
+    not_yet = tmp_path / "datasets"
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ui", "--port", str(port), "--data",
-                             str(site["data"]), "--mlflow", "--set", f"mlflow.tracking_uri={site['uri']}"],
+                             str(not_yet), "--mlflow", "--set", f"mlflow.tracking_uri={site['uri']}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -251,6 +417,8 @@ def test_the_command_serves_the_pages_and_mlflow_ui_beside_them(site, tmp_path):
             assert time.time() < deadline, "ganpipe ui --mlflow did not serve both"
             time.sleep(0.5)
         assert f'href="http://127.0.0.1:{port + 1}/#/experiments/' in pages.text
+        empty = requests.get(f"http://127.0.0.1:{port}/datasets", timeout=10)
+        assert empty.status_code == 200 and "No datasets yet" in empty.text and str(not_yet) in empty.text
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)

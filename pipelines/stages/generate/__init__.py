@@ -78,6 +78,14 @@ def _prepare_out(out: Path, request: dict, overwrite: bool) -> None:
     state.write_text(json.dumps(request, indent=2, sort_keys=True))
 
 
+def check_rows(total: int) -> None:
+    """Refuse, before anything is written, a dataset too small for its own evaluation to finish."""
+    from gan_core.metrics.suite import MIN_SAMPLES
+
+    if total < MIN_SAMPLES:
+        raise UserError(f"--rows {total}: a dataset needs at least {MIN_SAMPLES} rows (its evaluation measures them)")
+
+
 def _request(cfg: Config, loaded: LoadedGenerator, model: str, counts: list[int] | None, rows: int,
              seed: int, filters: dict) -> dict:
     """What is being written; its hash (`key`) tells a rerun of the same request from another one."""
@@ -125,10 +133,7 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
         if rows is None or rows <= 0:
             raise UserError(f"--rows {rows}: give a positive number of rows")
         counts, total = None, rows
-    from gan_core.metrics.suite import MIN_SAMPLES
-
-    if total < MIN_SAMPLES:  # refused before anything is written: its evaluation could not finish
-        raise UserError(f"--rows {total}: a dataset needs at least {MIN_SAMPLES} rows (its evaluation measures them)")
+    check_rows(total)
     if rejection not in (None, "", "drs"):
         raise UserError(f"--rejection {rejection!r}: the one rejection method is drs")
     if rejection == "drs" and loaded.d_state is None:
