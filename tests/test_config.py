@@ -163,3 +163,29 @@ def test_precision_auto_is_bf16_only_where_the_device_computes_it_natively(monke
     if device == "cpu":  # what the training worker builds
         cfg = load_config(None, ["data.source=digits", "train.precision=auto"])
         assert build_game(cfg, load_data(cfg))[0].precision == expected
+
+
+def test_a_workflow_stage_reruns_when_any_key_it_reads_changes():
+    """Every key a stage reads is in its input hash; only where-not-what keys are left out."""
+    from pipelines.config import STAGE_INPUTS, WHERE_NOT_WHAT, flatten, stage_inputs
+    from pipelines.workflow import _hash
+
+    base = load_config(None, [])
+    flat = flatten(base)
+    changed = {"ray.num_workers": "3", "ray.use_gpu": "true", "ray.cpus_per_worker": "2", "ray.storage_path": "elsewhere",
+               "ray.max_failures": "0", "ray.layout": "per_cpu", "eval.during_training": "false",
+               "eval.classifier_epochs": "2", "tune.metric": "label_fidelity", "train.r1_every": "7",
+               "model.g_width": "16", "data.holdout_fraction": "0.2", "seed": "5"}
+    for key, value in changed.items():
+        other = load_config(None, [f"{key}={value}"])
+        assert _hash(stage_inputs(other, "train")) != _hash(stage_inputs(base, "train")), key
+    for key in WHERE_NOT_WHAT:  # where a stage runs or caches: a rerun elsewhere does not train again
+        assert key not in stage_inputs(base, "train")
+    other = load_config(None, ["ray.address=127.0.0.1:6379", "eval.cache_dir=/tmp/x", "mlflow.experiment=e"])
+    assert _hash(stage_inputs(other, "train")) == _hash(stage_inputs(base, "train"))
+    # Whole sections: every key of ray, train, model and data reaches the hash, whatever is added later.
+    for stage, read in STAGE_INPUTS.items():
+        inputs = stage_inputs(base, stage)
+        for key in flat:
+            reads = any(key == r or key.startswith(r + ".") for r in read)
+            assert (key in inputs) == (reads and key not in WHERE_NOT_WHAT), (stage, key)

@@ -575,3 +575,24 @@ def flatten(cfg: Config) -> dict[str, Any]:
 
     walk("", cfg.model_dump(mode="json"))
     return out
+
+
+# What each workflow stage reads from the config: a rerun of the workflow skips a stage whose inputs
+# (these keys' values, and the URIs handed to it) are those it finished with. Sections are given whole;
+# WHERE_NOT_WHAT are keys that say where a stage runs or caches, not what it computes or hands on.
+STAGE_INPUTS = {
+    "train": ("seed", "data", "model", "train", "ray", "eval.during_training", "eval.classifier_epochs",
+              "tune.metric"),
+    "tune": ("seed", "data", "model", "train", "ray", "eval.during_training", "eval.classifier_epochs", "tune"),
+    "evaluate": ("seed", "data", "eval"),
+    "register": ("registry", "tune.metric", "eval", "data"),
+    "generate": ("seed", "generate", "eval", "workflow.rows", "workflow.labels", "workflow.out"),
+}
+WHERE_NOT_WHAT = ("ray.address", "ray.connect_timeout_s", "ray.layout_cache", "eval.cache_dir")
+
+
+def stage_inputs(cfg: Config, stage: str) -> dict[str, Any]:
+    """The `section.key` values stage `stage` reads (STAGE_INPUTS less WHERE_NOT_WHAT)."""
+    read = STAGE_INPUTS[stage]
+    return {k: v for k, v in flatten(cfg).items()
+            if any(k == r or k.startswith(r + ".") for r in read) and k not in WHERE_NOT_WHAT}

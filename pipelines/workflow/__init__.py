@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 
-from ..config import Config
+from ..config import Config, stage_inputs
 from ..errors import UserError
 
 
@@ -125,7 +125,7 @@ def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
     from ..stages.train import run_training
     from ..stages.train.loop import ended_on_budget
 
-    inputs = _hash({k: cfg.model_dump(mode="json")[k] for k in ("data", "model", "train", "seed")})
+    inputs = _hash(stage_inputs(cfg, "train"))
     done = flow.finished("train", inputs)
     if done:
         _skip(say, "train", flow)
@@ -144,8 +144,7 @@ def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
 def _tune(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
     from ..stages.tune import run_sweep
 
-    dumped = cfg.model_dump(mode="json")
-    inputs = _hash({k: dumped[k] for k in ("data", "model", "train", "tune", "seed")})
+    inputs = _hash(stage_inputs(cfg, "tune"))
     done = flow.finished("tune", inputs)
     if done:
         _skip(say, "tune", flow)
@@ -172,7 +171,7 @@ def _evaluate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
     from ..stages.evaluate import evaluate, table
 
     model = out.get("checkpoint") or cfg.workflow.model
-    inputs = _hash({"model": model, "eval": cfg.model_dump(mode="json")["eval"], "seed": cfg.seed})
+    inputs = _hash({"model": model, **stage_inputs(cfg, "evaluate")})
     done = flow.finished("evaluate", inputs)
     if done:
         _skip(say, "evaluate", flow)
@@ -195,8 +194,7 @@ def _evaluate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
 def _register(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
     from ..stages.register import register
 
-    inputs = _hash({"run": out["run_id"], "registry": cfg.model_dump(mode="json")["registry"],
-                    "metric": cfg.tune.metric, "eval": cfg.model_dump(mode="json")["eval"]})
+    inputs = _hash({"run": out["run_id"], **stage_inputs(cfg, "register")})
     done = flow.finished("register", inputs)
     if done:
         _skip(say, "register", flow)
@@ -219,8 +217,7 @@ def _generate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
     model = _model_of(cfg, out)
     dest = w.out or f"datasets/{flow.name}" + (f"-v{model.rsplit('/', 1)[1]}" if model.startswith("models:/") and
                                                  "@" not in model else "")
-    inputs = _hash({"model": model, "rows": w.rows, "labels": w.labels, "seed": cfg.seed, "out": dest,
-                    "generate": cfg.model_dump(mode="json")["generate"]})
+    inputs = _hash({"model": model, "out": dest, **stage_inputs(cfg, "generate")})
     done = flow.finished("generate", inputs)
     if done:
         _skip(say, "generate", flow)
