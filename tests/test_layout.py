@@ -102,3 +102,17 @@ def test_a_resumed_run_keeps_the_layout_of_its_checkpoints(tmp_path, digits, mon
     cfg = layout.choose(_cfg(tmp_path, "train.batch_size=32"), digits, 2, str(run_dir), say=said.append)
     assert (cfg.ray.num_workers, cfg.ray.cpus_per_worker, cfg.train.batch_size) == (1, 2.0, 64)
     assert said == ["train: layout 1 worker x 2 threads, batch 64 per worker, as the run's checkpoints were trained"]
+
+
+def test_the_cache_key_follows_every_setting_of_the_step(tmp_path, digits):
+    """A layout timed under other step settings is not reused: R1 and its interval, DiffAugment,
+    consistency, mode seeking, jitter, k, precision, the model all reach the key; the learning rates
+    (no cost) do not."""
+    base = _cfg(tmp_path)
+    options = layout.candidates(base, 2)
+    key = layout.cache_key(base, digits, options)
+    for change in ["train.r1=3.5", "train.r1_every=7", "train.augment=translation", "train.consistency=1.0",
+                   "train.mode_seeking=1.0", "train.real_jitter=0.5", "train.k=3", "train.precision=bf16" if layout.precision("auto") == "fp32" else "train.precision=fp32",
+                   "train.reuse_fake=true", "model.d_width=16"]:
+        assert layout.cache_key(_cfg(tmp_path, change), digits, options) != key, change
+    assert layout.cache_key(_cfg(tmp_path, "train.lr_g=0.01"), digits, options) == key

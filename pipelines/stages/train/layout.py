@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ...config import Config
-from ...config.build import model_spec, precision
+from ...config.build import game_options, model_spec, precision
 from ...services import checkpoints, names
 from ...services.runtime import requested_address
 
@@ -71,16 +71,14 @@ def with_layout(cfg: Config, layout: Layout) -> Config:
 
 
 def cache_key(cfg: Config, data, options: list[Layout]) -> str:
-    """What the step's speed depends on: the machine, torch, the model and the step's options."""
+    """What the step's speed depends on: the machine, torch, the model and every option of the step
+    (the Game's options as `build_game` passes them)."""
     import torch
 
     spec = model_spec(cfg, data.image_shape, data.num_classes)
-    t = cfg.train
     return json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                       "torch": torch.__version__, "spec": asdict(spec), "k": t.k, "reuse_fake": t.reuse_fake,
-                       "channels_last": t.channels_last, "ema": t.ema_beta is not None,
-                       "precision": precision(t.precision),
-                       "options": [asdict(o) for o in options]}, sort_keys=True)
+                       "torch": torch.__version__, "spec": asdict(spec), "game": game_options(cfg),
+                       "options": [asdict(o) for o in options]}, sort_keys=True, default=str)
 
 
 def steady_rate(game, stream, cfg: Config, steps: int, warmup: int) -> float:
