@@ -35,6 +35,11 @@ def test_the_workflow_nests_its_stages_skips_what_is_done_and_resumes_generation
               parent.info.run_id}
     assert set(stages) == {"train", "evaluate", "register", "generate"}
     assert all(len(r.data.tags["ganpipe.inputs"]) == 16 for r in stages.values())
+    # Each stage's run is open around its work: one after the other, they cover the workflow's time.
+    span = parent.info.end_time - stages["train"].info.start_time
+    covered = sum(r.info.end_time - r.info.start_time for r in stages.values())
+    assert covered >= 0.85 * span, {k: (r.info.start_time, r.info.end_time) for k, r in stages.items()}
+    assert all(r.info.status == "FINISHED" for r in stages.values())
     # Stages hand on URIs: the registered version made the dataset; the summary names everything.
     done = {k.split(".")[-1]: json.loads(v) for k, v in parent.data.tags.items() if k.startswith("ganpipe.done.")}
     assert done["register"]["out"]["model"] == "models:/gan-generator/1"

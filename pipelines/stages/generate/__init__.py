@@ -185,13 +185,19 @@ def _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, to
     generator = {"spec": loaded.meta["spec"], "state": {k: v.clone() for k, v in g.state_dict().items()},
                  "d_state": loaded.d_state if request.get("drs") else None}
     verifier = {"state": net.model.state_dict(), "channels": data.image_shape[0], "num_classes": data.num_classes}
-    written, nodes = _write_shards(cfg, missing, generator, verifier, request, data_dir, provenance, verbose,
-                                          remote_uri)
-    if remote_uri:
-        remote.pull_shards(remote_uri, out_dir, [shard_name(s["index"], n_files) for s in missing])
-    files = _collect(data_dir, shards, n_files)
-    return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance, tags, remote_uri,
-                   g, net)
+    location = remote_uri or str(out_dir)
+    run_id = _open_run(cfg, uri, request, provenance, location, tags)  # its duration is the job's
+    try:
+        written, nodes = _write_shards(cfg, missing, generator, verifier, request, data_dir, provenance, verbose,
+                                       remote_uri)
+        if remote_uri:
+            remote.pull_shards(remote_uri, out_dir, [shard_name(s["index"], n_files) for s in missing])
+        files = _collect(data_dir, shards, n_files)
+        return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance, run_id,
+                       remote_uri, g, net)
+    except BaseException as e:
+        tracking.client(uri).set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
 
 
 def discriminator(loaded: LoadedGenerator):
@@ -339,7 +345,7 @@ def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
 
 
 def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: int, nodes: list[str], gcfg: Config,
-            data, uri: str, provenance: dict, tags: dict | None = None, remote_uri: str | None = None,
+            data, uri: str, provenance: dict, run_id: str, remote_uri: str | None = None,
             generator=None, verifier=None) -> GenerateResult:
     import numpy as np
 
@@ -365,8 +371,8 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
                agreement)
     if remote_uri:  # everything but the manifest, which comes last
         remote.push(remote_uri, out, [out / contract.DATASET_CARD, out / contract.DATASET_EVALUATION_DIR])
-    run_id = _track(cfg, uri, out, request, provenance, counts.tolist(), metrics,
-                    {**(tags or {}), contract.NODES: json.dumps(nodes)}, remote_uri or str(out), unfiltered)
+    _track(uri, run_id, request, provenance, counts.tolist(), metrics, nodes, remote_uri or str(out), out,
+           unfiltered)
     manifest = {"rows": int(counts.sum()), "counts": counts.tolist(), "class_names": request["class_names"],
                 "acceptance": acceptance,
                 "files": files, "request": {k2: v for k2, v in request.items() if k2 != "class_names"},
@@ -380,27 +386,32 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
     return GenerateResult(remote_uri or out, int(counts.sum()), counts.tolist(), files, written, nodes, metrics, run_id)
 
 
-def _track(cfg: Config, uri: str, out: Path, request: dict, provenance: dict, counts: list[int],
-           metrics: dict, extra_tags: dict | None = None, location: str | None = None,
-           unfiltered: dict | None = None) -> str:
-    """An MLflow run (stage `generate`): the request, the dataset as an output, the card and manifest
-    (with a filter on, the evaluation without it too); the model version (when there is one) lists
-    the datasets made from it."""
+def _open_run(cfg: Config, uri: str, request: dict, provenance: dict, location: str,
+              extra_tags: dict | None = None) -> str:
+    """The job's MLflow run (stage `generate`), opened before its work, with the request as params."""
     from mlflow.entities import Param
 
     c = tracking.client(uri)
     exp_id = tracking.experiment_id(uri, cfg.mlflow.experiment)
-    location = location or str(out)  # where the dataset is: its folder, or its object-store URI
     tags = {contract.STAGE: "generate", contract.RUN_DISPLAY_NAME: f"generate-{location.rstrip('/').split('/')[-1]}",
             **(extra_tags or {})}
     if provenance["run_id"]:
         tags[contract.SOURCE_RUN] = provenance["run_id"]
-    run = c.create_run(exp_id, tags=tags)
-    run_id = run.info.run_id
+    run_id = c.create_run(exp_id, tags=tags).info.run_id
     params = {"model": provenance["model"], "model_version": provenance["model_version"], "seed": request["seed"],
               "rows": request["rows"], "counts": json.dumps(request["counts"]), "out": location,
               "rows_per_file": request["rows_per_file"]}
     c.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    return run_id
+
+
+def _track(uri: str, run_id: str, request: dict, provenance: dict, counts: list[int], metrics: dict,
+           nodes: list[str], location: str, out: Path, unfiltered: dict | None = None) -> None:
+    """The job's results on its run (the dataset as an output, the card, the metrics; with a filter on,
+    the evaluation without it too), then its end; the model version (when there is one) lists the
+    datasets made from it."""
+    c = tracking.client(uri)
+    c.set_tag(run_id, contract.NODES, json.dumps(nodes))
     tracking.log_dataset_input(uri, run_id, location.rstrip("/").split("/")[-1], request["key"], location, "output",
                                {"rows": request["rows"], "counts": counts})
     scalars = {f"{contract.EVAL_PREFIX}{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -416,4 +427,3 @@ def _track(cfg: Config, uri: str, out: Path, request: dict, provenance: dict, co
         made = json.loads(mv.tags.get(contract.V_DATASETS, "[]"))
         if location not in made:
             c.set_model_version_tag(name, version, contract.V_DATASETS, json.dumps(made + [location]))
-    return run_id
