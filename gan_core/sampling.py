@@ -8,7 +8,6 @@ Two ways to draw:
 """
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import torch
@@ -68,25 +67,54 @@ def uniform_rows(ids: np.ndarray | torch.Tensor, seed: int, stream: int = 0) -> 
 
 def labels_for_rows(ids: np.ndarray | torch.Tensor, counts: list[int], seed: int) -> torch.Tensor:
     """Labels for the given row ids of a dataset with exactly `counts[c]` rows of class c: the
-    labels are laid out class by class and shuffled by a permutation fixed by (seed, total)."""
+    labels are laid out class by class and shuffled by a permutation fixed by (seed, total). The
+    permutation is computed for the ids asked for only (`shuffled_index`): memory and time grow with
+    len(ids), never with the dataset's size."""
     total = int(sum(counts))
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) and (ids.min() < 0 or ids.max() >= total):
         raise ValueError(f"row ids must lie in [0, {total})")
-    return torch.from_numpy(_label_layout(tuple(int(c) for c in counts), int(seed))[ids].astype(np.int64))
+    bounds = np.cumsum(np.asarray(counts, dtype=np.int64))
+    return torch.from_numpy(np.searchsorted(bounds, shuffled_index(ids, total, seed), side="right").astype(np.int64))
 
 
-@functools.lru_cache(maxsize=2)
-def _label_layout(counts: tuple[int, ...], seed: int) -> np.ndarray:
-    """Every row's label, computed once per (counts, seed): a batch job asks for a few hundred rows at
-    a time, and the permutation costs O(total). Stored in the smallest integer type that holds the
-    classes (1 byte per row for up to 256 classes), read-only."""
-    total = sum(counts)
-    layout = np.repeat(np.arange(len(counts), dtype=np.min_scalar_type(max(len(counts) - 1, 0))), counts)
-    perm = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, total, 1]))).permutation(total)
-    out = layout[perm]
-    out.flags.writeable = False
-    return out
+FEISTEL_ROUNDS = 6
+_MASK64 = np.uint64(2**64 - 1)
+
+
+def _mix(x: np.ndarray, key: int) -> np.ndarray:
+    """splitmix64's finalizer of x + key: a well-mixed 64-bit hash, elementwise."""
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(key & (2**64 - 1))) & _MASK64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return z ^ (z >> np.uint64(31))
+
+
+def shuffled_index(ids: np.ndarray, total: int, seed: int) -> np.ndarray:
+    """Where rows `ids` land in a pseudo-random permutation of range(total) fixed by (seed, total): a
+    balanced Feistel network on the smallest even number of bits that holds `total`, walked again
+    for a value at or beyond `total` (cycle-walking keeps it a bijection of range(total))."""
+    ids = np.asarray(ids, dtype=np.uint64)
+    if total <= 1:
+        return ids.astype(np.int64)
+    half = max(1, ((int(total) - 1).bit_length() + 1) // 2)
+    low = np.uint64((1 << half) - 1)
+    keys = [int(_mix(np.array([r], dtype=np.uint64), (seed * 0x9E3779B97F4A7C15 + total) & (2**64 - 1))[0])
+            for r in range(FEISTEL_ROUNDS)]
+
+    def permute(x: np.ndarray) -> np.ndarray:
+        left, right = x >> np.uint64(half), x & low
+        for k in keys:
+            left, right = right, left ^ (_mix(right, k) & low)
+        return (left << np.uint64(half)) | right
+
+    out = permute(ids)
+    while True:
+        outside = out >= np.uint64(total)
+        if not outside.any():
+            return out.astype(np.int64)
+        out[outside] = permute(out[outside])
 
 
 FORWARD_BLOCK = 256  # rows per generator forward pass when rows are addressed by id

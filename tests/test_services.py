@@ -243,6 +243,25 @@ def test_row_labels_have_the_exact_counts_asked_for():
         labels_for_rows(np.array([25]), counts, 1)
 
 
+def test_the_row_shuffle_is_a_permutation_and_costs_only_the_rows_asked_for():
+    import tracemalloc
+
+    from gan_core.sampling import shuffled_index
+
+    for total in (1, 2, 3, 7, 64, 1000, 4097):
+        for seed in (0, 5):
+            assert sorted(shuffled_index(np.arange(total), total, seed)) == list(range(total)), (total, seed)
+    assert not np.array_equal(shuffled_index(np.arange(1000), 1000, 0), shuffled_index(np.arange(1000), 1000, 1))
+    y = labels_for_rows(np.arange(100), [1000] * 10, seed=0).numpy()
+    assert len(set(y.tolist())) == 10 and max(np.bincount(y)) < 25  # shuffled, not laid out class by class
+    # A row of a dataset of 10^12 rows: no memory in proportion to the dataset.
+    tracemalloc.start()
+    far = labels_for_rows(np.array([10**12 - 1, 0]), [10**11] * 10, seed=3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20 and far.tolist() == labels_for_rows(np.array([10**12 - 1, 0]), [10**11] * 10, 3).tolist()
+
+
 def test_metric_table_directions():
     assert TRAINING_METRICS == {"fd": "min", "label_fidelity": "max"}
     assert is_better("fd", 1.0, 2.0) and not is_better("fd", 2.0, 1.0)

@@ -238,6 +238,13 @@ def test_generate_bad_input(workdir, capsys, registry, ray_local):
     assert_one_line(*fails("--rows", "0"), "--rows 0: give a positive number of rows")
     assert_one_line(*fails("--rows", "-5"), "--rows -5")
     assert_one_line(*fails("--rows", "9"), "--rows 9: a dataset needs at least 10 rows")
+    import time
+
+    began = time.monotonic()  # a request the disk cannot hold: refused at once, nothing allocated or written
+    code, err = fails("--rows", "1000000000000", out=workdir / "huge")
+    assert_one_line(code, err, "--rows 1,000,000,000,000: the dataset needs about", "bytes a row, measured on its "
+                    "first 256 rows", "free")
+    assert time.monotonic() - began < 30 and not (workdir / "huge").exists()
     assert_one_line(*fails("--labels", "11=5"), "the model has no class '11'")
     assert_one_line(*fails("--labels", "3=-1"), "counts cannot be negative")
     assert_one_line(*fails("--rows", "10", "--labels", "0=5"), "--rows 10 disagrees")

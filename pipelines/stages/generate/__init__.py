@@ -86,6 +86,52 @@ def check_rows(total: int) -> None:
         raise UserError(f"--rows {total}: a dataset needs at least {MIN_SAMPLES} rows (its evaluation measures them)")
 
 
+ROW_OVERHEAD = 64  # bytes a row takes in Parquet besides its PNG: id, labels, confidence, path, page headers
+FILE_MEMORY = 2048  # bytes the driver holds per file of a dataset (its description, its manifest entry)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def check_room(g, counts: list[int] | None, total: int, seed: int, out_dir: Path, per_file: int) -> None:
+    """Refuse at once a request the machine cannot hold: the disk its rows take at the bytes a row
+    measured on the dataset's first rows (less what its folder already holds), and the memory of
+    what the driver keeps per file. Nothing else is sized by the row count."""
+    import shutil
+
+    import numpy as np
+    import psutil
+    import torch
+
+    from gan_core import FORWARD_BLOCK, labels_for_rows, render_rows, rows_generator
+    from gan_core.data import encode_pngs, to_uint8
+
+    ids = np.arange(min(total, FORWARD_BLOCK))
+    with torch.no_grad():
+        y = labels_for_rows(ids, counts, seed) if counts else None
+        pixels = to_uint8(render_rows(rows_generator(g), ids, seed, y))
+    per_row = float(np.mean([len(b) for b in encode_pngs(pixels)])) + ROW_OVERHEAD
+    data_dir = out_dir / contract.DATASET_DATA_DIR
+    held = sum(p.stat().st_size for p in data_dir.glob("*.parquet")) if data_dir.is_dir() else 0
+    need = total * per_row - held
+    where = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise UserError(f"--rows {total:,}: the dataset needs about {_size(need)} ({per_row:,.0f} bytes a row, "
+                        f"measured on its first {len(ids)} rows) and {where} has {_size(free)} free")
+    memory = -(-total // per_file) * FILE_MEMORY
+    available = psutil.virtual_memory().available
+    if memory > available // 2:
+        raise UserError(f"--rows {total:,}: its {-(-total // per_file):,} files need about {_size(memory)} of memory "
+                        f"to track, more than half of the {_size(available)} available; set a larger "
+                        f"generate.rows_per_file or write it in parts")
+
+
 def _request(cfg: Config, loaded: LoadedGenerator, model: str, counts: list[int] | None, rows: int,
              seed: int, filters: dict) -> dict:
     """What is being written; its hash (`key`) tells a rerun of the same request from another one."""
@@ -147,6 +193,7 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
         out_dir = remote.mirror(remote_uri)
     else:
         out_dir = Path(out).expanduser().resolve()
+    check_room(g, counts, total, seed, out_dir, rows_per_file(total, cfg.generate.rows_per_file))
     net, gcfg, data = _verifier(cfg, loaded, model)
     filters = {}
     if rejection or min_confidence is not None:
