@@ -85,3 +85,24 @@ def test_damaged_checkpoint_is_skipped_for_the_newest_good_and_a_nan_keeps_the_l
     assert_one_line(code, last, "NaN/inf at iteration 31", "checkpoint_00000030")
     assert checkpoints.load_state(run / "checkpoint_00000030")["iteration"] == 30
     assert not list(run.glob("checkpoint_0000004*"))
+
+
+def test_a_full_disk_names_the_checkpoint_it_cut_short_and_keeps_the_last_good(workdir, capsys, ray_local):
+    """`ray.storage_path` on a 3 MB tmpfs: the first checkpoint (1.9 MB) fits, the second does not."""
+    import subprocess
+
+    disk = workdir / "small-disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], check=True)
+    try:
+        code, _, err = run_cli(capsys, "train", *set_args(SMALL + [
+            "ray.num_workers=1", "ray.max_failures=0", "train.run_name=full", "train.iterations=30",
+            "train.checkpoint_every=10", "train.eval_every=10", f"ray.storage_path={disk}"]))
+        run = disk / "full"
+        last = err.replace("\r", "\n").strip().splitlines()[-1]
+        assert_one_line(code, last, f"run 'full': no space left on {disk} ({run}) while writing checkpoint 20; "
+                                    f"the last good checkpoint is {run / 'checkpoint_00000010'}")
+        assert checkpoints.load_state(run / "checkpoint_00000010")["iteration"] == 10  # intact
+        assert checkpoints.problems(run / "checkpoint_00000010", 1) == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)

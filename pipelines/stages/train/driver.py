@@ -160,7 +160,7 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
     try:
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError and friends: name the run and the cause
-        raise run_failed(uri, run_id, run_name, e) from None
+        raise run_failed(uri, run_id, run_name, e, f"{cfg.ray.storage_path}/{run_name}") from None
     kept = with_latest([(ckpt, m) for ckpt, m in getattr(result, "best_checkpoints", None) or []],
                        result.checkpoint, dict(result.metrics or {}))
     return record_outcome(cfg, uri, run_id, run_name, result.return_value or {}, dict(result.metrics or {}),
@@ -289,10 +289,28 @@ def _finish(uri: str, run_id: str, status: str) -> None:
     tracking.client(uri).set_terminated(run_id, status)
 
 
-def run_failed(uri: str, run_id: str, run_name: str, e: BaseException) -> TrainingError:
-    """Mark the MLflow run failed; the one error that names the run and the root cause."""
+def run_failed(uri: str, run_id: str, run_name: str, e: BaseException, run_dir: str | None = None) -> TrainingError:
+    """Mark the MLflow run failed; the one error that names the run and the root cause (a full disk
+    under the run's storage: where, the checkpoint it was writing and the last good one)."""
     _finish(uri, run_id, "FAILED")
-    return TrainingError(f"run {run_name!r} failed: {_root_cause(e)}")
+    cause = _root_cause(e)
+    if run_dir and names.is_local(run_dir) and ("No space left on device" in cause or "Errno 28" in cause):
+        return TrainingError(f"run {run_name!r}: {disk_full(run_dir)}")
+    return TrainingError(f"run {run_name!r} failed: {cause}")
+
+
+def disk_full(run_dir: str) -> str:
+    """What a full disk under a run's folder left: the checkpoint cut short, the newest good one."""
+    import os
+
+    root = Path(run_dir)
+    mount = next(p for p in (root, *root.parents) if p.exists())
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    good, damaged = checkpoints.scan(root, 1)
+    writing = f"checkpoint {checkpoints.iteration_of(next(iter(damaged)))}" if damaged else "a checkpoint"
+    last = f"the last good checkpoint is {good[0]}" if good else "no checkpoint was complete"
+    return f"no space left on {mount} ({root}) while writing {writing}; {last}"
 
 
 def _root_cause(e: BaseException) -> str:
