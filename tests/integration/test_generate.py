@@ -198,12 +198,14 @@ def test_a_generation_killed_for_real_resumes_to_the_same_bytes(workdir, capsys,
     cmd = [sys.executable, "-m", "pipelines.cli", *with_cache(("generate", "--model", "models:/gan-generator@champion",
            "--out", str(killed), "--set", f"mlflow.tracking_uri={registry['uri']}", *FAST, *args, "--set",
            f"ray.address={ray_local.get_runtime_context().gcs_address}"))]
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env_for(workdir), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = workdir / "killed.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env_for(workdir), stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     data = killed / "data"
     deadline = time.monotonic() + 300
     while not (data.is_dir() and any(file_complete(p) for p in data.glob("train-*.parquet"))):
-        assert proc.poll() is None and time.monotonic() < deadline, "no complete file before the kill"
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

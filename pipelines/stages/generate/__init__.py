@@ -98,6 +98,20 @@ def _size(n: float) -> str:
     return ""
 
 
+def _available_memory() -> int:
+    """Bytes of memory available to new work (Linux's MemAvailable; else the free pages)."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def check_room(g, counts: list[int] | None, total: int, seed: int, out_dir: Path, per_file: int) -> None:
     """Refuse at once a request the machine cannot hold: the disk its rows take at the bytes a row
     measured on the dataset's first rows (less what its folder already holds), and the memory of
@@ -105,7 +119,6 @@ def check_room(g, counts: list[int] | None, total: int, seed: int, out_dir: Path
     import shutil
 
     import numpy as np
-    import psutil
     import torch
 
     from gan_core import FORWARD_BLOCK, labels_for_rows, render_rows, rows_generator
@@ -125,7 +138,7 @@ def check_room(g, counts: list[int] | None, total: int, seed: int, out_dir: Path
         raise UserError(f"--rows {total:,}: the dataset needs about {_size(need)} ({per_row:,.0f} bytes a row, "
                         f"measured on its first {len(ids)} rows) and {where} has {_size(free)} free")
     memory = -(-total // per_file) * FILE_MEMORY
-    available = psutil.virtual_memory().available
+    available = _available_memory()
     if memory > available // 2:
         raise UserError(f"--rows {total:,}: its {-(-total // per_file):,} files need about {_size(memory)} of memory "
                         f"to track, more than half of the {_size(available)} available; set a larger "
