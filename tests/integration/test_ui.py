@@ -29,7 +29,6 @@ FAST = ["eval.cas=false", "eval.samples=200", "generate.eval_samples=200"]
 def site(tmp_path_factory, feature_cache, ray_local):
     """A tracking store with a champion and a challenger, a dataset folder with one dataset, and the UI
     served on a free port (in a thread of this process, as `ganpipe ui` serves it)."""
-    import uvicorn
     from mlflow.tracking import MlflowClient
 
     from pipelines.ui import Settings, create_app
@@ -50,15 +49,7 @@ def site(tmp_path_factory, feature_cache, ray_local):
                            "--set", "generate.rows_per_file=256", *[a for f in FAST for a in ("--set", f)])
     assert code == 0, err[-3000:]
     app = create_app(Settings(cfg, uri, [data], mlflow_url=MLFLOW_UI))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline, "the UI did not start"
-        time.sleep(0.1)
+    url, server, thread = _serve(app)
     shots = Path(os.environ.get("GANPIPE_UI_SCREENSHOTS") or tmp / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     yield {"url": url, "uri": uri, "data": data, "shots": shots, "app": app}
