@@ -51,7 +51,7 @@ def main() -> None:
             page.fill("#name", f"from-the-page-{time.strftime('%H%M%S')}")
             page.fill("#rows", "500")
             page.click("#start")
-            page.wait_for_function("['finished', 'failed'].includes(document.querySelector('#status').innerText)",
+            page.wait_for_function("['finished', 'failed', 'cancelled'].includes(document.querySelector('#status').innerText)",
                                    timeout=600_000)
             page.screenshot(path=str(OUT / "batch.png"), full_page=True)
             browser.close()

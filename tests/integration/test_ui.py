@@ -217,8 +217,17 @@ def test_a_batch_cancelled_from_the_page_stops_and_resumes_from_there(site, brow
     assert _wait_done(page, 60_000) == "cancelled"
     assert batch.proc.poll() is not None  # its process has ended
     assert not (site["data"] / "cancelled" / "manifest.json").exists()
-    page.click("#resume")  # the same request into the same folder
+    (site["data"] / "cancelled").mkdir(exist_ok=True)  # (cancelled before it began writing, it may not exist)
+    (site["data"] / "cancelled" / "stray.txt").write_text("left by hand")
+    page.click("#replace")  # the folder deleted, the same request started again
     page.wait_for_url(lambda u: u != first)
+    second = page.url
+    assert not (site["data"] / "cancelled" / "stray.txt").exists()
+    page.wait_for_selector("#cancel")
+    page.click("#cancel")
+    assert _wait_done(page, 60_000) == "cancelled"
+    page.click("#resume")  # the same request into the same folder
+    page.wait_for_url(lambda u: u not in (first, second))
     assert _wait_done(page) == "finished", page.content()[-3000:]
     assert "Synthetic dataset: 3000 images" in page.locator("#card").inner_text()
     page.close()
