@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.helpers import assert_one_line, run_cli
@@ -189,3 +190,27 @@ def test_a_workflow_stage_reruns_when_any_key_it_reads_changes():
         for key in flat:
             reads = any(key == r or key.startswith(r + ".") for r in read)
             assert (key in inputs) == (reads and key not in WHERE_NOT_WHAT), (stage, key)
+
+
+def test_a_source_without_class_names_is_told_how_to_name_them(tmp_path):
+    """An IDX pair carries numbers only: the run says so and names the key; named classes, the digit
+    sources and data.class_names say nothing."""
+    import gzip
+
+    from gan_core.data import load_dataset
+    from pipelines.config.build import class_names_note
+
+    images = np.zeros((6, 28, 28), np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2], np.uint8)
+    with gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(bytes([0, 0, 8, 3]) + (6).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + images.tobytes())
+    with gzip.open(tmp_path / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(bytes([0, 0, 8, 1]) + (6).to_bytes(4, "big") + labels.tobytes())
+    source = f"idx:{tmp_path}"
+    cfg = load_config(None, [f"data.source={source}"])
+    note = class_names_note(cfg, load_dataset(source))
+    assert note == (f"data {source}: its 3 classes carry no names and are called 0..2; --set "
+                    "data.class_names=[NAME,...] names them (the dataset card, the UI and generate's --labels use them)")
+    named = load_config(None, [f"data.source={source}", "data.class_names=[shirt,shoe,bag]"])
+    assert class_names_note(named, load_dataset(source, class_names=["shirt", "shoe", "bag"])) is None
+    assert class_names_note(load_config(None, ["data.source=digits"]), load_dataset("digits")) is None

@@ -82,3 +82,19 @@ def load_data(cfg: Config):
         return load_streamed(d.source, d.image_size, d.channels, d.holdout_fraction, cfg.seed, d.stream_sample,
                              d.mixed_sizes, d.class_names)
     return load_dataset(d.source, d.image_size, d.channels, d.mixed_sizes, d.class_names, d.root)
+
+
+NAMED_BY_NUMBER = ("mnist5k", "digits")  # sources whose classes are the digits their numbers name
+
+
+def class_names_note(cfg: Config, data) -> str | None:
+    """A line for a source whose classes carry no names (an IDX pair, a Parquet file without a
+    ClassLabel): they are called 0..K-1 in the card, the UI and the labels, and `data.class_names`
+    names them. None when the classes have names."""
+    numbered = list(data.class_names) == [str(i) for i in range(data.num_classes)]
+    if not numbered or cfg.data.class_names or cfg.data.source in NAMED_BY_NUMBER:
+        return None
+    return (f"data {cfg.data.source}: its {data.num_classes} classes carry no names and are called "
+            f"0..{data.num_classes - 1}; --set data.class_names=[NAME,...] names them (the dataset card, the "
+            f"UI and generate's --labels use them)")
+
