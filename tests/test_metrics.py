@@ -75,12 +75,14 @@ def test_cas_of_real_data_against_itself_is_near_one(digits_net):
     xh, yh = holdout.tensors()
     out = classification_accuracy_score(xt, yt, xt, yt, xh, yh, 10, epochs=3, min_steps=100)
     assert out["cas_real"] > 0.85 and abs(out["cas_ratio"] - 1.0) < 0.02, out
+    assert out["cas_samples"] == len(xt)  # both sides trained on as many images
     shuffled = classification_accuracy_score(xt, yt[torch.randperm(len(yt))], xt, yt, xh, yh, 10, epochs=3, min_steps=100)
     assert shuffled["cas_ratio"] < 0.4, shuffled  # wrong labels make useless training data
     # Per holdout class: a synthetic set without any 9 teaches no classifier to say 9; the other classes
     # keep their accuracy, and the class means weighted by the holdout's counts give CAS back.
     keep = yt != 9
     no_nines = classification_accuracy_score(xt[keep], yt[keep], xt, yt, xh, yh, 10, epochs=3, min_steps=100)
+    assert no_nines["cas_samples"] == int(keep.sum())
     counts = np.bincount(yh.numpy(), minlength=10)
     assert no_nines["cas_per_class"][9] == 0.0 and min(no_nines["cas_per_class"][:9]) > 0.7, no_nines
     assert min(no_nines["cas_real_per_class"]) > 0.7

@@ -447,3 +447,25 @@ def test_the_raylets_worker_pool_warning_stays_off_the_terminal_and_other_messag
         assert "worker processes have been started" not in out and "worker 12 died: out of memory" in out
     finally:
         ray_worker.print_to_stdstream = before
+
+
+def test_cas_trains_on_the_training_split_up_to_its_cap():
+    """The protocol's samples follow the training split up to `eval.cas_max_samples` (60,000 images
+    train CAS classifiers on 10,000 a side, as the table line says); mnist5k's 4,500 are below it."""
+    from pipelines.config import load_config
+    from pipelines.stages import evaluate
+
+    class Data:
+        def __init__(self, n):
+            self.n = n
+
+        def split_sizes(self, fraction):
+            return self.n - int(self.n * fraction), int(self.n * fraction)
+
+    cfg = load_config(None, [])
+    assert evaluate.protocol_samples(cfg, Data(5000)) == 4500
+    assert evaluate.protocol_samples(cfg, Data(60000)) == 10000
+    assert evaluate.protocol_samples(load_config(None, ["eval.cas_max_samples=30000"]), Data(60000)) == 30000
+    assert evaluate.protocol_samples(load_config(None, ["eval.cas=false"]), Data(60000)) == 2000
+    line = evaluate.table({"classifier_holdout_accuracy": 0.9, "samples": 2000, "cas_samples": 10000})
+    assert "CAS: each classifier trained on 10,000 images, generated or real (eval.cas_max_samples caps it)" in line

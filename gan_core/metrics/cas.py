@@ -23,8 +23,9 @@ def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, 
     """Accuracy on the real holdout of a fresh classifier trained on synthetic data, next to the same
     classifier trained on as many real training images (a seeded random subset: a split is stored
     class by class, so its first n images may hold only some classes); and their ratio, with bootstrap
-    intervals over the holdout rows (`cas_lo`/`cas_hi`, `cas_ratio_lo`/`cas_ratio_hi`), and both
-    accuracies per holdout class (`cas_per_class`, `cas_real_per_class`: where the samples fall short).
+    intervals over the holdout rows (`cas_lo`/`cas_hi`, `cas_ratio_lo`/`cas_ratio_hi`), the images each
+    side trained on (`cas_samples`: the smaller of the two sets), and both accuracies per holdout class
+    (`cas_per_class`, `cas_real_per_class`: where the samples fall short).
 
     With `seeds` > 1 both classifiers are trained that many times (seeds `seed`, `seed` + 1, ...: the
     initialization, the batch order and the real subset change) and each holdout row counts by the
@@ -52,7 +53,7 @@ def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, 
                  for h in (synth_hits, real_hits)]
     return {"cas": cas, "cas_real": ref, "cas_ratio": cas / ref if ref > 0 else float("nan"),
             "cas_lo": lo, "cas_hi": hi, "cas_ratio_lo": rlo, "cas_ratio_hi": rhi,
-            "cas_per_class": per_class[0], "cas_real_per_class": per_class[1]}
+            "cas_per_class": per_class[0], "cas_real_per_class": per_class[1], "cas_samples": int(n)}
 
 
 def reference_hits(real_x: torch.Tensor, real_y: torch.Tensor, holdout_x: torch.Tensor, holdout_y: torch.Tensor,

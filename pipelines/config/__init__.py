@@ -206,6 +206,9 @@ class EvalConfig(Section):
                                                "their hits averaged per holdout row")
     cas_epochs: int = Field(CAS_EPOCHS, ge=1, description=f"epochs of each CAS classifier's training (at least "
                                                           f"{MIN_STEPS} steps)")
+    cas_max_samples: int = Field(10000, ge=10, description="images each CAS classifier trains on, at most (the "
+                                 "training split's size below it): the evaluation's cost stops growing with the "
+                                 "data, and both sides train on as many, so the ratio stays fair")
 
 
 class SpaceEntry(Section):

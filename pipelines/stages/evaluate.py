@@ -39,6 +39,9 @@ def table(metrics: dict) -> str:
             lines.append(f"{m.name:<24}{metrics[m.name]:>10.4f}{band:>20}{real:>12}  {m.better:<6}  {m.meaning}")
     lines.append(f"feature network accuracy on real holdout: {metrics['classifier_holdout_accuracy']:.4f} "
                  f"({metrics['samples']} samples per set)")
+    if "cas_samples" in metrics:
+        lines.append(f"CAS: each classifier trained on {int(metrics['cas_samples']):,} images, generated or real "
+                     f"(eval.cas_max_samples caps it)")
     bar = quality_bar(metrics)
     if bar:
         missed = [f"{name} {value:.4g} (bar {bound:.4g})" for name, (value, bound, met) in bar.items() if not met]
@@ -96,9 +99,9 @@ def generator_data(cfg: Config, loaded: LoadedGenerator, model: str):
 
 def protocol_samples(cfg: Config, data) -> int:
     """Generated samples of the protocol: `eval.samples`, and with CAS at least the training split's
-    size (CAS trains on as many generated samples as the real training split holds)."""
+    size up to `eval.cas_max_samples` (CAS trains on as many generated samples as real ones)."""
     n_train, _ = data.split_sizes(cfg.data.holdout_fraction)
-    return max(cfg.eval.samples, n_train) if cfg.eval.cas else cfg.eval.samples
+    return max(cfg.eval.samples, min(n_train, cfg.eval.cas_max_samples)) if cfg.eval.cas else cfg.eval.samples
 
 
 def evaluate_generator(cfg: Config, loaded: LoadedGenerator, model: str, out_dir: str | None,
