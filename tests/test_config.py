@@ -214,3 +214,19 @@ def test_a_source_without_class_names_is_told_how_to_name_them(tmp_path):
     named = load_config(None, [f"data.source={source}", "data.class_names=[shirt,shoe,bag]"])
     assert class_names_note(named, load_dataset(source, class_names=["shirt", "shoe", "bag"])) is None
     assert class_names_note(load_config(None, ["data.source=digits"]), load_dataset("digits")) is None
+
+
+def test_an_imbalanced_source_names_its_rare_classes():
+    """Classes under half the mean per class are named with their counts; a balanced source says nothing."""
+    from gan_core.data.dataset import ImageDataset
+    from pipelines.config.build import imbalance_note
+
+    labels = np.array([0] * 500 + [1] * 480 + [2] * 40 + [3] * 100)
+    data = ImageDataset(np.zeros((len(labels), 1, 4, 4), np.uint8), labels, ["cat", "dog", "owl", "fox"], "zoo")
+    cfg = load_config(None, ["data.source=imagefolder:/zoo"])
+    assert imbalance_note(cfg, data) == (
+        "data imagefolder:/zoo: classes imbalanced: rare owl (40 images), fox (100 images) against 280 a class on "
+        "average; training keeps the data's class shares, and generate --labels proportional keeps them (balanced "
+        "asks each class alike)")
+    even = ImageDataset(np.zeros((40, 1, 4, 4), np.uint8), np.arange(40) % 4, ["a", "b", "c", "d"], "even")
+    assert imbalance_note(cfg, even) is None

@@ -2,6 +2,7 @@
 to gan_core objects (used by the training worker, the benchmarks and the tests)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from gan_core import Game, ModelSpec, adam_pair, build_models
@@ -97,4 +98,24 @@ def class_names_note(cfg: Config, data) -> str | None:
     return (f"data {cfg.data.source}: its {data.num_classes} classes carry no names and are called "
             f"0..{data.num_classes - 1}; --set data.class_names=[NAME,...] names them (the dataset card, the "
             f"UI and generate's --labels use them)")
+
+
+IMBALANCED = 0.5  # a class with fewer images than this share of the mean per class is reported as rare
+
+
+def imbalance_note(cfg: Config, data) -> str | None:
+    """A line for a source whose classes are far from balanced: its rare classes, and that training
+    keeps the data's class shares (G draws its labels by them) while generate asks for what it is
+    told (`--labels proportional` keeps the shares, `balanced` gives each class alike). None when
+    every class holds at least IMBALANCED of the mean."""
+    counts = np.bincount(np.asarray(data.labels), minlength=data.num_classes)
+    mean = counts.sum() / max(1, data.num_classes)
+    rare = [(data.class_names[c], int(counts[c])) for c in np.argsort(counts, kind="stable")
+            if counts[c] < IMBALANCED * mean]
+    if not rare:
+        return None
+    names = ", ".join(f"{name} ({n:,} images)" for name, n in rare)
+    return (f"data {cfg.data.source}: classes imbalanced: rare {names} against {mean:,.0f} a class on average; "
+            f"training keeps the data's class shares, and generate --labels proportional keeps them (balanced "
+            f"asks each class alike)")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...config import Config, flatten, with_absolute_paths
-from ...config.build import class_names_note, load_data
+from ...config.build import class_names_note, imbalance_note, load_data
 from ...errors import UserError
 from ...services import checkpoints, contract, names, tracking
 from . import layout
@@ -243,9 +243,9 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
     from ...services.runtime import check_fits, resolve_num_workers
 
     cfg, uri, data = preflight(cfg, verbose)
-    note = class_names_note(cfg, data)
-    if note and not quiet:
-        print(f"train: {note}")
+    for note in (class_names_note(cfg, data), imbalance_note(cfg, data)):
+        if note and not quiet:
+            print(f"train: {note}")
     cfg = layout.choose(cfg, data, resolve_num_workers(cfg), f"{cfg.ray.storage_path}/{run_name}",
                         say=(lambda line: None) if quiet else print)
     workers = cfg.ray.num_workers
