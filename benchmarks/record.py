@@ -9,6 +9,17 @@ from pathlib import Path
 DEFAULT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
+def cpu_model() -> str:
+    """The CPU's model name, for the machine column of a row (speeds differ between CPUs of one kind)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def add_outputs(parser: argparse.ArgumentParser) -> None:
     """--out (the Markdown file the row is appended to) and --json (the numbers, for run_all.py)."""
     parser.add_argument("--out", default=str(DEFAULT), help="Markdown file the result row is appended to")
