@@ -10,6 +10,7 @@ newest checkpoint, generation from its complete files). A stage whose input noth
 (generate with no model) is refused before anything runs."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -67,30 +68,30 @@ class Workflow:
         self.done[stage] = {"inputs": inputs, "out": out}
         self.c.set_tag(self.run_id, f"{self.contract.DONE_PREFIX}{stage}", json.dumps(self.done[stage]))
 
-    def open_stage_run(self, stage: str, inputs: str, params: dict) -> str:
-        """The MLflow run of a stage that has none of its own (evaluate, register), opened before its work
-        so that the run's duration is the stage's."""
-        from mlflow.entities import Param
+    @contextlib.contextmanager
+    def stage_run(self, stage: str, inputs: str, params: dict):
+        """The MLflow run of a stage that has none of its own (evaluate, register), open around its
+        work so that the run's duration is the stage's; the block fills the yielded `metrics` and
+        `tags`, logged when it ends. A block that raises leaves the run FAILED."""
+        from mlflow.entities import Metric, Param, RunTag
 
         c = self.contract
         run = self.c.create_run(self.c.get_run(self.run_id).info.experiment_id,
                                 tags={**self.tags(inputs), c.STAGE: stage,
                                       c.RUN_DISPLAY_NAME: f"{self.name}-{stage}"})
-        self.c.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        return run.info.run_id
-
-    def close_stage_run(self, run_id: str, metrics: dict, tags: dict) -> None:
-        """Its results, and the end of its run."""
-        from mlflow.entities import Metric, RunTag
-
+        run_id = run.info.run_id
+        self.c.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        result = {"run_id": run_id, "metrics": {}, "tags": {}}
+        try:
+            yield result
+        except BaseException:
+            self.c.set_terminated(run_id, "FAILED")
+            raise
         now = int(time.time() * 1000)
-        self.c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+        self.c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in result["metrics"].items()
                                           if isinstance(v, (int, float))],
-                         tags=[RunTag(k, str(v)) for k, v in tags.items()])
+                         tags=[RunTag(k, str(v)) for k, v in result["tags"].items()])
         self.c.set_terminated(run_id, "FINISHED")
-
-    def failed_stage_run(self, run_id: str) -> None:
-        self.c.set_terminated(run_id, "FAILED")
 
     def close(self, status: str, summary: dict) -> None:
         self.c.set_tag(self.run_id, "ganpipe.summary", json.dumps(summary, default=str)[:5000])
@@ -185,12 +186,11 @@ def _evaluate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
     if done:
         _skip(say, "evaluate", flow)
         return done
-    run_id = flow.open_stage_run("evaluate", inputs, {"model": model})
-    try:
+    with flow.stage_run("evaluate", inputs, {"model": model}) as run:
         res = evaluate(cfg, model, None, f"{cfg.workflow.reports}/{flow.name}")
-    except BaseException:
-        flow.failed_stage_run(run_id)
-        raise
+        metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}
+        run.update(metrics=metrics, tags={"ganpipe.report": res.report})
+    run_id = run["run_id"]
     say_evaluation(res, table, say)
     budget = out.get("ended_on_budget")
     missed = [name for name, (_, _, met) in quality_bar(res.metrics).items() if not met]
@@ -198,8 +198,6 @@ def _evaluate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
         say(f"evaluate: {', '.join(missed)} below the bar, and training ended on its time budget "
             f"({budget['budget_s']:g} s, iteration {int(budget['iteration']):,}); a slower machine trains fewer "
             f"iterations in it: a larger train.time_budget_s trains further (docs/quality.md)")
-    metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}
-    flow.close_stage_run(run_id, metrics, {"ganpipe.report": res.report})
     made = {"report": str(res.report), "metrics": _headline(metrics), "evaluate_run_id": run_id}
     flow.record("evaluate", inputs, made)
     return made
@@ -213,15 +211,12 @@ def _register(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
     if done:
         _skip(say, "register", flow)
         return done
-    run_id = flow.open_stage_run("register", inputs, {"run_id": out["run_id"]})
-    try:
+    with flow.stage_run("register", inputs, {"run_id": out["run_id"]}) as run:
         reg = register(cfg, out["run_id"], verbose=verbose)
-    except BaseException:
-        flow.failed_stage_run(run_id)
-        raise
+        model = f"models:/{reg.name}/{reg.version}"
+        run["tags"].update({"ganpipe.model": model, "ganpipe.alias": reg.alias})
+    run_id = run["run_id"]
     say_registration(reg, say)
-    model = f"models:/{reg.name}/{reg.version}"
-    flow.close_stage_run(run_id, {}, {"ganpipe.model": model, "ganpipe.alias": reg.alias})
     made = {"model": model, "alias": reg.alias, "register_run_id": run_id}
     flow.record("register", inputs, made)
     return made
