@@ -32,7 +32,8 @@ def main() -> None:
 
     import torch
 
-    from gan_core.metrics import full_metrics, load_or_train
+    from gan_core.metrics import full_metrics
+    from pipelines.config.build import feature_net
     from gan_core.metrics.suite import sample_generator
     from pipelines.config import load_config
     from pipelines.config.build import build_game, load_data
@@ -47,7 +48,7 @@ def main() -> None:
         n_train = len(train)
         capped = protocol_samples(cfg, data)
         fake_x, fake_y = sample_generator(game.G, n_train, train.label_prior(), cfg.seed)
-        net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
+        net = feature_net(cfg, train, holdout)
         seconds: dict[int, list[float]] = {capped: [], n_train: []}
         values = {}
         for _ in range(args.rounds):

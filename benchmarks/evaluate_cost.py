@@ -34,7 +34,8 @@ def main() -> None:
 
     import torch
 
-    from gan_core.metrics import full_metrics, load_or_train
+    from gan_core.metrics import full_metrics
+    from pipelines.config.build import feature_net
     from gan_core.metrics.suite import sample_generator
     from pipelines.config import load_config
     from pipelines.config.build import build_game, load_data
@@ -48,7 +49,7 @@ def main() -> None:
         torch.manual_seed(cfg.seed)
         game, _ = build_game(cfg, train)
         fake_x, fake_y = sample_generator(game.G, protocol_samples(cfg, data), train.label_prior(), cfg.seed)
-        net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
+        net = feature_net(cfg, train, holdout)
 
         def evaluate(cache_dir):
             return full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=True, cas_seeds=cfg.eval.cas_seeds,

@@ -93,7 +93,8 @@ def judge(run: dict, fd_bound: float, every: bool, stride: int | None = None) ->
 
 
 def main() -> None:
-    from gan_core.metrics import METRICS, full_metrics, load_or_train
+    from gan_core.metrics import METRICS, full_metrics
+    from pipelines.config.build import feature_net
     from pipelines.config import load_config
     from pipelines.config.build import load_data
 
@@ -107,7 +108,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(None, [])
     train, holdout = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
-    net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
+    net = feature_net(cfg, train, holdout)
     # The screen: the real data's fd floor at the training evaluation's sample count, times the bar's factor.
     real_x = train.tensors()[0][: cfg.train.eval_samples]
     floor = full_metrics(net, train, holdout, real_x, None, seed=cfg.seed, cas=False)["fd_real"]

@@ -8,6 +8,7 @@ from tests.helpers import assert_one_line, run_cli
 
 from pipelines.cli import COMMANDS
 from pipelines.config import Config, ConfigError, describe, flatten, load_config, preset_text, set_key
+from pipelines.config import auto
 
 
 def test_quick_preset_is_the_default():
@@ -123,10 +124,11 @@ def test_set_key_is_the_one_way_to_set_a_dotted_key():
 
 def test_the_sweep_preset_builds_on_quick_and_a_config_may_extend_a_preset(tmp_path):
     quick, sweep = load_config("quick"), load_config("sweep")
-    assert sweep.train.ema_beta == quick.train.ema_beta and sweep.train.eval_every == quick.train.eval_every
-    # A trial runs until ASHA stops it or the sweep's time is up: no budget, target or patience of its own.
-    assert quick.train.time_budget_s and sweep.train.time_budget_s is None
-    assert sweep.train.target is None and sweep.train.patience is None
+    assert sweep.auto and sweep.train.eval_every == quick.train.eval_every
+    # A trial runs until ASHA stops it or the sweep's time is up: no budget, target or patience of its own
+    # (given as none, so auto derives neither).
+    assert {"train.time_budget_s", "train.patience"} <= auto.given(sweep)
+    assert sweep.train.time_budget_s is None and sweep.train.target is None and sweep.train.patience is None
     assert sweep.tune.workers_per_trial == 1 and sweep.tune.time_budget_s == 1800
     assert set(sweep.tune.space) == {"train.lr_g", "train.lr_d", "train.batch_size", "train.ema_beta", "model.d_width"}
     # What the space leaves out is the default's: G conditioned at its input, k = 1.

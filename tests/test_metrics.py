@@ -234,3 +234,14 @@ def test_comparing_in_parts_keeps_the_protocols_scale_and_tells_a_shift_from_noi
     assert "label_fidelity" not in t and 0 < t["precision"]["mean"] < s["precision"]["mean"]
     with pytest.raises(ValueError, match="at least 400 rows"):
         compare_in_parts(Identity(), hold, {"few": (same[:300], None)}, 3)
+
+
+@pytest.mark.parametrize("max_steps, steps", [(None, 400), (350, 350), (10, 300)])
+def test_the_feature_network_trains_at_most_max_steps_and_at_least_min_steps(monkeypatch, max_steps, steps):
+    from gan_core.metrics import classifier
+
+    calls, real = [], classifier.F.cross_entropy
+    monkeypatch.setattr(classifier.F, "cross_entropy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x, y = torch.zeros(6400, 1, 8, 8), torch.arange(6400) % 2  # 100 batches of 64: 4 epochs are 400 steps
+    classifier.fit_classifier(x, y, 2, epochs=4, max_steps=max_steps)
+    assert len(calls) == steps

@@ -172,6 +172,43 @@ def load_torchvision(name: str, size: int, channels: int | None, root: str | Non
     return ImageDataset(images, _check_labels(targets, names, source), names, name)
 
 
+def _side(img) -> int:
+    return max(img.size)
+
+
+def native_side(source: str) -> int | None:
+    """The side of a source's images as stored (the larger of width and height; for a folder of mixed
+    sizes, the most common among the first image of each class), read from headers and a few files;
+    None for a source that must be loaded to tell (torchvision:)."""
+    kind, _, arg = source.partition(":")
+    if kind == "mnist5k":
+        return 28
+    if kind == "digits":
+        return 8
+    if kind == "idx":
+        img_path, _ = find_idx_pair(_existing(arg, source))
+        shape = read_idx(img_path).shape
+        return max(shape[1:3]) if len(shape) >= 3 else None
+    if kind == "imagefolder":
+        root = _existing(arg, source)
+        sides = []
+        for cls in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            first = next((p for p in sorted(cls.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES), None)
+            if first is not None:
+                sides.append(_side(decode_image(first.read_bytes(), str(first))))
+        return max(set(sides), key=sides.count) if sides else None
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        root = _existing(arg, source)
+        files = [root] if root.is_file() else sorted(root.rglob("*.parquet"))
+        if not files:
+            return None
+        images, _, _ = parquet_rows(pq.ParquetFile(files[0]).read_row_group(0), files[0], limit=1)
+        return _side(images[0]) if images else None
+    return None
+
+
 def load_dataset(source: str, image_size: int = 28, channels: int | None = None, mixed_sizes: str = "resize",
                  class_names: list[str] | None = None, root: str | None = None,
                  allow_empty_classes: bool = False) -> ImageDataset:

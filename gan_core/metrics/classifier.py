@@ -61,14 +61,17 @@ MIN_STEPS = 300
 
 
 def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int = 4, seed: int = 0,
-                   batch: int = 64, lr: float = 3e-3, min_steps: int = MIN_STEPS) -> SmallCNN:
-    """Train a SmallCNN from scratch, for `epochs` but at least `min_steps` steps; deterministic for a seed."""
+                   batch: int = 64, lr: float = 3e-3, min_steps: int = MIN_STEPS,
+                   max_steps: int | None = None) -> SmallCNN:
+    """Train a SmallCNN from scratch, for `epochs` but at least `min_steps` steps and at most
+    `max_steps` (when given); deterministic for a seed."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = SmallCNN(x.shape[1], num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     batch = min(batch, len(x))
     steps = max(min_steps, epochs * max(1, len(x) // batch))
+    steps = min(steps, max(min_steps, max_steps)) if max_steps else steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
     model.train()
     done = 0
@@ -99,12 +102,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 51
     return float(hits(model, x, y, batch).mean()) if len(x) else 0.0
 
 
-def load_or_train(train, holdout, cache_dir: str | Path, epochs: int = 4, seed: int = 0) -> tuple[FeatureNet, bool]:
+def load_or_train(train, holdout, cache_dir: str | Path, epochs: int = 4, seed: int = 0,
+                  max_steps: int | None = None) -> tuple[FeatureNet, bool]:
     """The cached feature network for this training data, or a new one trained and cached.
 
-    Returns (net, trained_now). The cache key is the training split's fingerprint.
+    Returns (net, trained_now). The cache key is the training split's fingerprint and the training's
+    length (epochs, max_steps); the first seed to train it is the one every later load gets.
     """
-    folder = Path(cache_dir).expanduser() / train.fingerprint[:32]
+    folder = Path(cache_dir).expanduser() / f"{train.fingerprint[:32]}-{epochs}-{max_steps or 0}"
     weights, meta = folder / "classifier.pt", folder / "meta.json"
     channels, num_classes = train.image_shape[0], train.num_classes
     if weights.is_file() and meta.is_file():
@@ -113,7 +118,7 @@ def load_or_train(train, holdout, cache_dir: str | Path, epochs: int = 4, seed: 
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return FeatureNet(model.eval(), train.fingerprint, info["holdout_accuracy"]), False
     x, y = train.tensors()
-    model = fit_classifier(x, y, num_classes, epochs, seed)
+    model = fit_classifier(x, y, num_classes, epochs, seed, max_steps=max_steps)
     xh, yh = holdout.tensors()
     acc = accuracy(model, xh, yh)
     folder.mkdir(parents=True, exist_ok=True)

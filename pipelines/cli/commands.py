@@ -117,11 +117,22 @@ def ui(args: argparse.Namespace) -> int:
 
 
 def config(args: argparse.Namespace) -> int:
-    """The resolved config: every key, its value and what it means."""
-    rows = describe(_cfg(args))
+    """The resolved config: every key, its value and what it means; with `auto`, the keys it derives
+    (from the data, loaded for this, and this machine) with their reasons."""
+    from ..config import auto
+
+    cfg = _cfg(args)
+    derived = {}
+    if cfg.auto:
+        print(f"config: auto: reading {cfg.data.source} to derive what the config leaves open", file=sys.stderr)
+        cfg, choices = auto.preview(cfg)
+        derived = {c.key: c.reason for c in choices}
+    rows = describe(cfg)
     width = max(len(k) for k, _, _ in rows)
     for key, value, meaning in rows:
         shown = json.dumps(value) if not isinstance(value, str) else value
+        if key in derived:
+            meaning = f"auto: {derived[key]} ({meaning})"
         print(f"{key:<{width}}  {shown}\n{'':<{width}}  # {meaning}" if len(shown) > 40 else
               f"{key:<{width}}  {shown:<40}  # {meaning}")
     return 0

@@ -63,6 +63,9 @@ class DataConfig(Section):
     class_names: list[str] | None = Field(None, description="names of the classes, for sources that carry none")
     holdout_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of each class held out for evaluation")
     root: str | None = Field(None, description="download folder of torchvision sources")
+    cache_dir: str | None = Field("~/.cache/ganpipe/data", description="where imagefolder: and parquet: sources "
+                                  "are kept decoded, keyed by their files' paths, sizes and times, so that only "
+                                  "the first load decodes them; unset: decode at every load")
     streaming: Literal["auto", "on", "off"] = Field(
         "auto", description="parquet: and imagefolder: sources: stream the train files to the workers through Ray "
                             "Data instead of loading the data into each worker; auto: when the files exceed "
@@ -198,6 +201,9 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     cache_dir: str = Field("~/.cache/ganpipe/features", description="where feature networks and the real side of CAS are cached")
     classifier_epochs: int = Field(4, ge=1, description="epochs of the feature network's training")
+    classifier_max_steps: int | None = Field(1500, ge=1, description="batches of 64 the feature network trains "
+                                             "on at most, whatever the data's size (its training then costs "
+                                             "the same from about 24,000 images up); unset: every epoch whole")
     during_training: bool = Field(True, description="compute fd and label fidelity during training")
     samples: int = Field(2000, ge=10, description="generated samples for `ganpipe evaluate` and the registry's "
                                                   "evaluation protocol")
@@ -390,6 +396,9 @@ class MLflowConfig(Section):
 @_described
 class Config(Section):
     seed: int = Field(0, description="seeds rank r with seed + r, the split, the probes and the evaluation")
+    auto: bool = Field(False, description="derive the keys this config leaves unset among the image size, the "
+                                          "widths, the time budget, the patience and the EMA from the data and "
+                                          "the device (docs/configuration.md); false: the schema's defaults")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -559,7 +568,8 @@ def with_absolute_paths(cfg: Config) -> Config:
     kind, sep, arg = cfg.data.source.partition(":")
     source = f"{kind}:{absolute(arg)}" if sep and kind in ("idx", "imagefolder", "parquet") else cfg.data.source
     return cfg.model_copy(update={
-        "data": cfg.data.model_copy(update={"source": source}),
+        "data": cfg.data.model_copy(update={"source": source, "cache_dir": cfg.data.cache_dir and
+                                            absolute(cfg.data.cache_dir)}),
         "ray": cfg.ray.model_copy(update={"storage_path": absolute(cfg.ray.storage_path)}),
         "eval": cfg.eval.model_copy(update={"cache_dir": absolute(cfg.eval.cache_dir)}),
     })
@@ -585,13 +595,14 @@ def flatten(cfg: Config) -> dict[str, Any]:
 # WHERE_NOT_WHAT are keys that say where a stage runs or caches, not what it computes or hands on.
 STAGE_INPUTS = {
     "train": ("seed", "data", "model", "train", "ray", "eval.during_training", "eval.classifier_epochs",
-              "tune.metric"),
-    "tune": ("seed", "data", "model", "train", "ray", "eval.during_training", "eval.classifier_epochs", "tune"),
+              "eval.classifier_max_steps", "tune.metric"),
+    "tune": ("seed", "data", "model", "train", "ray", "eval.during_training", "eval.classifier_epochs",
+             "eval.classifier_max_steps", "tune"),
     "evaluate": ("seed", "data", "eval"),
     "register": ("registry", "tune.metric", "eval", "data"),
     "generate": ("seed", "generate", "eval", "workflow.rows", "workflow.labels", "workflow.out"),
 }
-WHERE_NOT_WHAT = ("ray.address", "ray.connect_timeout_s", "ray.layout_cache", "eval.cache_dir")
+WHERE_NOT_WHAT = ("ray.address", "ray.connect_timeout_s", "ray.layout_cache", "eval.cache_dir", "data.cache_dir")
 
 
 def stage_inputs(cfg: Config, stage: str) -> dict[str, Any]:

@@ -82,7 +82,20 @@ def load_data(cfg: Config):
 
         return load_streamed(d.source, d.image_size, d.channels, d.holdout_fraction, cfg.seed, d.stream_sample,
                              d.mixed_sizes, d.class_names)
-    return load_dataset(d.source, d.image_size, d.channels, d.mixed_sizes, d.class_names, d.root)
+    from gan_core.data.cache import cached
+
+    options = {"size": d.image_size, "channels": d.channels, "mixed_sizes": d.mixed_sizes, "names": d.class_names}
+    return cached(d.source, options, d.cache_dir,
+                  lambda: load_dataset(d.source, d.image_size, d.channels, d.mixed_sizes, d.class_names, d.root))
+
+
+def feature_net(cfg: Config, train, holdout, seed: int | None = None):
+    """The feature network of `train` (cached; trained on first use) under cfg.eval's settings."""
+    from gan_core.metrics import load_or_train
+
+    e = cfg.eval
+    return load_or_train(train, holdout, e.cache_dir, e.classifier_epochs, cfg.seed if seed is None else seed,
+                         e.classifier_max_steps)[0]
 
 
 NAMED_BY_NUMBER = ("mnist5k", "digits")  # sources whose classes are the digits their numbers name

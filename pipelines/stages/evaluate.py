@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gan_core.data import load_dataset
-from gan_core.metrics import METRICS, full_metrics, load_or_train, quality_bar, sample_generator
+from gan_core.metrics import METRICS, full_metrics, quality_bar, sample_generator
 from gan_core.visual import grid_by_class
 
-from ..config import Config
-from ..config.build import load_data
+from ..config import Config, auto
+from ..config.build import feature_net, load_data
 from ..errors import UserError
 from ..services import contract, tracking
 from ..services.models import LoadedGenerator, resolve
@@ -78,7 +78,8 @@ def protocol(cfg: Config, n_samples: int) -> str:
 
     return (f"samples={n_samples};seed={cfg.seed};holdout={cfg.data.holdout_fraction};cas={int(cfg.eval.cas)};"
             f"cas_seeds={cfg.eval.cas_seeds};cas_epochs={cfg.eval.cas_epochs};"
-            f"classifier_epochs={cfg.eval.classifier_epochs};bootstrap={ROUNDS}")
+            f"classifier_epochs={cfg.eval.classifier_epochs};classifier_max_steps={cfg.eval.classifier_max_steps};"
+            f"bootstrap={ROUNDS}")
 
 
 def generator_config(cfg: Config, loaded: LoadedGenerator) -> Config:
@@ -148,6 +149,7 @@ def evaluate(cfg: Config, model: str | None, dataset: str | None, out_dir: str |
                   f"{uri}; the evaluation is written to the report folder only", file=sys.stderr)
             loaded.meta = {**loaded.meta, "run_id": None}
         return evaluate_generator(cfg, loaded, model, out_dir, uri)
+    cfg, _ = auto.sized(cfg)  # the real data at the size a run of this config trains at
     data = load_data(cfg)
     synth = load_dataset(f"parquet:{dataset}", data.image_shape[1], data.image_shape[0], "resize",
                          data.class_names, allow_empty_classes=True)
@@ -160,7 +162,7 @@ def protocol_metrics(cfg: Config, data, fake_x, fake_y) -> dict:
     """Every metric of generated (fake_x, fake_y) against `data` split as `cfg` splits it, with the
     feature network of that split (trained once and cached)."""
     train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
-    net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
+    net = feature_net(cfg, train, holdout)
     return full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=cfg.eval.cas, cas_seeds=cfg.eval.cas_seeds,
                         cas_epochs=cfg.eval.cas_epochs, cache_dir=cfg.eval.cache_dir)
 

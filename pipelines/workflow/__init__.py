@@ -146,7 +146,8 @@ def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
     say_training(res, say)
     made = {"run_id": res.run_id, "checkpoint": res.checkpoint, "train_metrics": _headline(res.metrics)}
     if ended_on_budget(res.worker_result or {}):
-        made["ended_on_budget"] = {"iteration": res.worker_result["iteration"], "budget_s": cfg.train.time_budget_s}
+        made["ended_on_budget"] = {"iteration": res.worker_result["iteration"],
+                                   "budget_s": (res.config or cfg).train.time_budget_s}
     flow.record("train", inputs, made)
     return made
 

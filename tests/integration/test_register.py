@@ -65,7 +65,7 @@ def test_champion_is_chosen_on_the_protocol_moves_only_when_beaten_and_samples_l
         reg = register(cfg, run_id)
         value = reg.metrics["fd"]
         assert reg.metrics["protocol"] == ("samples=200;seed=0;holdout=0.1;cas=0;cas_seeds=3;cas_epochs=8;"
-                                           "classifier_epochs=4;bootstrap=200")
+                                           "classifier_epochs=4;classifier_max_steps=1500;bootstrap=200")
         v = c.get_model_version(reg.name, reg.version)
         assert float(v.tags["metric_value"]) == value and v.tags["eval_protocol"] == reg.metrics["protocol"]
         lo, hi = json.loads(v.tags["metric_interval"])

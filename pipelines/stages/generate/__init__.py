@@ -159,13 +159,12 @@ def _request(cfg: Config, loaded: LoadedGenerator, model: str, counts: list[int]
 
 def _verifier(cfg: Config, loaded: LoadedGenerator, model: str):
     """The feature network of the generator's training data (cached by fingerprint), and that data."""
-    from gan_core.metrics import load_or_train
-
+    from ...config.build import feature_net
     from ..evaluate import generator_data
 
     gcfg, data = generator_data(cfg, loaded, model)
     train, holdout = data.split(gcfg.data.holdout_fraction, gcfg.seed)
-    net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, gcfg.seed)
+    net = feature_net(cfg, train, holdout, gcfg.seed)
     return net, gcfg, data
 
 

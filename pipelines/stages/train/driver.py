@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...config import Config, flatten, with_absolute_paths
-from ...config.build import class_names_note, imbalance_note, load_data
+from ...config import Config, auto, flatten, with_absolute_paths
+from ...config.build import class_names_note, feature_net, imbalance_note, load_data
 from ...errors import UserError
 from ...services import checkpoints, contract, names, tracking
 from . import layout
@@ -31,6 +31,7 @@ class TrainOutcome:
     metrics: dict
     storage: str
     worker_result: dict
+    config: Config | None = None  # the run's config, with what `auto` derived
 
 
 def open_mlflow_run(uri: str, cfg: Config, run_name: str, data, stage: str, extra_tags: dict | None = None) -> str:
@@ -83,27 +84,30 @@ def _progress_bar(queue, stop: threading.Event, quiet: bool) -> None:
         bar.close()
 
 
-def prepare_data(cfg: Config):
-    """Load the data on the driver (bad input fails here, before Ray) and cache the feature network."""
-    data = load_data(cfg)
-    if cfg.eval.during_training:  # trained once, here, so that workers and trials find it cached
-        from gan_core.metrics import load_or_train
-
-        load_or_train(*data.split(cfg.data.holdout_fraction, cfg.seed), cfg.eval.cache_dir,
-                      cfg.eval.classifier_epochs, cfg.seed)
-    return data
+def prepare_features(cfg: Config, data) -> None:
+    """Cache the feature network of the training evaluation, so that workers and trials find it."""
+    if cfg.eval.during_training:
+        feature_net(cfg, *data.split(cfg.data.holdout_fraction, cfg.seed))
 
 
-def preflight(cfg: Config, verbose: bool = False, dashboard: bool = False):
+def preflight(cfg: Config, verbose: bool = False, dashboard: bool = False, say=print, stage: str = "train",
+              workers: int | None = None):
     """Everything checked before Ray does work: paths made absolute, the tracking store reachable,
-    the data loadable (feature network cached); then Ray started or joined. Returns (cfg, uri, data)."""
-    from ...services.runtime import init_ray
+    the data loadable; then Ray started or joined, the keys `auto` leaves open derived (one line
+    says what from what; `workers`: those sharing the global batch, default the per-CPU layout's) and
+    the feature network cached. Returns (cfg, uri, data)."""
+    from ...services.runtime import init_ray, resolve_num_workers
 
     cfg = with_absolute_paths(cfg)
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
-    data = prepare_data(cfg)
+    cfg, sized = auto.sized(cfg)
+    data = load_data(cfg)
     init_ray(cfg.ray.address, verbose, cfg.ray.connect_timeout_s, dashboard)
+    cfg, derived = auto.derive(cfg, data, auto.Device.of(cfg), workers or resolve_num_workers(cfg))
+    if sized or derived:
+        say(f"{stage}: {auto.line(sized + derived, data, auto.Device.of(cfg))}")
+    prepare_features(cfg, data)
     return cfg, uri, data
 
 
@@ -201,7 +205,7 @@ def record_outcome(cfg: Config, uri: str, run_id: str, run_name: str, outcome: d
     if outcome.get("status") == "stopped":  # the reason as rank 0 judged it (every rank stopped with it)
         outcome = {**outcome, "reason": c.get_run(run_id).data.tags.get(contract.STOP_REASON, outcome.get("reason"))}
     _finish(uri, run_id, "FINISHED")
-    return TrainOutcome(run_id, run_name, ckpt, metrics, f"{cfg.ray.storage_path}/{run_name}", outcome)
+    return TrainOutcome(run_id, run_name, ckpt, metrics, f"{cfg.ray.storage_path}/{run_name}", outcome, cfg)
 
 
 def best_checkpoint(kept: list, cfg: Config):
@@ -242,7 +246,7 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
 
     from ...services.runtime import check_fits, resolve_num_workers
 
-    cfg, uri, data = preflight(cfg, verbose)
+    cfg, uri, data = preflight(cfg, verbose, say=(lambda line: None) if quiet else print)
     for note in (class_names_note(cfg, data), imbalance_note(cfg, data)):
         if note and not quiet:
             print(f"train: {note}")

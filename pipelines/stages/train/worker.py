@@ -25,11 +25,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gan_core import Game, ModelSpec, unwrap
 from gan_core.data.stream import BatchStream
-from gan_core.metrics import TrainingProbe, load_or_train
+from gan_core.metrics import TrainingProbe
 from gan_core.visual import sample_grid
 
 from ...config import Config
-from ...config.build import build_game, load_data
+from ...config.build import build_game, feature_net, load_data
 from ...config.plan import plan_run
 from ...services import checkpoints, contract, tracking
 from .loop import StopRule, run_loop, set_learning_rates
@@ -231,7 +231,7 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
     if rank == 0:
         tracking.log_metrics(uri, run_id, {contract.RESUMED_FROM: start}, step=start)
         if cfg.eval.during_training:
-            net, _ = load_or_train(train, holdout, cfg.eval.cache_dir, cfg.eval.classifier_epochs, cfg.seed)
+            net = feature_net(cfg, train, holdout)
             probe = TrainingProbe(net, holdout, t.eval_samples,
                                   train.label_prior() if spec.num_classes else None, cfg.seed)
     hooks = RayHooks(cfg, uri, run_id, session, device, counter, probe, loop_config.get("progress"), plan, meta)

@@ -133,7 +133,8 @@ def _run_sweep(cfg: Config, name: str, verbose: bool, tags: dict | None) -> Swee
 
     in_process = in_trial_process(cfg)
     # Train's cleanup of trials stopped by the scheduler needs the dashboard's state API.
-    cfg, uri, data = preflight(cfg, verbose, dashboard=not in_process)
+    cfg, uri, data = preflight(cfg, verbose, dashboard=not in_process, stage="tune",
+                                workers=cfg.tune.workers_per_trial)
     plan_run(cfg, data, cfg.tune.workers_per_trial)  # a batch too large for the data fails here, once
     concurrency = _concurrency(cfg)
     metric, mode = cfg.tune.metric, TUNE_METRICS[cfg.tune.metric]
