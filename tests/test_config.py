@@ -232,3 +232,13 @@ def test_an_imbalanced_source_names_its_rare_classes():
         "asks each class alike)")
     even = ImageDataset(np.zeros((40, 1, 4, 4), np.uint8), np.arange(40) % 4, ["a", "b", "c", "d"], "even")
     assert imbalance_note(cfg, even) is None
+
+
+def test_the_committed_config_reference_is_the_schemas():
+    from pathlib import Path
+
+    from pipelines.config.reference import markdown
+
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "config-reference.md").read_text()
+    assert committed == markdown(), "docs/config-reference.md is stale: ganpipe config --markdown > docs/config-reference.md"
+    assert "| `train.time_budget_s` | `null` | auto |" in committed and "| `auto` | `false` | `true` |" in committed

@@ -62,7 +62,11 @@ COMMANDS: dict[str, Command] = {
         (("--mlflow",), {"action": "store_true", "help": "also serve MLflow's own UI on the next port"}),
         (("--address",), {"help": "a Ray cluster's dashboard URL: batches run there as jobs"}),
     )),
-    "config": Command("print the resolved config, each key with its meaning"),
+    "config": Command("print the resolved config, each key with its meaning", args=(
+        (("--markdown",), {"action": "store_true", "help": "print the reference of every key (schema default, "
+                                                         "the quick preset's value, meaning) as Markdown: "
+                                                         "docs/config-reference.md"}),
+    )),
 }
 
 

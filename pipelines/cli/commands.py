@@ -121,6 +121,11 @@ def config(args: argparse.Namespace) -> int:
     (from the data, loaded for this, and this machine) with their reasons."""
     from ..config import auto
 
+    if args.markdown:
+        from ..config.reference import markdown
+
+        print(markdown(), end="")
+        return 0
     cfg = _cfg(args)
     derived = {}
     if cfg.auto:

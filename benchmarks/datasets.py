@@ -1,0 +1,168 @@
+"""The default on data it was not tuned for: `ganpipe run` with only `data.source` set, on each dataset
+in a fresh folder with a fresh home (no cached feature network, decoded data or layout), and the
+registered champion's own evaluation. Writes docs/datasets.md: wall time from the command to the
+dataset, the training loop's iterations and span, the time outside it, every bar metric with its
+interval and the real data's value, the bars met, and each run's per-class grid (docs/img/).
+
+    python benchmarks/datasets.py --cifar DIR [--only mnist5k,fashion-mnist,cifar10,jpeg-mixed]
+
+DIR holds CIFAR-10 as PNGs (DIR/train/CLASS/*.png, DIR/test/CLASS/*.png; docs/data.md says where to
+get it offline). `jpeg-mixed` is made from DIR/test: five classes at 1,000 / 500 / 250 / 125 / 60
+images, each saved as a JPEG of a random side between 20 and 64 pixels (a class-imbalanced folder of
+mixed sizes). Fashion-MNIST is read from /usr/share/datasets/fashion-mnist (Debian's
+dataset-fashion-mnist) or --fashion DIR.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import cpu_model  # noqa: E402
+
+DOC = ROOT / "docs" / "datasets.md"
+IMG = ROOT / "docs" / "img"
+START, END = "<!-- datasets: start -->", "<!-- datasets: end -->"
+JPEG_CLASSES = {"airplane": 1000, "automobile": 500, "bird": 250, "cat": 125, "deer": 60}
+BAR_METRICS = ("fd", "precision", "recall", "coverage", "label_fidelity", "cas_ratio")
+
+
+def make_jpeg_mixed(cifar: Path, out: Path, seed: int = 0) -> Path:
+    """A class-imbalanced folder of JPEGs of mixed sizes from CIFAR-10's test split."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for cls, count in JPEG_CLASSES.items():
+        (out / cls).mkdir(parents=True, exist_ok=True)
+        for f in sorted((cifar / "test" / cls).glob("*.png"))[:count]:
+            side = int(rng.integers(20, 65))
+            Image.open(f).convert("RGB").resize((side, side), Image.BICUBIC).save(out / cls / f"{f.stem}.jpg",
+                                                                                   quality=90)
+    return out
+
+
+def sources(args) -> dict[str, str]:
+    return {"mnist5k": "mnist5k", "fashion-mnist": f"idx:{args.fashion}",
+            "cifar10": f"imagefolder:{Path(args.cifar) / 'train'}", "jpeg-mixed": None}
+
+
+def loop_span(folder: Path, run_id: str) -> tuple[float, int]:
+    """(seconds between the training run's first and last logged losses, its last iteration)."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    hist = c.get_metric_history(run_id, "loss_d")
+    times = [m.timestamp / 1000 for m in hist]
+    return max(times) - min(times), max(m.step for m in hist)
+
+
+def one(name: str, source: str, folder: Path) -> dict:
+    """`ganpipe run --set data.source=SOURCE` in `folder` with HOME there too; its numbers."""
+    home = folder / "home"
+    home.mkdir(parents=True)
+    env = {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--set", f"data.source={source}"],
+                          cwd=folder, env=env, capture_output=True, text=True)
+    wall = time.time() - start
+    (folder / "run.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode:
+        raise SystemExit(f"{name}: ganpipe run failed (exit {proc.returncode}); its output: {folder / 'run.log'}")
+    out = proc.stdout
+    run_id = re.search(r"train: MLflow run (\w+)", out).group(1)
+    report = Path(re.search(r"evaluate: report (\S+?)(;|$)", out, re.M).group(1))
+    report = report if report.is_absolute() else folder / report
+    metrics = json.loads((report / "metrics.json").read_text())
+    span, iterations = loop_span(folder, run_id)
+    auto_line = next((ln for ln in out.splitlines() if ln.startswith("train: auto:")), "")
+    stop = next((ln for ln in out.splitlines() if ln.startswith("train: stopped") or ln.startswith("train: finished")), "")
+    IMG.mkdir(parents=True, exist_ok=True)
+    shutil.copy(report / "samples_per_class.png", IMG / f"datasets-{name}.png")
+    return {"name": name, "source": source, "wall_s": wall, "loop_s": span, "iterations": iterations,
+            "metrics": metrics, "auto": auto_line.removeprefix("train: "), "stop": stop.removeprefix("train: ")}
+
+
+def cell(m: dict, key: str) -> str:
+    v = m.get(key)
+    if v is None:
+        return "-"
+    lo, hi, real = m.get(f"{key}_lo"), m.get(f"{key}_hi"), m.get(f"{key}_real")
+    text = f"{v:.3f}"
+    if lo is not None and hi is not None:
+        text += f" ({lo:.3f}-{hi:.3f})"
+    if real is not None:
+        text += f"; real {real:.3f}"
+    return text
+
+
+def table(results: list[dict], cpu: str, date: str) -> str:
+    from gan_core.metrics import quality_bar
+
+    def minutes(s: float) -> str:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+
+    rows = [("data", lambda r: f"`{r['source']}`"), ("wall, command to dataset", lambda r: minutes(r["wall_s"])),
+            ("iterations (training loop)", lambda r: f"{r['iterations']:,} in {r['loop_s']:.0f} s"),
+            ("time outside the training loop", lambda r: f"{r['wall_s'] - r['loop_s']:.0f} s")]
+    rows += [(k, (lambda key: lambda r: cell(r["metrics"], key))(k)) for k in BAR_METRICS]
+    rows.append(("bars met", lambda r: "{} of {}".format(sum(met for _, _, met in quality_bar(r["metrics"]).values()),
+                                                          len(quality_bar(r["metrics"])))))
+    head = "| | " + " | ".join(r["name"] for r in results) + " |"
+    lines = [f"{cpu}, 2 cores; {date}; `python benchmarks/datasets.py`", "", head,
+             "|---" * (len(results) + 1) + "|"]
+    lines += ["| " + what + " | " + " | ".join(f(r) for r in results) + " |" for what, f in rows]
+    lines += ["", "What auto chose, and how each run ended:", ""]
+    lines += [f"- **{r['name']}**: {r['auto'] or '(nothing derived)'}; {r['stop']}" for r in results]
+    lines += ["", "Per-class grids of each champion (10 samples a class, rows by class):", ""]
+    lines += [f"- {r['name']}: ![{r['name']}](img/datasets-{r['name']}.png)" for r in results]
+    return "\n".join(lines)
+
+
+def write(text: str) -> None:
+    body = f"{START}\n{text}\n{END}"
+    old = DOC.read_text() if DOC.exists() else "# The default on other data\n\n" + START + END
+    before, _, rest = old.partition(START)
+    _, _, after = rest.partition(END)
+    DOC.write_text(before + body + after)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cifar", required=True, help="CIFAR-10 as PNG folders (DIR/train, DIR/test)")
+    p.add_argument("--fashion", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--only", default="mnist5k,fashion-mnist,cifar10,jpeg-mixed")
+    p.add_argument("--keep", default=None, help="keep each run's folder under this folder")
+    args = p.parse_args()
+    base = Path(args.keep or tempfile.mkdtemp(prefix="ganpipe-datasets-"))
+    srcs = sources(args)
+    results = []
+    for name in args.only.split(","):
+        folder = base / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        source = srcs[name] or f"imagefolder:{make_jpeg_mixed(Path(args.cifar), base / 'jpeg-mixed-data')}"
+        results.append(one(name, source, folder))
+        print(json.dumps({k: v for k, v in results[-1].items() if k != "metrics"}), flush=True)
+        (base / "results.json").write_text(json.dumps(results, indent=1))
+    write(table(results, cpu_model(), datetime.date.today().isoformat()))
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
