@@ -82,3 +82,34 @@ def test_the_drs_effect_is_the_acceptance_weighted_expectation():
     target = np.array([True, True, False, False])
     assert drs_effect._auc(np.array([3.0, 2.0, 1.0, 0.0]), target) == 1.0
     assert drs_effect._auc(np.array([0.0, 1.0, 2.0, 3.0]), target) == 0.0
+
+
+def test_the_datasets_table_has_every_bar_metric_with_its_interval_and_the_bars_met(tmp_path):
+    import importlib.util
+
+    from PIL import Image
+
+    # by its path: `import datasets` may be Hugging Face's, imported by another test
+    spec = importlib.util.spec_from_file_location("bench_datasets", Path(run_all.__file__).parent / "datasets.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    m = {"fd": 1.2, "fd_lo": 1.1, "fd_hi": 1.3, "fd_real": 0.2, "precision": 0.9, "precision_real": 0.8,
+         "recall": 0.5, "recall_real": 0.8, "coverage": 0.7, "coverage_real": 0.9, "label_fidelity": 0.95,
+         "label_fidelity_lo": 0.94, "label_fidelity_hi": 0.96, "label_fidelity_real": 0.93, "cas_ratio": 0.96}
+    r = {"name": "toy", "source": "idx:/toy", "wall_s": 725.0, "loop_s": 650.4, "iterations": 6200, "metrics": m,
+         "auto": "auto: time_budget_s 714", "stop": "stopped at iteration 6200"}
+    text = bench.table([r], "Some CPU", "2026-12-06")
+    assert text.startswith("Some CPU, 2 cores; 2026-12-06; `python benchmarks/datasets.py`")
+    assert "| wall, command to dataset | 12 min 05 s |" in text and "| time outside the training loop | 75 s |" in text
+    assert "| fd | 1.200 (1.100-1.300); real 0.200 |" in text and "| recall | 0.500; real 0.800 |" in text
+    assert "| bars met | 3 of 6 |" in text  # precision, label fidelity, CAS ratio
+    # the jpeg-mixed folder: classes at their counts, JPEGs of mixed sides
+    cifar = tmp_path / "cifar"
+    for cls in bench.JPEG_CLASSES:
+        (cifar / "test" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32)).save(cifar / "test" / cls / f"{i}.png")
+    out = bench.make_jpeg_mixed(cifar, tmp_path / "mixed")
+    sizes = {Image.open(f).size for f in out.rglob("*.jpg")}
+    assert len(list(out.rglob("*.jpg"))) == 15 and len(sizes) > 1 and all(20 <= w <= 64 for w, _ in sizes)
