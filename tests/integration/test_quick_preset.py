@@ -91,3 +91,14 @@ def test_ganpipe_run_on_the_quick_preset_trains_to_its_budget_registers_the_best
     manifest = json.loads(next((workdir / "datasets").glob("*-v1/manifest.json")).read_text())
     assert manifest["rows"] == 1000 and manifest["model"]["uri"] == "models:/gan-generator/1"
     assert "run:   dataset " in out
+    # The python blocks of README.md and docs/ run here, on this run's champion and dataset.
+    from tests.test_docs import blocks
+
+    folder = next((workdir / "datasets").glob("*-v1")).name
+    ran = {}
+    for where, code, _ in blocks("python"):
+        space = {}
+        exec(compile(code.replace("datasets/RUN-v1", f"datasets/{folder}"), where, "exec"), space)
+        ran.update(space)
+    assert ran["ds"].num_rows == 1000 and set(ran["ds"].features) >= {"image", "label"}
+    assert tuple(ran["images"].shape) == (10, 1, 28, 28) and float(ran["images"].abs().max()) <= 1
