@@ -7,7 +7,8 @@ import torch
 from gan_core import ModelSpec, build_models
 from pipelines.errors import UserError
 from pipelines.stages.generate.labels import label_counts
-from pipelines.stages.generate.writer import ShardWriter, file_complete
+from pipelines.services.dataset_folder import file_complete
+from pipelines.stages.generate.writer import ShardWriter
 
 NAMES = ["a", "b", "c"]
 

@@ -469,3 +469,68 @@ def test_cas_trains_on_the_training_split_up_to_its_cap():
     assert evaluate.protocol_samples(load_config(None, ["eval.cas=false"]), Data(60000)) == 2000
     line = evaluate.table({"classifier_holdout_accuracy": 0.9, "samples": 2000, "cas_samples": 10000})
     assert "CAS: each classifier trained on 10,000 images, generated or real (eval.cas_max_samples caps it)" in line
+
+
+def _module_graph(roots=("gan_core", "pipelines")) -> dict[str, set[str]]:
+    """module -> the project modules it imports anywhere in its text (a function's imports too);
+    `from . import name` counts as importing the submodule `name` where there is one."""
+    files = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for r in roots for p in (ROOT / r).rglob("*.py")}
+    graph = {}
+    for module, path in files.items():
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                name = ".".join(base + ([node.module] if node.module else []))
+                names = [f"{name}.{a.name}" if f"{name}.{a.name}" in files else name for a in node.names]
+            else:
+                continue
+            for name in names:
+                while name not in files and "." in name:
+                    name = name.rsplit(".", 1)[0]
+                if name in files and name != module:
+                    deps.add(name)
+        graph[module] = deps
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+                on.discard(group[-1])
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circle_among_the_projects_modules():
+    graph = _module_graph()
+    assert len(graph) > 60 and "pipelines.services.dataset_folder" in graph["pipelines.stages.generate.writer"]
+    assert import_circles(graph) == []
+    # the check sees a circle, through a function's import too
+    graph["pipelines.services.dataset_folder"] = graph["pipelines.services.dataset_folder"] | {
+        "pipelines.stages.generate.writer"}
+    assert import_circles(graph) == [["pipelines.services.dataset_folder", "pipelines.stages.generate.writer"]]

@@ -24,6 +24,7 @@ import numpy as np
 from ..config import Config
 from ..errors import UserError
 from ..services import contract, tracking
+from ..services.dataset_folder import DatasetFolder, file_complete, shard_index
 
 PER_CLASS = 8  # images per class in a grid
 MAX_TRY = 64  # images one Try-it request draws
@@ -213,7 +214,7 @@ class Dataset:
 
 
 def _is_dataset(folder: Path) -> bool:
-    return (folder / contract.DATASET_MANIFEST).is_file()
+    return DatasetFolder(folder).finished()
 
 
 def datasets(roots: list[Path]) -> list[Dataset]:
@@ -225,7 +226,7 @@ def datasets(roots: list[Path]) -> list[Dataset]:
         for folder in candidates:
             if _is_dataset(folder):
                 rel = str(folder.relative_to(root)) if folder != root else "."
-                out.append(Dataset(i, rel, folder, json.loads((folder / contract.DATASET_MANIFEST).read_text())))
+                out.append(Dataset(i, rel, folder, json.loads(DatasetFolder(folder).manifest.read_text())))
     return out
 
 
@@ -246,7 +247,7 @@ def find_dataset(roots: list[Path], root: int, rel: str) -> Dataset:
     path = confined(roots, root, rel)
     if not _is_dataset(path):
         raise NotFound(f"{rel!r} is not a dataset written by ganpipe generate (no {contract.DATASET_MANIFEST})")
-    return Dataset(root, rel, path, json.loads((path / contract.DATASET_MANIFEST).read_text()))
+    return Dataset(root, rel, path, json.loads(DatasetFolder(path).manifest.read_text()))
 
 
 def rows(ds: Dataset, label: int | None, order: str, page: int, per_page: int = 48) -> tuple[list[dict], int]:
@@ -256,7 +257,7 @@ def rows(ds: Dataset, label: int | None, order: str, page: int, per_page: int = 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    files = sorted((ds.path / contract.DATASET_DATA_DIR).glob("train-*.parquet"))
+    files = DatasetFolder(ds.path).shards()
     meta = pa.concat_tables(pq.read_table(f, columns=["id", "label", "verifier_label", "verifier_confidence"])
                             for f in files)
     file_of = np.concatenate([np.full(pq.ParquetFile(f).metadata.num_rows, i) for i, f in enumerate(files)])
@@ -286,7 +287,8 @@ def rows(ds: Dataset, label: int | None, order: str, page: int, per_page: int = 
 def card_html(ds: Dataset, file_url: str) -> str:
     """The dataset card (README.md) as HTML: its YAML header dropped; headings, paragraphs, tables,
     images (served from the dataset folder) and inline code."""
-    text = (ds.path / contract.DATASET_CARD).read_text() if (ds.path / contract.DATASET_CARD).is_file() else ""
+    card = DatasetFolder(ds.path).card
+    text = card.read_text() if card.is_file() else ""
     if text.startswith("---"):
         text = text.split("\n---", 1)[-1].split("\n", 1)[-1]
 
@@ -374,7 +376,7 @@ class Batch:
             return "running"
         if self.cancelled:
             return "cancelled"
-        if (self.out / contract.DATASET_MANIFEST).is_file() and (self.proc is None or self.proc.returncode == 0):
+        if DatasetFolder(self.out).finished() and (self.proc is None or self.proc.returncode == 0):
             return "finished"
         if self.error is None:
             lines = self.log_tail(5)
@@ -383,18 +385,17 @@ class Batch:
 
     def phase(self) -> tuple[str, int, int]:
         """(phase, complete files, files in all), read from the dataset folder as generate writes it."""
-        from ..stages.generate.writer import file_complete
-
-        if (self.out / contract.DATASET_MANIFEST).is_file():
+        folder = DatasetFolder(self.out)
+        if folder.finished():
             return "done", 0, 0
-        if not (self.out / contract.DATASET_STATE_DIR / "request.json").is_file():
+        if not folder.request_file.is_file():
             return "starting", 0, 0
-        files = sorted((self.out / contract.DATASET_DATA_DIR).glob("train-*.parquet"))
-        total = int(files[0].stem.split("-of-")[-1]) if files else 0
+        files = folder.shards()
+        total = shard_index(files[0].name)[1] if files else 0
         done = sum(file_complete(f) for f in files)
         if not total or done < total:
             return "writing", done, total
-        return ("writing the card" if (self.out / contract.DATASET_CARD).is_file() else "evaluating"), done, total
+        return ("writing the card" if folder.card.is_file() else "evaluating"), done, total
 
     def elapsed(self) -> float:
         return (self.ended or time.time()) - self.started

@@ -188,7 +188,7 @@ def test_a_generation_killed_for_real_resumes_to_the_same_bytes(workdir, capsys,
     import sys
     import time
 
-    from pipelines.stages.generate.writer import file_complete
+    from pipelines.services.dataset_folder import file_complete
     from tests.integration.cli_run import env_for, with_cache
 
     args = ("--rows", "6144", "--seed", "3", "--set", "generate.rows_per_file=768", "--set", "generate.actors=1")

@@ -21,9 +21,9 @@ from ...config import Config
 from ...errors import UserError
 from ...services import contract, names, tracking
 from ...services.models import LoadedGenerator, resolve
-from . import remote
 from .labels import label_counts
-from .writer import ShardWriter, file_complete, file_tries, rows_per_file, shard_name, sum_path
+from ...services.dataset_folder import DatasetFolder, file_complete, sum_path
+from .writer import ShardWriter, file_tries, rows_per_file
 
 
 @dataclass
@@ -47,35 +47,35 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _prepare_out(out: Path, request: dict, overwrite: bool) -> None:
+def _prepare_out(folder: DatasetFolder, request: dict, overwrite: bool) -> None:
     """Create the folder (checking it is writable); refuse one that holds another request."""
+    out = folder.root
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     try:
-        (out / contract.DATASET_DATA_DIR).mkdir(parents=True, exist_ok=True)
-        (out / contract.DATASET_STATE_DIR).mkdir(exist_ok=True)
-        probe = out / contract.DATASET_STATE_DIR / ".writable"
+        folder.data.mkdir(parents=True, exist_ok=True)
+        folder.state.mkdir(exist_ok=True)
+        probe = folder.state / ".writable"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
         raise UserError(f"--out {out}: cannot write there ({e.strerror or e.__class__.__name__})") from None
-    state = out / contract.DATASET_STATE_DIR / "request.json"
-    if state.is_file():
-        old = json.loads(state.read_text())
+    old = folder.request()
+    if old is not None:
         if old.get("key") != request["key"] and not overwrite:
             raise UserError(f"--out {out} holds another dataset (made by {old.get('model')!r}, seed "
                             f"{old.get('seed')}, {old.get('rows')} rows); choose another folder or pass --overwrite")
         if old.get("key") != request["key"]:
-            for item in (contract.DATASET_DATA_DIR, contract.DATASET_EVALUATION_DIR):
-                shutil.rmtree(out / item, ignore_errors=True)
-            for item in (contract.DATASET_MANIFEST, contract.DATASET_CARD):
-                (out / item).unlink(missing_ok=True)
-            (out / contract.DATASET_DATA_DIR).mkdir()
-    elif (out / contract.DATASET_MANIFEST).exists() and not overwrite:
+            for item in (folder.data, folder.evaluation):
+                shutil.rmtree(item, ignore_errors=True)
+            for item in (folder.manifest, folder.card):
+                item.unlink(missing_ok=True)
+            folder.data.mkdir()
+    elif folder.finished() and not overwrite:
         raise UserError(f"--out {out} holds a dataset ganpipe did not start here; choose another folder "
                         f"or pass --overwrite")
-    (out / contract.DATASET_MANIFEST).unlink(missing_ok=True)  # complete again only when written last
-    state.write_text(json.dumps(request, indent=2, sort_keys=True))
+    folder.manifest.unlink(missing_ok=True)  # complete again only when written last
+    folder.request_file.write_text(json.dumps(request, indent=2, sort_keys=True))
 
 
 def check_rows(total: int) -> None:
@@ -129,7 +129,7 @@ def check_room(g, counts: list[int] | None, total: int, seed: int, out_dir: Path
         y = labels_for_rows(ids, counts, seed) if counts else None
         pixels = to_uint8(render_rows(rows_generator(g), ids, seed, y))
     per_row = float(np.mean([len(b) for b in encode_pngs(pixels)])) + ROW_OVERHEAD
-    data_dir = out_dir / contract.DATASET_DATA_DIR
+    data_dir = DatasetFolder(out_dir).data
     held = sum(p.stat().st_size for p in data_dir.glob("*.parquet")) if data_dir.is_dir() else 0
     need = total * per_row - held
     where = next(p for p in (out_dir, *out_dir.parents) if p.exists())
@@ -199,61 +199,44 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
                         f"or a registered version whose training run kept its checkpoint has it)")
     if min_confidence is not None and not 0 < min_confidence <= 1:
         raise UserError(f"--min-confidence {min_confidence}: give a probability in (0, 1]")
-    remote_uri = None if names.is_local(str(out)) else str(out).rstrip("/")
-    if remote_uri:  # written through a local mirror; shards go to the bucket from the actors (remote.py)
-        remote.filesystem(remote_uri)  # a bucket that is missing or unreachable: one clear error, now
-        out_dir = remote.mirror(remote_uri)
-    else:
-        out_dir = Path(out).expanduser().resolve()
-    check_room(g, counts, total, seed, out_dir, rows_per_file(total, cfg.generate.rows_per_file))
+    folder = DatasetFolder.at(out)  # a bucket: written through a local mirror, the files uploaded by the actors
+    check_room(g, counts, total, seed, folder.root, rows_per_file(total, cfg.generate.rows_per_file))
     net, gcfg, data = _verifier(cfg, loaded, model)
     filters = {}
     if rejection or min_confidence is not None:
         filters = {"min_confidence": min_confidence, "max_tries": cfg.generate.max_tries,
                    "drs": _drs_bound(cfg, loaded, counts, seed, gcfg, data) if rejection == "drs" else None}
     request = _request(cfg, loaded, model, counts, total, seed, filters)
-    with names.hold_dataset(out_dir):  # one writer per dataset folder
-        return _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed,
-                      verbose, tags, remote_uri)
+    with names.hold_dataset(folder.root):  # one writer per dataset folder
+        return _write(cfg, folder, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed,
+                      verbose, tags)
 
 
-def _write(cfg, out_dir, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed, verbose, tags,
-           remote_uri=None):
-    state = out_dir / contract.DATASET_STATE_DIR / "request.json"
-    if remote_uri:
-        remote.pull_state(remote_uri, out_dir)
-    old_key = json.loads(state.read_text()).get("key") if state.is_file() else None
-    _prepare_out(out_dir, request, overwrite)
-    if remote_uri:
-        if old_key is not None and old_key != request["key"]:
-            remote.clear(remote_uri)  # another request's dataset, replaced under --overwrite
-        remote.drop_manifest(remote_uri)  # complete again only when written last
-        remote.push(remote_uri, out_dir, [state])
+def _write(cfg, folder: DatasetFolder, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed,
+           verbose, tags):
+    folder.pull_state()
+    old = folder.request()
+    _prepare_out(folder, request, overwrite)
+    folder.restart_remote(replaced=old is not None and old.get("key") != request["key"])
 
     per_file = request["rows_per_file"]
     n_files = -(-total // per_file)
     shards = [{"index": i, "count": n_files, "start": i * per_file, "stop": min(total, (i + 1) * per_file)}
               for i in range(n_files)]
-    data_dir = out_dir / contract.DATASET_DATA_DIR
-    if remote_uri:
-        remote.pull_shards(remote_uri, out_dir, [shard_name(s["index"], n_files) for s in shards])
-    missing = [s for s in shards if not file_complete(data_dir / shard_name(s["index"], n_files))]
+    folder.pull_shards([folder.shard(s["index"], n_files).name for s in shards])
+    missing = [s for s in shards if not file_complete(folder.shard(s["index"], n_files))]
     provenance = {"model": model, "run_id": loaded.run_id, "iteration": loaded.iteration, "seed": seed,
                   "ganpipe_version": _version(), "request_key": request["key"],
                   "model_version": _model_version(model, uri), "config": gcfg.model_dump(mode="json")}
     generator = {"spec": loaded.meta["spec"], "state": {k: v.clone() for k, v in g.state_dict().items()},
                  "d_state": loaded.d_state if request.get("drs") else None}
     verifier = {"state": net.model.state_dict(), "channels": data.image_shape[0], "num_classes": data.num_classes}
-    location = remote_uri or str(out_dir)
-    run_id = _open_run(cfg, uri, request, provenance, location, tags)  # its duration is the job's
+    run_id = _open_run(cfg, uri, request, provenance, folder.location, tags)  # its duration is the job's
     try:
-        written, nodes = _write_shards(cfg, missing, generator, verifier, request, data_dir, provenance, verbose,
-                                       remote_uri)
-        if remote_uri:
-            remote.pull_shards(remote_uri, out_dir, [shard_name(s["index"], n_files) for s in missing])
-        files = _collect(data_dir, shards, n_files)
-        return _finish(cfg, out_dir, request, files, written, nodes, gcfg, data, uri, provenance, run_id,
-                       remote_uri, g, net)
+        written, nodes = _write_shards(cfg, missing, generator, verifier, request, folder, provenance, verbose)
+        folder.pull_shards([folder.shard(s["index"], n_files).name for s in missing])
+        files = _collect(folder, shards, n_files)
+        return _finish(cfg, folder, request, files, written, nodes, gcfg, data, uri, provenance, run_id, g, net)
     except BaseException as e:
         tracking.client(uri).set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
@@ -313,10 +296,10 @@ def _model_version(model: str, uri: str) -> str | None:
     return ref.partition("/")[2]
 
 
-def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: dict, request: dict, data_dir: Path,
-                  provenance: dict, verbose: bool, remote_uri: str | None = None) -> tuple[int, list[str]]:
-    """The missing shards, written on Ray Data by a pool of generator actors (uploaded by them to
-    `remote_uri` when the dataset lives in object storage)."""
+def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: dict, request: dict,
+                  folder: DatasetFolder, provenance: dict, verbose: bool) -> tuple[int, list[str]]:
+    """The missing shards, written on Ray Data by a pool of generator actors (uploaded by them to the
+    bucket when the dataset lives in object storage)."""
     if not missing:
         return 0, []
     import logging
@@ -329,9 +312,9 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     init_ray(cfg.ray.address, verbose, cfg.ray.connect_timeout_s)
     import torch
 
-    weights = data_dir.parent / contract.DATASET_STATE_DIR / "weights.pt"
-    if remote_uri:  # the actors need not see the driver's folder: the weights go through Ray's object store
-        kwargs = {"generator": generator, "verifier": verifier, "weights": None, "upload": remote_uri}
+    weights = folder.weights
+    if folder.remote:  # the actors need not see the driver's folder: the weights go through Ray's object store
+        kwargs = {"generator": generator, "verifier": verifier, "weights": None, "upload": folder.remote}
     else:
         torch.save({"generator": generator, "verifier": verifier}, weights)
         kwargs = {"generator": None, "verifier": None, "weights": str(weights)}
@@ -359,7 +342,7 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
             ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
             num_cpus=cfg.generate.cpus_per_actor, max_restarts=0,  # a lost actor's shard is rewritten by a rerun
             **({"num_gpus": cfg.generate.gpus_per_actor} if cfg.generate.gpus_per_actor else {}),
-            fn_constructor_kwargs={"request": request, "data_dir": str(data_dir), "provenance": provenance, **kwargs})
+            fn_constructor_kwargs={"request": request, "data_dir": str(folder.data), "provenance": provenance, **kwargs})
     from tqdm import tqdm
 
     done = []
@@ -374,15 +357,14 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
         weights.unlink(missing_ok=True)  # a shared dataset must not carry the model
     failed = [d for d in done if d["error"]]
     for d in failed:
-        if d["error"].startswith("FilterUnmet: "):
-            raise UserError(f"--out {remote_uri or data_dir.parent}: {d['error'][len('FilterUnmet: '):]}; "
-                            f"loosen the filter")
+        if d["unmet"]:  # the quality filter's own message (writer.FilterUnmet), not a failure
+            raise UserError(f"--out {folder.location}: {d['unmet']}; loosen the filter")
     if failed:
         raise RuntimeError(f"writing {failed[0]['file']} failed: {failed[0]['error']}")
     return len(done), sorted({d["node_id"] for d in done})
 
 
-def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
+def _collect(folder: DatasetFolder, shards: list[dict], n_files: int) -> list[dict]:
     """Manifest entries of every shard, read back from the files (rows, sha256, class counts), with the
     candidates each file's rows took and its rows per class whose verifier label agrees (`tries`,
     `agree`: taken out of the entry by `_finish`)."""
@@ -391,7 +373,7 @@ def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
 
     files = []
     for s in shards:
-        path = data_dir / shard_name(s["index"], n_files)
+        path = folder.shard(s["index"], n_files)
         if not file_complete(path):
             raise UserError(f"{path}: missing or damaged after writing; rerun the same command to finish it")
         t = pq.read_table(path, columns=["label", "verifier_label"])
@@ -403,13 +385,14 @@ def _collect(data_dir: Path, shards: list[dict], n_files: int) -> list[dict]:
     return files
 
 
-def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: int, nodes: list[str], gcfg: Config,
-            data, uri: str, provenance: dict, run_id: str, remote_uri: str | None = None,
-            generator=None, verifier=None) -> GenerateResult:
+def _finish(cfg: Config, folder: DatasetFolder, request: dict, files: list[dict], written: int, nodes: list[str],
+            gcfg: Config, data, uri: str, provenance: dict, run_id: str, generator=None,
+            verifier=None) -> GenerateResult:
     import numpy as np
 
     from .card import evaluate_dataset, evaluate_filter, write_card
 
+    out = folder.root
     k = len(request["class_names"])
     counts = np.zeros(k, dtype=np.int64)
     for f in files:
@@ -428,21 +411,19 @@ def _finish(cfg: Config, out: Path, request: dict, files: list[dict], written: i
         else (None, None)
     write_card(out, request, provenance, counts.tolist(), files, metrics, acceptance, unfiltered, comparison,
                agreement)
-    if remote_uri:  # everything but the manifest, which comes last
-        remote.push(remote_uri, out, [out / contract.DATASET_CARD, out / contract.DATASET_EVALUATION_DIR])
-    _track(uri, run_id, request, provenance, counts.tolist(), metrics, nodes, remote_uri or str(out), out,
-           unfiltered)
+    folder.push([folder.card, folder.evaluation])  # everything but the manifest, which comes last
+    _track(uri, run_id, request, provenance, counts.tolist(), metrics, nodes, folder.location, out, unfiltered)
     manifest = {"rows": int(counts.sum()), "counts": counts.tolist(), "class_names": request["class_names"],
                 "acceptance": acceptance,
                 "files": files, "request": {k2: v for k2, v in request.items() if k2 != "class_names"},
                 "model": {"uri": provenance["model"], "version": provenance["model_version"],
                           "run_id": provenance["run_id"], "iteration": provenance["iteration"]}}
-    tmp = out / f".{contract.DATASET_MANIFEST}.tmp"
+    tmp = folder.manifest.with_name(f".{folder.manifest.name}.tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tmp.replace(out / contract.DATASET_MANIFEST)
-    if remote_uri:
-        remote.push(remote_uri, out, [out / contract.DATASET_MANIFEST])
-    return GenerateResult(remote_uri or out, int(counts.sum()), counts.tolist(), files, written, nodes, metrics, run_id)
+    tmp.replace(folder.manifest)
+    folder.push([folder.manifest])
+    return GenerateResult(folder.remote or out, int(counts.sum()), counts.tolist(), files, written, nodes, metrics,
+                          run_id)
 
 
 def _open_run(cfg: Config, uri: str, request: dict, provenance: dict, location: str,
@@ -477,7 +458,7 @@ def _track(uri: str, run_id: str, request: dict, provenance: dict, counts: list[
     scalars.update({f"{contract.UNFILTERED_EVAL_PREFIX}{k}": v for k, v in (unfiltered or {}).items()
                     if isinstance(v, (int, float))})
     tracking.log_metrics(uri, run_id, {"rows": request["rows"], **scalars}, step=0)
-    c.log_artifact(run_id, str(out / contract.DATASET_CARD), contract.DATASET_ARTIFACTS)
+    c.log_artifact(run_id, str(DatasetFolder(out).card), contract.DATASET_ARTIFACTS)
     c.set_terminated(run_id, "FINISHED")
     version = provenance["model_version"]
     if version and provenance["model"].startswith("models:/"):

@@ -14,6 +14,7 @@ from gan_core.metrics import METRICS
 
 from ...config import Config
 from ...services import contract
+from ...services.dataset_folder import SHARD_GLOB, DatasetFolder
 
 
 def read_rows(out: Path, n: int, image_shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,7 +23,7 @@ def read_rows(out: Path, n: int, image_shape: tuple) -> tuple[torch.Tensor, torc
 
     from PIL import Image
 
-    files = sorted((out / contract.DATASET_DATA_DIR).glob("train-*.parquet"))
+    files = DatasetFolder(out).shards()
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     step = max(1, total // n)
     xs, ys, seen = [], [], 0
@@ -48,7 +49,7 @@ def evaluate_dataset(cfg: Config, gcfg: Config, data, out: Path) -> dict:
 
     x, y = read_rows(out, cfg.generate.eval_samples, data.image_shape)
     gcfg = gcfg.model_copy(update={"eval": cfg.eval})
-    res = measure(gcfg, data, x, y, f"dataset {out}", out / contract.DATASET_EVALUATION_DIR, str(out), "",
+    res = measure(gcfg, data, x, y, f"dataset {out}", DatasetFolder(out).evaluation, str(out), "",
                   None, 0, protocol(gcfg, len(x)))
     return res.metrics
 
@@ -94,7 +95,7 @@ def evaluate_filter(cfg: Config, gcfg: Config, data, out: Path, request: dict, g
     k = min(cfg.generate.eval_samples, request["rows"])
     step = max(1, len(x_plain) // k)
     plain = measure(gcfg, data, x_plain[::step][:k], y_plain[::step][:k], f"dataset {out} without its filter",
-                    out / contract.DATASET_EVALUATION_DIR / "without_filter", str(out), "", None, 0,
+                    DatasetFolder(out).evaluation / "without_filter", str(out), "", None, 0,
                     protocol(gcfg, k)).metrics
     _, holdout = data.split(gcfg.data.holdout_fraction, gcfg.seed)
     x_kept, y_kept = read_rows(out, n, data.image_shape)
@@ -103,7 +104,7 @@ def evaluate_filter(cfg: Config, gcfg: Config, data, out: Path, request: dict, g
                                                                    "without": (x_plain, y_plain)}, data.num_classes)
     except ValueError:
         return plain, None
-    (out / contract.DATASET_EVALUATION_DIR / "filter_comparison.json").write_text(json.dumps(parts, indent=2))
+    (DatasetFolder(out).evaluation / "filter_comparison.json").write_text(json.dumps(parts, indent=2))
     return plain, parts
 
 
@@ -125,7 +126,7 @@ def write_card(out: Path, request: dict, provenance: dict, counts: list[int], fi
             header += [f"  - name: {name}", "    dtype:", "      class_label:", "        names:"]
             header += [f"          '{i}': {json.dumps(n)}" for i, n in kind["class_label"]["names"].items()]
     header += ["  splits:", "  - name: train", f"    num_examples: {sum(counts)}", "configs:", "- config_name: default",
-               "  data_files:", "  - split: train", f"    path: {contract.DATASET_DATA_DIR}/train-*.parquet", "---", ""]
+               "  data_files:", "  - split: train", f"    path: {contract.DATASET_DATA_DIR}/{SHARD_GLOB}", "---", ""]
     conditional = request["counts"] is not None
     model_line = provenance["model"] + (f" (version {provenance['model_version']})" if provenance["model_version"]
                                         else "")
@@ -181,4 +182,4 @@ def write_card(out: Path, request: dict, provenance: dict, counts: list[int], fi
     body += [f"| {f['file']} | {f['rows']} | `{f['sha256'][:16]}…` |" for f in files]
     body += ["", "Load it with `datasets.load_dataset(\"parquet\", data_dir=\"DIR/data\")`, pandas, polars or DuckDB; "
              "`manifest.json` lists every file with its sha256.", ""]
-    (out / contract.DATASET_CARD).write_text("\n".join(header + body))
+    DatasetFolder(out).card.write_text("\n".join(header + body))

@@ -25,8 +25,8 @@ from gan_core.theory import drs_acceptance
 from gan_core.data import IMAGE_TYPE, encode_pngs, features_metadata, from_uint8, to_uint8
 from gan_core.metrics import SmallCNN
 
-from ...services import contract
-from ...services.checkpoints import SUM_SUFFIX, sha256_file
+from ...services.checkpoints import sha256_file
+from ...services.dataset_folder import filesystem, shard_name, sum_path, upload
 
 ROW_GROUP = 1024  # rows per Parquet row group
 TRIES_KEY = "ganpipe.tries"  # a file's key-value metadata: candidates tried per class for its rows
@@ -48,10 +48,6 @@ class FilterUnmet(Exception):
     """A quality filter accepted too few candidates for some row within the allowed tries."""
 
 
-def shard_name(index: int, count: int) -> str:
-    return f"train-{index:05d}-of-{count:05d}.parquet"
-
-
 def schema(class_names: list[str], provenance: dict) -> pa.Schema:
     """The files' schema: HF image layout plus provenance columns; file metadata says what made it."""
     extra = {"id": {"dtype": "int64", "_type": "Value"},
@@ -61,17 +57,6 @@ def schema(class_names: list[str], provenance: dict) -> pa.Schema:
     meta[b"ganpipe"] = json.dumps(provenance, sort_keys=True).encode()
     return pa.schema([("id", pa.int64()), ("image", IMAGE_TYPE), ("label", pa.int64()),
                       ("verifier_label", pa.int64()), ("verifier_confidence", pa.float32())], metadata=meta)
-
-
-def sum_path(path: Path) -> Path:
-    """Where a data file's sha256 is kept: DIR/.ganpipe/sums/, out of the readers' way."""
-    return path.parent.parent / contract.DATASET_STATE_DIR / "sums" / (path.name + SUM_SUFFIX)
-
-
-def file_complete(path: Path) -> bool:
-    """A data file counts as written when its checksum is recorded and matches."""
-    side = sum_path(path)
-    return path.is_file() and side.is_file() and sha256_file(path) == side.read_text().strip()
 
 
 def verifier_module(model: torch.nn.Module, device: torch.device | str = "cpu") -> torch.nn.Module:
@@ -214,8 +199,6 @@ class ShardWriter:
         side.parent.mkdir(parents=True, exist_ok=True)
         side.write_text(digest + "\n")
         if self.upload:
-            from .remote import filesystem, upload
-
             fs, root = filesystem(self.upload)
             local_root = self.data_dir.parent
             for path in (final, side):  # the checksum last: a shard counts as written once it is there
@@ -230,13 +213,14 @@ class ShardWriter:
         out = []
         for i, n, a, b in zip(batch["index"], batch["count"], batch["start"], batch["stop"]):
             try:
-                out.append({**self.write(int(i), int(n), int(a), int(b)), "error": ""})
+                out.append({**self.write(int(i), int(n), int(a), int(b)), "error": "", "unmet": ""})
             except Exception as e:  # reported as data, so that the pipeline ends and its actors are released
                 out.append({"file": shard_name(int(i), int(n)), "rows": 0, "sha256": "", "counts": [],
-                            "error": f"{e.__class__.__name__}: {e}"})
+                            "error": f"{e.__class__.__name__}: {e}", "unmet": str(e) if isinstance(e, FilterUnmet)
+                            else ""})
         return {"file": [o["file"] for o in out], "rows": [o["rows"] for o in out],
                 "sha256": [o["sha256"] for o in out], "counts": [json.dumps(o["counts"]) for o in out],
-                "error": [o["error"] for o in out],
+                "error": [o["error"] for o in out], "unmet": [o["unmet"] for o in out],
                 "node_id": [node] * len(out)}
 
 
