@@ -296,7 +296,7 @@ def test_the_eval_keys_of_cas_reach_its_classifiers_and_name_the_protocol(monkey
     from pipelines.stages import evaluate
 
     seen = {}
-    monkeypatch.setattr(evaluate, "load_or_train", lambda *a, **k: ("net", None))
+    monkeypatch.setattr(evaluate, "feature_net", lambda *a, **k: "net")
     monkeypatch.setattr(evaluate, "full_metrics", lambda *a, **k: seen.update(k) or {})
 
     class Data:
@@ -534,3 +534,13 @@ def test_no_import_circle_among_the_projects_modules():
     graph["pipelines.services.dataset_folder"] = graph["pipelines.services.dataset_folder"] | {
         "pipelines.stages.generate.writer"}
     assert import_circles(graph) == [["pipelines.services.dataset_folder", "pipelines.stages.generate.writer"]]
+
+
+def test_one_parser_reads_every_registered_model_uri():
+    from pipelines.services.contract import model_ref, model_uri, param_value, tag_value
+
+    assert model_ref("models:/gan-generator@champion") == ("gan-generator", None, "champion")
+    assert model_ref("models:/gan-generator/7") == ("gan-generator", "7", None)
+    assert model_ref("runs:/abc/checkpoint") is None and model_ref("ganpipe_runs/x") is None
+    assert model_uri("g", "3") == "models:/g/3" and model_uri("g", "3", "champion") == "models:/g@champion"
+    assert len(param_value("x" * 7000)) == 6000 and len(tag_value("y" * 7000)) == 5000

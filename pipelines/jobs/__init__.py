@@ -14,6 +14,7 @@ import yaml
 
 from ..config import CONFIG_ENV, Config
 from ..errors import UserError
+from ..services import contract
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -71,7 +72,7 @@ def submit(cfg: Config, address: str, env: dict | None = None, wait: bool = True
     while True:  # a cluster that has just started may not have its job agent up yet
         try:
             job_id = c.submit_job(entrypoint="ganpipe run", runtime_env={"env_vars": env_vars},
-                                  metadata={"ganpipe.workflow": cfg.workflow.name or ""})
+                                  metadata={contract.WORKFLOW: cfg.workflow.name or ""})
             break
         except RuntimeError as e:
             if "try again later" not in str(e) or time.monotonic() > deadline:

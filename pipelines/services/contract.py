@@ -31,6 +31,39 @@ PARENT_RUN = "mlflow.parentRunId"
 SOURCE_RUN = "ganpipe.model_run_id"  # on a generate run: the training run of the generator it used
 RUN_DISPLAY_NAME = "mlflow.runName"
 GIT_COMMIT = "mlflow.source.git.commit"
+SUMMARY = "ganpipe.summary"  # on a workflow's parent run: JSON of what it made
+REPORT = "ganpipe.report"  # on an evaluate stage run: the report folder
+MODEL_URI = "ganpipe.model"  # on a register stage run: the registered version's models:/ URI
+ALIAS = "ganpipe.alias"  # ... and the alias it holds
+
+# MLflow's size limits: longer values are cut to them
+PARAM_MAX = 6000
+TAG_MAX = 5000
+
+
+def param_value(value) -> str:
+    return str(value)[:PARAM_MAX]
+
+
+def tag_value(value) -> str:
+    return str(value)[:TAG_MAX]
+
+
+def model_ref(uri: str) -> tuple[str, str | None, str | None] | None:
+    """(name, version, alias) of `models:/NAME/VERSION` or `models:/NAME@ALIAS` (one of version and
+    alias set); None for any other URI."""
+    if not uri.startswith("models:/"):
+        return None
+    ref = uri[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, None, alias
+    name, _, version = ref.partition("/")
+    return name, version or None, None
+
+
+def model_uri(name: str, version: str | None = None, alias: str | None = None) -> str:
+    return f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
 
 # Artifact paths
 CHECKPOINT_DIR = "checkpoint"
@@ -46,21 +79,16 @@ UNFILTERED_EVAL_PREFIX = "unfiltered_eval_"  # a filtered dataset's rows without
 RESUMED_FROM = "resumed_from"
 NAN_AT = "nan_at_iteration"
 
-# Model-version tags (what the batch stage and the UI read)
-V_Z_DIM = "z_dim"
-V_NUM_CLASSES = "num_classes"
-V_CLASS_NAMES = "class_names"
-V_IMAGE_SHAPE = "image_shape"
+# Model-version tags
 V_DATA_FINGERPRINT = "data_fingerprint"
-V_LABEL_PRIOR = "label_prior"
 V_METRIC_NAME = "metric_name"
 V_METRIC_VALUE = "metric_value"
 V_METRIC_INTERVAL = "metric_interval"  # JSON [lo, hi]: the value's 95% bootstrap interval
 V_EVAL_PROTOCOL = "eval_protocol"
-V_RUN_ID = "run_id"
 V_ITERATION = "iteration"
-VERSION_TAGS = (V_Z_DIM, V_NUM_CLASSES, V_CLASS_NAMES, V_IMAGE_SHAPE, V_DATA_FINGERPRINT, V_LABEL_PRIOR,
-                V_METRIC_NAME, V_METRIC_VALUE, V_METRIC_INTERVAL, V_EVAL_PROTOCOL, V_RUN_ID, V_ITERATION)
+# Written on a registered version, each read by the registry (the champion's) or the UI; the model's
+# shape, classes and label prior travel inside the logged model (its ganpipe.json).
+VERSION_TAGS = (V_DATA_FINGERPRINT, V_METRIC_NAME, V_METRIC_VALUE, V_METRIC_INTERVAL, V_EVAL_PROTOCOL, V_ITERATION)
 
 V_DATASETS = "ganpipe.datasets"  # JSON list of dataset folders made from this version
 

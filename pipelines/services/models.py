@@ -66,7 +66,7 @@ def resolve(uri: str, tracking_uri: str) -> LoadedGenerator:
                         f"state.pt; {checkpoints.listing(path.parent)})")
     if path.exists():
         return generator_from_state(checkpoints.load_state(path), uri)
-    if uri.startswith("models:/"):
+    if contract.model_ref(uri):
         run_id = _registered_run(uri, tracking_uri)
     else:
         run_id = uri[len("runs:/"):].split("/")[0] if uri.startswith("runs:/") else uri
@@ -89,15 +89,10 @@ def _registered_run(uri: str, tracking_uri: str) -> str:
     """The training run behind `models:/NAME@ALIAS` or `models:/NAME/VERSION`."""
     from mlflow.exceptions import MlflowException
 
-    ref = uri[len("models:/"):]
+    name, number, alias = contract.model_ref(uri)
     client = tracking.client(tracking_uri)
     try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            name, _, number = ref.partition("/")
-            version = client.get_model_version(name, number)
+        version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
     except MlflowException as e:
         raise UserError(f"--model {uri!r} does not resolve in {tracking_uri}: {e.message}") from None
     return version.run_id

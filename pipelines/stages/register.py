@@ -120,15 +120,10 @@ def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: 
         info = Model.log(None, name=contract.MODEL_NAME, flavor=serving, registered_model_name=name, generator=g,
                          spec=loaded.meta["spec"], class_names=loaded.meta["class_names"])
     version = str(info.registered_model_version)
-    meta = loaded.meta
-    tags = {contract.V_Z_DIM: g.z_dim, contract.V_NUM_CLASSES: g.num_classes or 0,
-            contract.V_CLASS_NAMES: json.dumps(meta["class_names"]),
-            contract.V_IMAGE_SHAPE: json.dumps(list(g.image_shape)),
-            contract.V_DATA_FINGERPRINT: meta["data_fingerprint"], contract.V_LABEL_PRIOR: json.dumps(meta["label_prior"]),
-            contract.V_METRIC_NAME: metric, contract.V_METRIC_VALUE: value,
-            contract.V_METRIC_INTERVAL: json.dumps(list(interval) if interval else None),
-            contract.V_EVAL_PROTOCOL: metrics["protocol"], contract.V_RUN_ID: run_id,
-            contract.V_ITERATION: loaded.iteration}
+    # what the next registration compares against (VERSION_TAGS: each is read by the registry or the UI)
+    tags = {contract.V_DATA_FINGERPRINT: loaded.meta["data_fingerprint"], contract.V_METRIC_NAME: metric,
+            contract.V_METRIC_VALUE: value, contract.V_METRIC_INTERVAL: json.dumps(list(interval) if interval else None),
+            contract.V_EVAL_PROTOCOL: metrics["protocol"], contract.V_ITERATION: loaded.iteration}
     for k, v in tags.items():
         c.set_model_version_tag(name, version, k, str(v))
     from mlflow.exceptions import MlflowException
@@ -138,7 +133,7 @@ def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: 
         champion = dict(current.tags) if str(current.version) != version else None
     except MlflowException:  # the alias does not exist yet
         champion = None
-    chosen, reason = decide(value, champion, metric, meta["data_fingerprint"], metrics["protocol"], interval)
+    chosen, reason = decide(value, champion, metric, loaded.meta["data_fingerprint"], metrics["protocol"], interval)
     chosen = alias if chosen == contract.CHAMPION else contract.CHALLENGER
     c.set_registered_model_alias(name, chosen, version)
     return Registration(name, version, chosen, reason, metrics)

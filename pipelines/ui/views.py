@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
-import io
 import json
 import re
 import subprocess
@@ -45,6 +44,7 @@ class Version:
     aliases: list[str]
     metric: str | None
     value: float | None
+    interval: list[float] | None  # the value's 95% bootstrap interval
     protocol: str | None
     run_id: str | None
     iteration: str | None
@@ -52,7 +52,7 @@ class Version:
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
+        return contract.model_uri(self.name, self.version)
 
 
 def versions(uri: str) -> list[Version]:
@@ -70,7 +70,7 @@ def versions(uri: str) -> list[Version]:
             value = t.get(contract.V_METRIC_VALUE)
             out.append(Version(rm.name, str(mv.version), sorted(by_version.get(str(mv.version), [])),
                                t.get(contract.V_METRIC_NAME), float(value) if value else None,
-                               t.get(contract.V_EVAL_PROTOCOL), mv.run_id, t.get(contract.V_ITERATION),
+                               json.loads(t.get(contract.V_METRIC_INTERVAL) or "null"), t.get(contract.V_EVAL_PROTOCOL), mv.run_id, t.get(contract.V_ITERATION),
                                json.loads(t.get(contract.V_DATASETS, "[]"))))
     return out
 

@@ -17,6 +17,7 @@ import time
 
 from ..config import Config, stage_inputs
 from ..errors import UserError
+from ..services import contract
 
 
 def check_stages(cfg: Config) -> None:
@@ -80,7 +81,7 @@ class Workflow:
                                 tags={**self.tags(inputs), c.STAGE: stage,
                                       c.RUN_DISPLAY_NAME: f"{self.name}-{stage}"})
         run_id = run.info.run_id
-        self.c.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        self.c.log_batch(run_id, params=[Param(k, contract.param_value(v)) for k, v in params.items()])
         result = {"run_id": run_id, "metrics": {}, "tags": {}}
         try:
             yield result
@@ -94,7 +95,7 @@ class Workflow:
         self.c.set_terminated(run_id, "FINISHED")
 
     def close(self, status: str, summary: dict) -> None:
-        self.c.set_tag(self.run_id, "ganpipe.summary", json.dumps(summary, default=str)[:5000])
+        self.c.set_tag(self.run_id, contract.SUMMARY, contract.tag_value(json.dumps(summary, default=str)))
         self.c.set_terminated(self.run_id, status)
 
 
@@ -190,7 +191,7 @@ def _evaluate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
     with flow.stage_run("evaluate", inputs, {"model": model}) as run:
         res = evaluate(cfg, model, None, f"{cfg.workflow.reports}/{flow.name}")
         metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}
-        run.update(metrics=metrics, tags={"ganpipe.report": res.report})
+        run.update(metrics=metrics, tags={contract.REPORT: res.report})
     run_id = run["run_id"]
     say_evaluation(res, table, say)
     budget = out.get("ended_on_budget")
@@ -214,8 +215,8 @@ def _register(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
         return done
     with flow.stage_run("register", inputs, {"run_id": out["run_id"]}) as run:
         reg = register(cfg, out["run_id"], verbose=verbose)
-        model = f"models:/{reg.name}/{reg.version}"
-        run["tags"].update({"ganpipe.model": model, "ganpipe.alias": reg.alias})
+        model = contract.model_uri(reg.name, reg.version)
+        run["tags"].update({contract.MODEL_URI: model, contract.ALIAS: reg.alias})
     run_id = run["run_id"]
     say_registration(reg, say)
     made = {"model": model, "alias": reg.alias, "register_run_id": run_id}
@@ -229,8 +230,8 @@ def _generate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
 
     w = cfg.workflow
     model = _model_of(cfg, out)
-    dest = w.out or f"datasets/{flow.name}" + (f"-v{model.rsplit('/', 1)[1]}" if model.startswith("models:/") and
-                                                 "@" not in model else "")
+    ref = contract.model_ref(model)
+    dest = w.out or f"datasets/{flow.name}" + (f"-v{ref[1]}" if ref and ref[1] else "")
     inputs = _hash({"model": model, "out": dest, **stage_inputs(cfg, "generate")})
     done = flow.finished("generate", inputs)
     if done:
@@ -288,7 +289,7 @@ def say_evaluation(res, table, say=print) -> None:
 
 
 def say_registration(reg, say=print) -> None:
-    uri = f"models:/{reg.name}@{reg.alias}" if reg.alias else f"models:/{reg.name}/{reg.version}"
+    uri = contract.model_uri(reg.name, reg.version, reg.alias)
     state = f"is {reg.alias}" if reg.alias else "holds no alias now"
     say(f"register: {reg.name} version {reg.version} {state} ({reg.reason}); "
         f"load it with mlflow.pytorch.load_model('{uri}')")

@@ -4,7 +4,6 @@ kill, and bad input."""
 import json
 import re
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -284,7 +283,7 @@ def test_quality_filters_keep_exact_counts_report_acceptance_or_fail_clearly(wor
     accept = manifest["acceptance"]
     assert 0 < accept[0] < 1 and 0 < accept[8] < 1, accept
     card = (workdir / "drs" / "README.md").read_text()
-    assert "discriminator rejection sampling" in card and f"| 0 | 200 |" in card
+    assert "discriminator rejection sampling" in card and "| 0 | 200 |" in card
     # The evaluation with and without the filter, side by side (the rows' first candidates).
     assert "| metric | dataset | without the filter | real data | better |" in card
     fd_row = next(line for line in card.splitlines() if line.startswith("| fd |")).split("|")

@@ -87,9 +87,8 @@ def test_champion_is_chosen_on_the_protocol_moves_only_when_beaten_and_samples_l
     assert again.alias == (now[0] if now else "")  # the alias it holds now, or none
     assert len(c.search_model_versions("name = 'gan-generator'")) == 3
     v = champion
-    assert v.tags["z_dim"] == str(cfg.model.z_dim) == "128"  # the quick preset's latent
-    assert v.tags["class_names"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
-    assert len(v.tags["data_fingerprint"]) == 64 and v.tags["image_shape"] == "[1, 28, 28]"
+    assert {k for k in v.tags if not k.startswith("mlflow.")} == set(contract.VERSION_TAGS)  # each read by the registry or the UI
+    assert len(v.tags["data_fingerprint"]) == 64
     mlflow.set_tracking_uri(uri)
     g = mlflow.pytorch.load_model("models:/gan-generator@champion")
     x = g(torch.randn(5, cfg.model.z_dim), torch.tensor([0, 1, 2, 3, 9]))

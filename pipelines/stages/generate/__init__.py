@@ -286,14 +286,11 @@ def _drs_bound(cfg: Config, loaded: LoadedGenerator, counts: list[int] | None, s
 
 
 def _model_version(model: str, uri: str) -> str | None:
-    if not model.startswith("models:/"):
+    ref = contract.model_ref(model)
+    if ref is None:
         return None
-    ref = model[len("models:/"):]
-    c = tracking.client(uri)
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return str(c.get_model_version_by_alias(name, alias).version)
-    return ref.partition("/")[2]
+    name, version, alias = ref
+    return str(tracking.client(uri).get_model_version_by_alias(name, alias).version) if alias else version
 
 
 def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: dict, request: dict,
@@ -441,7 +438,7 @@ def _open_run(cfg: Config, uri: str, request: dict, provenance: dict, location: 
     params = {"model": provenance["model"], "model_version": provenance["model_version"], "seed": request["seed"],
               "rows": request["rows"], "counts": json.dumps(request["counts"]), "out": location,
               "rows_per_file": request["rows_per_file"]}
-    c.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    c.log_batch(run_id, params=[Param(k, contract.param_value(v)) for k, v in params.items()])
     return run_id
 
 
@@ -461,8 +458,8 @@ def _track(uri: str, run_id: str, request: dict, provenance: dict, counts: list[
     c.log_artifact(run_id, str(DatasetFolder(out).card), contract.DATASET_ARTIFACTS)
     c.set_terminated(run_id, "FINISHED")
     version = provenance["model_version"]
-    if version and provenance["model"].startswith("models:/"):
-        name = provenance["model"][len("models:/"):].split("@")[0].split("/")[0]
+    if version and contract.model_ref(provenance["model"]):
+        name = contract.model_ref(provenance["model"])[0]
         mv = c.get_model_version(name, version)
         made = json.loads(mv.tags.get(contract.V_DATASETS, "[]"))
         if location not in made:

@@ -25,6 +25,7 @@ from gan_core.theory import drs_acceptance
 from gan_core.data import IMAGE_TYPE, encode_pngs, features_metadata, from_uint8, to_uint8
 from gan_core.metrics import SmallCNN
 
+from ...services import contract
 from ...services.checkpoints import sha256_file
 from ...services.dataset_folder import filesystem, shard_name, sum_path, upload
 

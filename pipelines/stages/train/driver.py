@@ -52,7 +52,7 @@ def open_mlflow_run(uri: str, cfg: Config, run_name: str, data, stage: str, extr
     run = c.create_run(exp_id, tags=tags, run_name=run_name)
     from mlflow.entities import Param
 
-    params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
+    params = [Param(k, contract.param_value(v)) for k, v in flatten(cfg).items()]
     for i in range(0, len(params), 100):
         c.log_batch(run.info.run_id, params=params[i:i + 100])
     tracking.log_dataset_input(uri, run.info.run_id, cfg.data.source, data.fingerprint, cfg.data.source, "training",

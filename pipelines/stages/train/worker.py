@@ -249,7 +249,7 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
     result = run_loop(game, stream, plan, t, hooks, start, seconds, evaluate=cfg.eval.during_training, stop=stop,
                       wall_seconds=wall)
     if result.status == "stopped" and rank == 0:  # only rank 0 saw the metric that ended the run
-        tracking.client(uri).set_tag(run_id, contract.STOP_REASON, result.reason[:5000])
+        tracking.client(uri).set_tag(run_id, contract.STOP_REASON, contract.tag_value(result.reason))
     if result.status == "nan":
         if rank == 0:
             tracking.log_metrics(uri, run_id, {contract.NAN_AT: result.iteration}, step=result.iteration)
