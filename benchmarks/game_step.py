@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_dcgan import plain_loop, with_torch_layers  # noqa: E402
 from record import add_outputs, record  # noqa: E402
 
-from gan_core import Game, adam_pair  # noqa: E402
+from gan_core import Game, GameOptions, adam_pair  # noqa: E402
 from gan_core.data.stream import BatchStream  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.config.build import build_game, load_data  # noqa: E402
@@ -92,8 +92,8 @@ def main() -> None:
             if torch_layers:  # the plain loop's G and D are built as pytorch/examples' are
                 G, D = with_torch_layers(G), with_torch_layers(D)
             opt_g, opt_d = adam_pair(G, D, cfg.train.lr_g, cfg.train.lr_d, (cfg.train.beta1, cfg.train.beta2))
-            return Game(G, D, opt_g, opt_d, k=1, label_prior=base.label_prior, reuse_fake=reuse, channels_last=nhwc,
-                        precision=precision)
+            return Game(G, D, opt_g, opt_d, GameOptions(k=1, reuse_fake=reuse, channels_last=nhwc, precision=precision),
+                        label_prior=base.label_prior)
 
         sides = {"plain": fresh(False, torch_layers=True), "game": fresh(False), "game_reuse": fresh(True),
                  "game_reuse_nhwc": fresh(True, True)}

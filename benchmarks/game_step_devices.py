@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan_core import Game, ModelSpec, adam_pair, build_models  # noqa: E402
+from gan_core import Game, GameOptions, ModelSpec, adam_pair, build_models  # noqa: E402
 from gan_core.data import load_dataset  # noqa: E402
 from gan_core.data.stream import BatchStream  # noqa: E402
 from gan_core.metrics import TrainingProbe, load_or_train  # noqa: E402
@@ -32,7 +32,7 @@ def rate(device: str, iterations: int, batch: int, k: int, width: int, data, pro
     spec = ModelSpec("dcgan", 64, train.image_shape, train.num_classes, width, width)
     g, d = build_models(spec)
     g, d = g.to(device), d.to(device)
-    game = Game(g, d, *adam_pair(g, d, 2e-4, 2e-4), k=k, label_prior=train.label_prior(), ema_beta=0.999)
+    game = Game(g, d, *adam_pair(g, d, 2e-4, 2e-4), GameOptions(k=k, ema_beta=0.999), label_prior=train.label_prior())
     x, y = train.tensors()
     stream = BatchStream(x, y, batch, device=device)
     for _ in range(5):

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from plain_dcgan import plain_loop, with_torch_layers  # noqa: E402
 
-from gan_core import Game, ModelSpec, adam_pair, build_models  # noqa: E402
+from gan_core import Game, GameOptions, ModelSpec, adam_pair, build_models  # noqa: E402
 from gan_core.data.stream import BatchStream  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def main() -> None:
 
     def game(nhwc: bool, compiled: bool, reuse: bool = True) -> Game:
         G, D = copy.deepcopy(base_g).to(dev), copy.deepcopy(base_d).to(dev)
-        g = Game(G, D, *adam_pair(G, D, 2e-4, 2e-4), k=1, reuse_fake=reuse, channels_last=nhwc)
+        g = Game(G, D, *adam_pair(G, D, 2e-4, 2e-4), GameOptions(k=1, reuse_fake=reuse, channels_last=nhwc))
         if compiled:
             g.G, g.D = torch.compile(g.G), torch.compile(g.D)
         return g

@@ -57,6 +57,26 @@ class EMA:
             b_ema.copy_(b)
 
 
+@dataclass(frozen=True)
+class GameOptions:
+    """What one iteration computes besides G and D: the rules of the game (k, G's loss), its
+    regularizers, the EMA, and the arithmetic; filled once from the config (pipelines.config.build)."""
+    k: int = 1
+    g_loss: str = "non_saturating"
+    ema_beta: float | None = None
+    reuse_fake: bool = False
+    channels_last: bool = False
+    augment: str | None = None
+    mode_seeking: float = 0.0
+    r1: float = 0.0
+    r1_every: int = 1
+    consistency: float = 0.0
+    label_smoothing: float = 0.0
+    real_jitter: float = 0.0
+    aux_weight: float = 1.0
+    precision: str = "fp32"
+
+
 class Game:
     """Holds G, D, their optimizers and the rules of one iteration.
 
@@ -65,11 +85,13 @@ class Game:
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
-                 opt_d: torch.optim.Optimizer, *, k: int = 1, g_loss: str = "non_saturating",
-                 label_prior: torch.Tensor | None = None, ema_beta: float | None = None, reuse_fake: bool = False,
-                 channels_last: bool = False, augment: str | None = None, mode_seeking: float = 0.0,
-                 r1: float = 0.0, r1_every: int = 1, consistency: float = 0.0, label_smoothing: float = 0.0,
-                 real_jitter: float = 0.0, aux_weight: float = 1.0, precision: str = "fp32"):
+                 opt_d: torch.optim.Optimizer, options: GameOptions | None = None, *,
+                 label_prior: torch.Tensor | None = None):
+        o = options or GameOptions()
+        self.options = o
+        k, g_loss, ema_beta, reuse_fake, channels_last = o.k, o.g_loss, o.ema_beta, o.reuse_fake, o.channels_last
+        augment, mode_seeking, r1, r1_every, consistency = o.augment, o.mode_seeking, o.r1, o.r1_every, o.consistency
+        label_smoothing, real_jitter, aux_weight, precision = o.label_smoothing, o.real_jitter, o.aux_weight, o.precision
         if k < 1:
             raise ValueError(f"k={k}: the game needs at least one discriminator update per iteration")
         if g_loss not in losses.G_LOSSES:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gan_core import Game, ModelSpec, adam_pair, build_models, losses
+from gan_core import Game, GameOptions, ModelSpec, adam_pair, build_models, losses
 from gan_core.augment import jitter
 
 
@@ -38,7 +38,7 @@ def test_minimax_saturates_and_non_saturating_does_not():
 def _game(k=1, ema=None, arch="mlp", num_classes=3, **kw):
     g, d = build_models(ModelSpec(arch, 8, (1, 28, 28), num_classes=num_classes, g_width=16, d_width=16))
     opt_g, opt_d = adam_pair(g, d, 1e-3, 1e-3)
-    return Game(g, d, opt_g, opt_d, k=k, ema_beta=ema, label_prior=torch.tensor([0.5, 0.3, 0.2]), **kw)
+    return Game(g, d, opt_g, opt_d, GameOptions(k=k, ema_beta=ema, **kw), label_prior=torch.tensor([0.5, 0.3, 0.2]))
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -99,7 +99,7 @@ def test_state_dict_round_trip_continues_identically():
 def test_k_must_be_positive():
     g, d = build_models(ModelSpec("mlp", 8, (1, 28, 28)))
     with pytest.raises(ValueError, match="k=0"):
-        Game(g, d, *adam_pair(g, d, 1e-3, 1e-3), k=0)
+        Game(g, d, *adam_pair(g, d, 1e-3, 1e-3), GameOptions(k=0))
 
 
 @pytest.mark.parametrize("k", [1, 2])
@@ -454,7 +454,7 @@ def _aux_game(aux_weight=1.0, lr=1e-3):
     g, d = build_models(ModelSpec("dcgan", 8, (1, 28, 28), num_classes=3, g_width=8, d_width=8,
                                   d_conditioning="aux"))
     opt_g, opt_d = adam_pair(g, d, lr, lr)
-    return Game(g, d, opt_g, opt_d, aux_weight=aux_weight, label_prior=torch.tensor([0.5, 0.3, 0.2]))
+    return Game(g, d, opt_g, opt_d, GameOptions(aux_weight=aux_weight), label_prior=torch.tensor([0.5, 0.3, 0.2]))
 
 
 def test_the_aux_discriminator_classifies_with_a_second_head_and_its_logit_ignores_the_label():

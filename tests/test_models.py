@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from gan_core import Game, ModelSpec, adam_pair, build_models
+from gan_core import Game, GameOptions, ModelSpec, adam_pair, build_models
 
 CASES = list(itertools.product(["mlp", "dcgan"], [None, 10], [28, 32, 64], [1, 3], ["concat", "projection"]))
 
@@ -127,7 +127,7 @@ def test_spectral_discriminator_trains_in_the_game():
     torch.manual_seed(0)
     g, d = build_models(spec)
     opt_g, opt_d = adam_pair(g, d, 2e-4, 2e-4)
-    game = Game(g, d, opt_g, opt_d, k=1, channels_last=True)
+    game = Game(g, d, opt_g, opt_d, GameOptions(k=1, channels_last=True))
     real = iter([(torch.rand(16, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (16,))) for _ in range(3)])
     raw = [p.detach().clone() for p in d.parameters()]
     for _ in range(3):
@@ -140,7 +140,7 @@ def test_spectral_discriminator_trains_in_the_game():
 def test_generator_update_leaves_discriminator_without_gradients(arch):
     g, d = build_models(ModelSpec(arch, 16, (1, 28, 28), num_classes=10, g_width=8, d_width=8))
     opt_g, opt_d = adam_pair(g, d, 1e-3, 1e-3)
-    game = Game(g, d, opt_g, opt_d, k=1)
+    game = Game(g, d, opt_g, opt_d, GameOptions(k=1))
     d_before = [p.detach().clone() for p in d.parameters()]
     opt_d.zero_grad(set_to_none=True)
     game.generator_step(8)
@@ -249,7 +249,7 @@ def test_minibatch_std_lets_d_see_a_batch_without_variety():
     plain.eval()
     assert torch.allclose(plain(x, y)[0], plain(copies, y[:1].expand(16))[0], atol=1e-5)
     opt_g, opt_d = adam_pair(g, d, 2e-4, 2e-4)
-    game = Game(g, d, opt_g, opt_d, k=1, channels_last=True)
+    game = Game(g, d, opt_g, opt_d, GameOptions(k=1, channels_last=True))
     before = [p.detach().clone() for p in d.head.parameters()]
     real = iter([(torch.rand(16, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (16,))) for _ in range(3)])
     for _ in range(3):
@@ -294,7 +294,7 @@ def test_class_batchnorm_gives_each_label_its_own_scale_and_shift_in_g():
     assert torch.allclose(torch.export.export(g, (z, y)).module()(z, y), after, atol=1e-5)
     g.train()
     opt_g, opt_d = adam_pair(g, d, 2e-4, 2e-4)
-    game = Game(g, d, opt_g, opt_d, k=1, channels_last=True)
+    game = Game(g, d, opt_g, opt_d, GameOptions(k=1, channels_last=True))
     shift = norms[0].shift.weight.detach().clone()
     real = iter([(torch.rand(16, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (16,))) for _ in range(3)])
     for _ in range(3):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gan_core import Game, ModelSpec, adam_pair, build_models
+from gan_core import Game, GameOptions, ModelSpec, adam_pair, build_models
 from gan_core.theory import (LOG4, equilibrium_gap, jensen_shannon, optimal_discriminator, value_at_optimum,
                              value_function)
 from tests.helpers import FixedSampler
@@ -70,7 +70,7 @@ def test_trained_discriminator_converges_to_d_star_and_v_to_2js_minus_log4(smoot
     _, d = build_models(ModelSpec("mlp", 1, (1, 1, 1), d_width=32, depth=2))
     real, fake = FixedSampler(-1.0, 1.0), FixedSampler(1.0, 1.0)
     opt_g, opt_d = adam_pair(fake, d, 1e-3, 3e-3, betas=(0.9, 0.999))
-    game = Game(fake, d, opt_g, opt_d, label_smoothing=smoothing)
+    game = Game(fake, d, opt_g, opt_d, GameOptions(label_smoothing=smoothing))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_d, 1500, eta_min=1e-4)
     for _ in range(1500):
         game.discriminator_step(real(torch.randn(512)), None)
@@ -111,7 +111,7 @@ def test_gan_on_eight_gaussians_covers_modes_and_lowers_js():
     torch.manual_seed(1)
     g, d = build_models(ModelSpec("mlp", 8, (2, 1, 1), g_width=128, d_width=128, depth=2))
     opt_g, opt_d = adam_pair(g, d, 1e-3, 1e-3, betas=(0.5, 0.999))
-    game = Game(g, d, opt_g, opt_d, k=1)
+    game = Game(g, d, opt_g, opt_d, GameOptions(k=1))
     real = torch.Generator().manual_seed(2)
     data = ring_of_gaussians(20000, gen=real).numpy()
 

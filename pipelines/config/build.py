@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gan_core import Game, ModelSpec, adam_pair, build_models
+from gan_core import Game, GameOptions, ModelSpec, adam_pair, build_models
 
 from . import Config
 
@@ -39,18 +39,20 @@ def build_game(cfg: Config, train, device: torch.device | str = "cpu") -> tuple[
     g, d = g.to(device), d.to(device)
     t = cfg.train
     opt_g, opt_d = adam_pair(g, d, t.lr_g, t.lr_d, (t.beta1, t.beta2))
-    game = Game(g, d, opt_g, opt_d, label_prior=train.label_prior() if spec.num_classes else None,
-                **game_options(cfg, device))
+    game = Game(g, d, opt_g, opt_d, game_options(cfg, device),
+                label_prior=train.label_prior() if spec.num_classes else None)
     return game, spec
 
 
-def game_options(cfg: Config, device: torch.device | str = "cpu") -> dict:
-    """The Game's options from the config: what its step computes (the layout cache keys on them too)."""
+def game_options(cfg: Config, device: torch.device | str = "cpu") -> GameOptions:
+    """The Game's options from the config, filled once here: what its step computes (the layout cache
+    keys on the whole object). Each field is the train key of its name, the precision resolved for
+    `device`."""
+    from dataclasses import fields
+
     t = cfg.train
-    return {"k": t.k, "g_loss": t.g_loss, "ema_beta": t.ema_beta, "reuse_fake": t.reuse_fake,
-            "channels_last": t.channels_last, "augment": t.augment, "mode_seeking": t.mode_seeking, "r1": t.r1,
-            "r1_every": t.r1_every, "consistency": t.consistency, "label_smoothing": t.label_smoothing,
-            "real_jitter": t.real_jitter, "aux_weight": t.aux_weight, "precision": precision(t.precision, device)}
+    return GameOptions(**{f.name: getattr(t, f.name) for f in fields(GameOptions) if f.name != "precision"},
+                       precision=precision(t.precision, device))
 
 
 def streams(cfg: Config) -> bool:

@@ -77,7 +77,7 @@ def cache_key(cfg: Config, data, options: list[Layout]) -> str:
 
     spec = model_spec(cfg, data.image_shape, data.num_classes)
     return json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                       "torch": torch.__version__, "spec": asdict(spec), "game": game_options(cfg),
+                       "torch": torch.__version__, "spec": asdict(spec), "game": asdict(game_options(cfg)),
                        "options": [asdict(o) for o in options]}, sort_keys=True, default=str)
 
 
