@@ -10,7 +10,7 @@ from gan_core.data.stream import BatchStream
 from pipelines.config import load_config
 from pipelines.config.build import build_game
 from pipelines.config.plan import plan_run
-from pipelines.stages.train.loop import ended_on_budget, lr_scale, run_loop, schedule
+from pipelines.stages.train.loop import RunEnd, Stop, lr_scale, run_loop, schedule
 
 
 @pytest.fixture(scope="module")
@@ -249,9 +249,14 @@ def test_the_time_budget_counts_a_resumed_runs_earlier_wall_time(digits):
     assert (out.status, out.iteration) == ("stopped", 4) and "time budget of 50 s" in out.reason
     assert hooks.reports[-1][:2] == (4, True) and hooks.reports[-1][2]["wall_seconds"] >= 60.0
     # The workflow tells a run its budget ended from one its target or patience ended.
-    assert ended_on_budget({"status": out.status, "reason": out.reason})
-    assert not ended_on_budget({"status": "finished", "reason": ""})
-    assert not ended_on_budget({"status": "stopped", "reason": _stop(cfg, target=2.0).check({"fd": 1.0}, 99.0)})
+    assert out.stop == Stop("budget", "the time budget of 50 s is spent (train.time_budget_s)")
+    end = RunEnd(out.status, out.iteration, out.stop, replica_digests=("a", "a"))
+    assert end.ended_on_budget and RunEnd.from_dict(end.to_dict()) == end and end.replicas_identical
+    assert not RunEnd("finished", 14).ended_on_budget
+    target = _stop(cfg, target=2.0).check({"fd": 1.0}, 99.0)
+    assert target.kind == "target" and not RunEnd("stopped", 4, target).ended_on_budget
+    with pytest.raises(ValueError, match="stop kind 'later'"):
+        Stop("later", "")
     cfg, game, stream, plan = _setup(digits)
     out = run_loop(game, stream, plan, cfg.train, FakeHooks(), stop=_stop(cfg, budget_s=3600.0))
     assert out.status == "finished"
@@ -259,12 +264,12 @@ def test_the_time_budget_counts_a_resumed_runs_earlier_wall_time(digits):
 
 def test_a_sweep_trial_ends_at_its_last_evaluation_before_the_sweeps_deadline(digits):
     """The next evaluation, as far off as the last one was, would come after the deadline: stop now."""
-    from pipelines.stages.train.loop import SWEEP_BUDGET_KEY, SWEEP_END
+    from pipelines.stages.train.loop import SWEEP_END
 
     rule = _stop(None, deadline=1000.0, last_check=700.0)
-    assert rule.check({"fd": 2.0}, 10.0, now=800.0) == ""  # next at about 900: before the deadline
-    assert rule.check({"fd": 1.0}, 20.0, now=900.0).endswith(SWEEP_BUDGET_KEY)  # next at 1,000: not before
-    assert _stop(None, last_check=0.0).check({"fd": 1.0}, 10.0, now=1e12) == ""  # no deadline: no end
+    assert rule.check({"fd": 2.0}, 10.0, now=800.0) is None  # next at about 900: before the deadline
+    assert rule.check({"fd": 1.0}, 20.0, now=900.0).kind == "sweep"  # next at 1,000: not before
+    assert _stop(None, last_check=0.0).check({"fd": 1.0}, 10.0, now=1e12) is None  # no deadline: no end
     # In the loop: a deadline already near ends the run at its first evaluation, with a checkpoint,
     # as a run that ended (the sweep counts it as finished, not stopped by the scheduler).
     cfg, game, stream, plan = _setup(digits)
@@ -332,7 +337,8 @@ def test_each_quality_option_changes_what_it_says(digits):
     assert first_d(aux).in_channels == 1 and aux.D.classes.out_channels == 10 and aux.aux_weight == 0.5
     assert base.D.classes is None and base.aux_weight == 0.0
     assert game("train.g_loss=minimax").g_loss == "minimax" and base.g_loss == "non_saturating"
-    assert game("train.k=3").k == 3 and base.ema is not None and game("train.ema_beta=null").ema is None
+    assert game("train.k=3").k == 3 and game("train.ema_beta=0.995").ema.beta == 0.995
+    assert base.ema is None  # the quick preset leaves the EMA to auto, derived at the run's start
     assert game("train.consistency=10").consistency == 10.0 and base.consistency == 0.0
     assert game("train.label_smoothing=0.1").label_smoothing == 0.1 and base.label_smoothing == 0.0
     assert game("train.real_jitter=0.5").real_jitter == 0.5 and base.real_jitter == 0.0

@@ -21,6 +21,7 @@ STOPPED_EARLY = "ganpipe.stopped_early"
 BEST_RUN_ID = "ganpipe.best_run_id"
 PLANNED_ITERATIONS = "ganpipe.planned_iterations"
 STOP_REASON = "ganpipe.stop_reason"  # why a run ended before its planned length (train.target, ...)
+STOP_KIND = "ganpipe.stop_kind"  # ... the rule that ended it: target | patience | budget | sweep
 CHECKPOINT_ITERATION = "ganpipe.checkpoint_iteration"  # the iteration of checkpoint/state.pt (the best)
 STREAM_SHARD = "ganpipe.stream_shard"  # .RANK: JSON {file: rows read} of a worker's streamed shard
 NODES = "ganpipe.nodes"  # JSON list of the Ray node ids a stage ran on (training ranks in order; generate actors)

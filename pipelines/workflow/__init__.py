@@ -134,7 +134,6 @@ def _skip(say, stage: str, flow: Workflow) -> None:
 
 def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
     from ..stages.train import run_training
-    from ..stages.train.loop import ended_on_budget
 
     inputs = _hash(stage_inputs(cfg, "train"))
     done = flow.finished("train", inputs)
@@ -146,8 +145,8 @@ def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
     res = run_training(tcfg, verbose=verbose, tags=flow.tags(inputs))
     say_training(res, say)
     made = {"run_id": res.run_id, "checkpoint": res.checkpoint, "train_metrics": _headline(res.metrics)}
-    if ended_on_budget(res.worker_result or {}):
-        made["ended_on_budget"] = {"iteration": res.worker_result["iteration"],
+    if res.end.ended_on_budget:
+        made["ended_on_budget"] = {"iteration": res.end.iteration,
                                    "budget_s": (res.config or cfg).train.time_budget_s}
     flow.record("train", inputs, made)
     return made
@@ -271,10 +270,9 @@ def say_training(out, say=print) -> None:
     m = out.metrics
     keys = ("loss_d", "loss_g", "d_real", "d_fake", "value", "fd", "label_fidelity")
     summary = ", ".join(f"{k}={m[k]:.4g}" for k in keys if k in m)
-    w = out.worker_result or {}
-    if w.get("status") == "stopped":
+    if out.end.status == "stopped":
         say(f"train: stopped at iteration {m.get('iteration', '?')} of {m.get('planned_iterations', '?')}: "
-            f"{w.get('reason')} ({summary})")
+            f"{out.end.reason} ({summary})")
     else:
         say(f"train: finished {m.get('iteration', '?')} iterations ({summary})")
     say(f"train: MLflow run {out.run_id} (run name {out.run_name})")

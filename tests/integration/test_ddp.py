@@ -53,9 +53,9 @@ def test_two_workers_stay_in_sync_allreduce_k_d_plus_g_and_read_their_own_stream
     g, d = build_models(ModelSpec(arch, cfg.model.z_dim, (1, 28, 28), 10, 8, 8))
     expected = k * _numel(d) + _numel(g)
     assert out.metrics["allreduced_elements"] == expected, (out.metrics["allreduced_elements"], expected)
-    digests = out.worker_result["replica_digests"]
+    digests = out.end.replica_digests
     assert len(digests) == 2 and digests[0] == digests[1], digests
-    assert out.worker_result["replicas_identical"] is True
+    assert out.end.replicas_identical is True
     assert out.metrics["iteration"] == 6
     # Each worker read its own train files through Ray Data: files r, r + 2, ... of the file split.
     c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

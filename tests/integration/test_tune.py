@@ -112,7 +112,6 @@ def test_an_epoch_sweep_registers_a_k2_trial_when_it_is_best(workdir, capsys, ra
 def test_a_sweeps_time_budget_ends_its_trial_as_finished_with_a_checkpoint(workdir, capsys, ray_local):
     """A trial with no end of its own (1,000 epochs) ends at its last evaluation before the sweep's end,
     as a finished trial with its checkpoint: the sweep registers it."""
-    from pipelines.stages.train.loop import SWEEP_BUDGET_KEY
     from pipelines.stages.tune import TUNE_STOP_SLACK_S
 
     args = [a for a in SWEEP if not a.startswith(("tune.space", "tune.num_samples", "tune.name", "train.epochs"))]
@@ -127,7 +126,8 @@ def test_a_sweeps_time_budget_ends_its_trial_as_finished_with_a_checkpoint(workd
     assert 5 <= int(it) < 50 * 1000 and int(it) % 5 == 0  # at an evaluation, long before its plan
     c, runs = _runs(workdir)
     (trial,) = [r for r in runs if r.data.tags.get("ganpipe.stage") == "tune-trial"]
-    assert trial.data.tags["ganpipe.stop_reason"].endswith(SWEEP_BUDGET_KEY) and trial.info.status == "FINISHED"
+    assert trial.data.tags["ganpipe.stop_kind"] == "sweep" and trial.info.status == "FINISHED"
+    assert trial.data.tags["ganpipe.stop_reason"].endswith("(tune.time_budget_s)")
     assert "register: gan-generator version 1 is champion" in out, out
 
 

@@ -6,6 +6,7 @@ logs the final checkpoint as an artifact.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from ...config.build import class_names_note, feature_net, imbalance_note, load_
 from ...errors import UserError
 from ...services import checkpoints, contract, names, tracking
 from . import layout
+from .loop import RunEnd, Stop
 from .worker import train_loop_per_worker
 
 
@@ -30,7 +32,7 @@ class TrainOutcome:
     checkpoint: str | None
     metrics: dict
     storage: str
-    worker_result: dict
+    end: RunEnd
     config: Config | None = None  # the run's config, with what `auto` derived
 
 
@@ -180,15 +182,16 @@ def with_latest(kept: list, latest, metrics: dict) -> list:
     return [*kept, (latest, metrics)]
 
 
-def record_outcome(cfg: Config, uri: str, run_id: str, run_name: str, outcome: dict, metrics: dict,
+def record_outcome(cfg: Config, uri: str, run_id: str, run_name: str, returned: dict, metrics: dict,
                    kept: list, latest) -> TrainOutcome:
     """A run's end in MLflow: a NaN stop fails the run naming the last good checkpoint; otherwise the
     best of the `kept` (Checkpoint, metrics) pairs (else `latest`) is logged and the run is finished."""
-    if outcome.get("status") == "nan":
+    end = RunEnd.from_dict(returned)
+    if end.status == "nan":
         _finish(uri, run_id, "FAILED")
         last = latest.path if latest else None
-        raise TrainingError(f"run {run_name!r}: loss became NaN/inf at iteration {outcome['iteration']} "
-                            f"({outcome.get('values')}); the last good checkpoint is kept at {last}")
+        raise TrainingError(f"run {run_name!r}: loss became NaN/inf at iteration {end.iteration} "
+                            f"({end.values}); the last good checkpoint is kept at {last}")
     best = best_checkpoint(kept, cfg) or latest
     c = tracking.client(uri)
     ckpt = None
@@ -202,10 +205,12 @@ def record_outcome(cfg: Config, uri: str, run_id: str, run_name: str, outcome: d
         ckpt = best.path if names.is_local(cfg.ray.storage_path) else f"runs:/{run_id}"
         if names.is_local(cfg.ray.storage_path):  # `--model RUN_FOLDER` finds it
             checkpoints.record_handed_on(f"{cfg.ray.storage_path}/{run_name}", best.path)
-    if outcome.get("status") == "stopped":  # the reason as rank 0 judged it (every rank stopped with it)
-        outcome = {**outcome, "reason": c.get_run(run_id).data.tags.get(contract.STOP_REASON, outcome.get("reason"))}
+    if end.status == "stopped":  # the rule as rank 0 judged it (every rank stopped with it)
+        tags = c.get_run(run_id).data.tags
+        if contract.STOP_KIND in tags:
+            end = dataclasses.replace(end, stop=Stop(tags[contract.STOP_KIND], tags.get(contract.STOP_REASON, "")))
     _finish(uri, run_id, "FINISHED")
-    return TrainOutcome(run_id, run_name, ckpt, metrics, f"{cfg.ray.storage_path}/{run_name}", outcome, cfg)
+    return TrainOutcome(run_id, run_name, ckpt, metrics, f"{cfg.ray.storage_path}/{run_name}", end, cfg)
 
 
 def best_checkpoint(kept: list, cfg: Config):

@@ -52,7 +52,59 @@ class LoopResult:
     iteration: int
     values: dict = field(default_factory=dict)  # the non-finite values, when status is "nan"
     last_metrics: dict = field(default_factory=dict)
-    reason: str = ""  # why a "stopped" run ended
+    stop: "Stop | None" = None  # why a "stopped" run ended
+
+    @property
+    def reason(self) -> str:
+        return self.stop.reason if self.stop else ""
+
+
+STOP_KINDS = ("target", "patience", "budget", "sweep", "rank0")  # "rank0": another rank, told by rank 0
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a run ended before its plan: the rule that ended it and the sentence that says so."""
+    kind: str
+    reason: str
+
+    def __post_init__(self):
+        if self.kind not in STOP_KINDS:
+            raise ValueError(f"stop kind {self.kind!r} is not one of {STOP_KINDS}")
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a training run ended, as the workers return it to the driver (`to_dict`, over Ray) and the
+    driver hands it to the workflow: finished its plan, stopped by a rule, or a non-finite loss."""
+    status: str  # "finished" | "stopped" | "nan"
+    iteration: int
+    stop: Stop | None = None
+    values: dict = field(default_factory=dict)  # the non-finite values of a "nan" end
+    replica_digests: tuple = ()  # per rank: a digest of G's and D's weights
+
+    @property
+    def reason(self) -> str:
+        return self.stop.reason if self.stop else ""
+
+    @property
+    def ended_on_budget(self) -> bool:
+        return self.status == "stopped" and self.stop is not None and self.stop.kind == "budget"
+
+    @property
+    def replicas_identical(self) -> bool:
+        return all(d == self.replica_digests[0] for d in self.replica_digests)
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "iteration": self.iteration, "values": self.values,
+                "stop": {"kind": self.stop.kind, "reason": self.stop.reason} if self.stop else None,
+                "replica_digests": list(self.replica_digests)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunEnd":
+        stop = d.get("stop")
+        return cls(d["status"], int(d["iteration"]), Stop(**stop) if stop else None, dict(d.get("values") or {}),
+                   tuple(d.get("replica_digests") or ()))
 
 
 @dataclass
@@ -75,8 +127,8 @@ class StopRule:
         return cls(metric, train.target if evaluating else None, train.patience if evaluating else None,
                    train.time_budget_s, train.tolerance, deadline)
 
-    def check(self, metrics: dict | None, wall_seconds: float, now: float | None = None) -> str:
-        """The reason to stop now ("" to go on); `metrics` are rank 0's at this evaluation (None on
+    def check(self, metrics: dict | None, wall_seconds: float, now: float | None = None) -> Stop | None:
+        """Why to stop now (None: go on); `metrics` are rank 0's at this evaluation (None on
         the other ranks, which only judge the time). With a deadline the run ends here when the next
         evaluation, as far off as this one was from the last, would come after it."""
         now = time.time() if now is None else now
@@ -84,7 +136,7 @@ class StopRule:
         value = (metrics or {}).get(self.metric)
         if value is not None and math.isfinite(value):
             if self.target is not None and (value == self.target or is_better(self.metric, value, self.target)):
-                return f"{self.metric} {value:.4g} reached the target {self.target:g} (train.target)"
+                return Stop("target", f"{self.metric} {value:.4g} reached the target {self.target:g} (train.target)")
             if self.best is None or is_better(self.metric, value, self.best):
                 self.best, self.since_best = value, 0
             elif within(self.metric, value, self.best, self.tolerance):
@@ -92,24 +144,17 @@ class StopRule:
             else:
                 self.since_best += 1
                 if self.patience is not None and self.since_best >= self.patience:
-                    return (f"{self.metric} has not improved on {self.best:.4g}"
-                            + (f" (within {self.tolerance:.0%})" if self.tolerance else "")
-                            + f" for {self.since_best} evaluations (train.patience)")
+                    return Stop("patience", f"{self.metric} has not improved on {self.best:.4g}"
+                                + (f" (within {self.tolerance:.0%})" if self.tolerance else "")
+                                + f" for {self.since_best} evaluations (train.patience)")
         if self.budget_s is not None and wall_seconds >= self.budget_s:
-            return f"the time budget of {self.budget_s:g} s is spent {BUDGET_KEY}"
+            return Stop("budget", f"the time budget of {self.budget_s:g} s is spent (train.time_budget_s)")
         if self.deadline is not None and now + interval >= self.deadline:
-            return f"the sweep's time budget ends before the next evaluation {SWEEP_BUDGET_KEY}"
-        return ""
+            return Stop("sweep", "the sweep's time budget ends before the next evaluation (tune.time_budget_s)")
+        return None
 
 
-BUDGET_KEY = "(train.time_budget_s)"  # ends the reason of a run its time budget stopped
-SWEEP_BUDGET_KEY = "(tune.time_budget_s)"  # ends the reason of a trial its sweep's time budget stopped
-SWEEP_END = "ended_at_sweep_end"  # reported (1) with such a trial's last metrics
-
-
-def ended_on_budget(outcome: dict) -> bool:
-    """Whether a run's outcome (the workers' result) says its time budget ended it."""
-    return outcome.get("status") == "stopped" and str(outcome.get("reason", "")).endswith(BUDGET_KEY)
+SWEEP_END = "ended_at_sweep_end"  # reported (1) with the last metrics of a trial its sweep's time ended
 
 
 def lr_scale(progress: float, fraction: float) -> float:
@@ -202,23 +247,23 @@ def run_loop(game: Game, stream, plan: RunPlan, t: TrainConfig, hooks: Hooks, st
             last = metrics
         if eval_now:
             decay(step, wall)
-        reason = ""
+        ended = None
         if stop is not None and eval_now and step < plan.iterations:
-            reason = stop.check(metrics if hooks.rank == 0 else None, wall)
-            if hooks.any_rank(bool(reason)):  # rank 0's judgement of the metric ends every rank here
+            ended = stop.check(metrics if hooks.rank == 0 else None, wall)
+            if hooks.any_rank(ended is not None):  # rank 0's judgement of the metric ends every rank here
                 ckpt_now = True
-                reason = reason or "stopped by rank 0"
-        if hooks.rank == 0 and (stream.epoch != epoch_seen or step == plan.iterations or reason):
+                ended = ended or Stop("rank0", "stopped by rank 0")
+        if hooks.rank == 0 and (stream.epoch != epoch_seen or step == plan.iterations or ended):
             hooks.log_grid(game, step)
         epoch_seen = stream.epoch
-        if reason or step == plan.iterations:
+        if ended or step == plan.iterations:
             metrics["ended"] = 1.0  # the run's last report, whether it ran to its plan or its StopRule ended it
-            if reason.endswith(SWEEP_BUDGET_KEY):
+            if ended and ended.kind == "sweep":
                 metrics[SWEEP_END] = 1.0
         if ckpt_now:
             hooks.report(metrics, step, {**game.state_dict(), "train_seconds": train_seconds, "wall_seconds": wall})
         elif eval_now:
             hooks.report(metrics, step, None)
-        if reason:
-            return LoopResult("stopped", step, {}, last, reason)
+        if ended:
+            return LoopResult("stopped", step, {}, last, ended)
     return LoopResult("finished", plan.iterations, {}, last)

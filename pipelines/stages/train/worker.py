@@ -32,7 +32,7 @@ from ...config import Config
 from ...config.build import build_game, feature_net, load_data
 from ...config.plan import plan_run
 from ...services import checkpoints, contract, tracking
-from .loop import StopRule, run_loop, set_learning_rates
+from .loop import RunEnd, StopRule, run_loop, set_learning_rates
 
 
 def checkpoint_meta(spec: ModelSpec, data, train, run_id: str) -> dict:
@@ -189,7 +189,7 @@ class RayHooks:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Runs on every Ray Train worker. Returns {"status": "finished" | "stopped" | "nan", "iteration": i, ...}."""
+    """Runs on every Ray Train worker. Returns its RunEnd as a dict (RunEnd.to_dict)."""
     return run_worker(loop_config, TrainSession())
 
 
@@ -249,11 +249,13 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
     result = run_loop(game, stream, plan, t, hooks, start, seconds, evaluate=cfg.eval.during_training, stop=stop,
                       wall_seconds=wall)
     if result.status == "stopped" and rank == 0:  # only rank 0 saw the metric that ended the run
-        tracking.client(uri).set_tag(run_id, contract.STOP_REASON, contract.tag_value(result.reason))
+        client = tracking.client(uri)
+        client.set_tag(run_id, contract.STOP_REASON, contract.tag_value(result.reason))
+        client.set_tag(run_id, contract.STOP_KIND, result.stop.kind)
     if result.status == "nan":
         if rank == 0:
             tracking.log_metrics(uri, run_id, {contract.NAN_AT: result.iteration}, step=result.iteration)
-        return {"status": "nan", "iteration": result.iteration, "values": result.values}
+        return RunEnd("nan", result.iteration, values=result.values).to_dict()
     if world > 1:  # G's BatchNorm statistics moved locally in the last forward; align them with rank 0
         for b in unwrap(game.G).buffers():
             dist.broadcast(b, src=0)
@@ -263,5 +265,4 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
             shard = json.dumps({"files": len(stream.files), "rows": sum(stream.files.values())})
         tracking.client(uri).set_tag(run_id, f"{contract.STREAM_SHARD}.{rank}", shard)
     digests = replica_digests(game, world)
-    return {"status": result.status, "iteration": result.iteration, "reason": result.reason,
-            "replica_digests": digests, "replicas_identical": all(d == digests[0] for d in digests)}
+    return RunEnd(result.status, result.iteration, result.stop, replica_digests=tuple(digests)).to_dict()
