@@ -134,6 +134,7 @@ def per_row_costs(tmp: Path, rounds: int = 3) -> dict[str, float]:
     from gan_core.data import encode_pngs, from_uint8, to_uint8
     from gan_core.metrics import SmallCNN
     from pipelines.config.build import model_spec
+    from pipelines.services.dataset_folder import DatasetRequest
     from pipelines.stages.generate.writer import ShardWriter, verdicts
 
     cfg, game = _setup(tmp)
@@ -146,7 +147,8 @@ def per_row_costs(tmp: Path, rounds: int = 3) -> dict[str, float]:
     shards.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter({"spec": spec, "state": game.G.state_dict(), "d_state": None},
                          {"state": verifier.state_dict(), "channels": 1, "num_classes": 10},
-                         {"rows": total, "counts": counts, "seed": 0, "class_names": [str(c) for c in range(10)]},
+                         DatasetRequest("benchmark", None, 0, "", 0, total, counts, [str(c) for c in range(10)],
+                                        shard_rows).to_dict(),
                          str(shards), {"benchmark": "per_row_costs"})
     ids = np.arange(FORWARD_BLOCK)
     y = labels_for_rows(ids, counts, 0)

@@ -1,4 +1,6 @@
 """The batch stage's rules without Ray: label counts, shard writing, reproducibility by row id."""
+import dataclasses
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -7,7 +9,7 @@ import torch
 from gan_core import ModelSpec, build_models
 from pipelines.errors import UserError
 from pipelines.stages.generate.labels import label_counts
-from pipelines.services.dataset_folder import file_complete
+from pipelines.services.dataset_folder import DatasetRequest, Filter, file_complete
 from pipelines.stages.generate.writer import ShardWriter
 
 NAMES = ["a", "b", "c"]
@@ -43,7 +45,7 @@ def _models():
 def _writer(tmp_path, counts=(3, 250, 47), seed=5):
     spec = SPEC
     g, net = _models()
-    request = {"rows": sum(counts), "counts": list(counts), "seed": seed, "class_names": NAMES}
+    request = DatasetRequest("m", None, 0, "fp", seed, sum(counts), list(counts), NAMES, 1024).to_dict()
     (tmp_path / "data").mkdir(exist_ok=True)
     return ShardWriter({"spec": spec.__dict__, "state": g.state_dict()}, {"state": net.state_dict(), "channels": 1,
                        "num_classes": 3}, request, str(tmp_path / "data"), {"seed": seed})
@@ -95,18 +97,18 @@ class HashVerifier(torch.nn.Module):
 def test_filters_keep_only_accepted_rows_and_stay_reproducible(tmp_path):
     w = _writer(tmp_path)
     w.net = HashVerifier()
-    w.request = {**w.request, "min_confidence": 0.5, "max_tries": 30}
+    w.request = dataclasses.replace(w.request, filter=Filter(0.5, 30, None))
     t = w.rows(0, 300)
     conf = t.column("verifier_confidence").to_numpy()
     assert (conf >= 0.5).all() and (t.column("verifier_label").to_numpy() == t.column("label").to_numpy()).all()
     assert np.bincount(t.column("label").to_numpy()).tolist() == [3, 250, 47]  # counts stay exact
     assert w.tries.sum() > 300  # some candidates were rejected and retried
     again = _writer(tmp_path)
-    again.net, again.request = HashVerifier(), dict(w.request)
+    again.net, again.request = HashVerifier(), w.request
     assert again.rows(100, 200).column("image").to_pylist() == t.slice(100, 100).column("image").to_pylist()
     from pipelines.stages.generate.writer import FilterUnmet
 
-    w.request = {**w.request, "min_confidence": 0.999, "max_tries": 2}
+    w.request = dataclasses.replace(w.request, filter=Filter(0.999, 2, None))
     with pytest.raises(FilterUnmet, match="rows found none in 2 tries"):
         w.rows(0, 256)
     with pytest.raises(FilterUnmet):

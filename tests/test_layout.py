@@ -97,7 +97,7 @@ def test_a_resumed_run_keeps_the_layout_of_its_checkpoints(tmp_path, digits, mon
     run_dir = tmp_path / "runs" / "r"
     (run_dir / checkpoints.folder_name(20)).mkdir(parents=True)
     checkpoints.save(run_dir / checkpoints.folder_name(20), game.state_dict(), 20, trained.model_dump(mode="json"),
-                     0, {})
+                     0)
     said = []
     cfg = layout.choose(_cfg(tmp_path, "train.batch_size=32"), digits, 2, str(run_dir), say=said.append)
     assert (cfg.ray.num_workers, cfg.ray.cpus_per_worker, cfg.train.batch_size) == (1, 2.0, 64)

@@ -22,7 +22,7 @@ def _ckpt(folder: Path, iteration: int, world: int = 2) -> Path:
     folder.mkdir(parents=True)
     state = {"G": {"w": torch.ones(3) * iteration}, "D": {}, "opt_g": {}, "opt_d": {}}
     for rank in range(world):
-        checkpoints.save(folder, state, iteration, {"seed": 0}, rank, {"run_id": "r"})
+        checkpoints.save(folder, state, iteration, {"seed": 0}, rank)
     return folder
 
 

@@ -7,14 +7,18 @@ passed over, never loaded. Loading uses torch.load(weights_only=True).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from gan_core import ModelSpec
 
 from ..errors import UserError
 from .names import is_local
@@ -69,13 +73,38 @@ def set_rng_state(state: dict) -> None:
                          state["numpy_has_gauss"], state["numpy_cached"]))
 
 
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint carries besides weights, for evaluation, the registry and generation."""
+    spec: ModelSpec
+    class_names: tuple[str, ...]
+    label_prior: tuple[float, ...]
+    data_fingerprint: str
+    train_fingerprint: str = ""
+    data_source: str = ""
+    run_id: str | None = None
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "class_names": list(self.class_names),
+                "label_prior": list(self.label_prior)}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "checkpoint") -> "CheckpointMeta":
+        if "spec" not in d:
+            raise UserError(f"{source}: this checkpoint does not describe its model (no spec); retrain with ganpipe")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in d.items() if k in known}, "spec": ModelSpec.from_dict(d["spec"]),
+                      "class_names": tuple(d.get("class_names") or ()),
+                      "label_prior": tuple(d.get("label_prior") or ())})
+
+
 def save(directory: str | Path, game_state: dict, iteration: int, config: dict, rank: int,
-         meta: dict | None = None) -> None:
-    """Rank 0 writes the model state (with `meta`: model spec, class names, run id); every rank its RNG."""
+         meta: CheckpointMeta | None = None) -> None:
+    """Rank 0 writes the model state (with its `meta`); every rank its RNG."""
     directory = Path(directory)
     if rank == 0:
         write_with_checksum({**game_state, "iteration": iteration, "config": json.dumps(config),
-                             "meta": json.dumps(meta or {})}, directory / STATE_FILE)
+                             "meta": json.dumps(meta.to_dict() if meta else {})}, directory / STATE_FILE)
     write_with_checksum(rng_state(), directory / f"rng_rank{rank}.pt")
 
 

@@ -21,6 +21,7 @@ system), on every node. For a local folder, the methods that keep the bucket in 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -98,6 +99,60 @@ def _exists(fs, path: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Filter:
+    """A quality filter on the rows: the verifier's agreement and confidence, discriminator rejection
+    sampling (its bound and gamma), and the candidates tried per row before the filter counts as unmet."""
+    min_confidence: float | None
+    max_tries: int
+    drs: dict | None
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What a dataset folder is being written for (DIR/.ganpipe/request.json); its `key` (a hash of the
+    rest) tells a rerun of the same request from another one."""
+    model: str
+    run_id: str | None
+    iteration: int
+    data_fingerprint: str
+    seed: int
+    rows: int
+    counts: list[int] | None  # rows per class; None: an unconditional model's rows, labelled by the verifier
+    class_names: list[str]
+    rows_per_file: int
+    filter: Filter | None = None
+    device: str = "cpu"  # where the actors compute: their bytes differ between a CPU and a GPU
+
+    def what(self) -> dict:
+        out = {k: getattr(self, k) for k in ("model", "run_id", "iteration", "data_fingerprint", "seed", "rows",
+                                             "counts", "class_names", "rows_per_file")}
+        if self.filter:
+            out.update(dataclasses.asdict(self.filter))
+        if self.device != "cpu":
+            out["device"] = self.device
+        return out
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.what(), sort_keys=True).encode()).hexdigest()
+
+    @property
+    def max_tries(self) -> int:
+        return self.filter.max_tries if self.filter else 1
+
+    def to_dict(self) -> dict:
+        return {**self.what(), "key": self.key}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DatasetRequest":
+        has_filter = "max_tries" in d
+        return cls(d["model"], d.get("run_id"), int(d["iteration"]), d["data_fingerprint"], int(d["seed"]),
+                   int(d["rows"]), d.get("counts"), list(d["class_names"]), int(d["rows_per_file"]),
+                   Filter(d.get("min_confidence"), int(d["max_tries"]), d.get("drs")) if has_filter else None,
+                   d.get("device", "cpu"))
+
+
+@dataclass(frozen=True)
 class DatasetFolder:
     root: Path  # the folder itself, or the local mirror of `remote`
     remote: str | None = None  # the bucket URI the folder mirrors
@@ -152,7 +207,7 @@ class DatasetFolder:
         return sorted(self.data.glob(SHARD_GLOB))
 
     def request(self) -> dict | None:
-        """The request this folder holds, if any."""
+        """The request this folder holds, if any (as written: an older request's fields may differ)."""
         return json.loads(self.request_file.read_text()) if self.request_file.is_file() else None
 
     def finished(self) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from gan_core import ModelSpec, build_models
+from gan_core import build_models
 
 from ..errors import UserError
 from . import checkpoints, contract, tracking
@@ -22,7 +22,7 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 @dataclass
 class LoadedGenerator:
     generator: torch.nn.Module
-    meta: dict
+    meta: checkpoints.CheckpointMeta
     config: dict
     iteration: int
     source: str
@@ -30,19 +30,17 @@ class LoadedGenerator:
 
     @property
     def run_id(self) -> str | None:
-        return self.meta.get("run_id")
+        return self.meta.run_id
 
     @property
     def label_prior(self) -> torch.Tensor | None:
-        prior = self.meta.get("label_prior")
+        prior = self.meta.label_prior
         return torch.tensor(prior) if prior and self.generator.num_classes else None
 
 
 def generator_from_state(state: dict, source: str) -> LoadedGenerator:
-    meta = json.loads(state.get("meta", "{}"))
-    if "spec" not in meta:
-        raise UserError(f"{source}: this checkpoint does not describe its model (no spec); retrain with ganpipe")
-    g, _ = build_models(ModelSpec.from_dict(meta["spec"]))
+    meta = checkpoints.CheckpointMeta.from_dict(json.loads(state.get("meta", "{}")), source)
+    g, _ = build_models(meta.spec)
     try:
         g.load_state_dict(state.get("G_ema") or state["G"])
     except RuntimeError as e:

@@ -2,6 +2,7 @@
 report (Markdown, per-class sample grid, metrics.json) logged to MLflow when a run is known."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -92,9 +93,9 @@ def generator_data(cfg: Config, loaded: LoadedGenerator, model: str):
     refused when that data's fingerprint has changed since."""
     gcfg = generator_config(cfg, loaded)
     data = load_data(gcfg)
-    if data.fingerprint != loaded.meta.get("data_fingerprint"):
+    if data.fingerprint != loaded.meta.data_fingerprint:
         raise UserError(f"--model {model}: data {gcfg.data.source!r} has changed since this generator was trained "
-                        f"(fingerprint {data.fingerprint[:12]} vs {str(loaded.meta.get('data_fingerprint'))[:12]})")
+                        f"(fingerprint {data.fingerprint[:12]} vs {loaded.meta.data_fingerprint[:12]})")
     return gcfg, data
 
 
@@ -147,7 +148,7 @@ def evaluate(cfg: Config, model: str | None, dataset: str | None, out_dir: str |
         if loaded.run_id and not tracking.has_run(uri, loaded.run_id):
             print(f"evaluate: warning: {model}: its training run {loaded.run_id} is not in the tracking store "
                   f"{uri}; the evaluation is written to the report folder only", file=sys.stderr)
-            loaded.meta = {**loaded.meta, "run_id": None}
+            loaded.meta = dataclasses.replace(loaded.meta, run_id=None)
         return evaluate_generator(cfg, loaded, model, out_dir, uri)
     cfg, _ = auto.sized(cfg)  # the real data at the size a run of this config trains at
     data = load_data(cfg)

@@ -118,10 +118,10 @@ def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: 
     quiet = contextlib.redirect_stderr(io.StringIO()) if not verbose else contextlib.nullcontext()
     with mlflow.start_run(run_id=run_id), quiet:  # MLflow prints its own registration lines to stderr
         info = Model.log(None, name=contract.MODEL_NAME, flavor=serving, registered_model_name=name, generator=g,
-                         spec=loaded.meta["spec"], class_names=loaded.meta["class_names"])
+                         spec=loaded.meta.to_dict()["spec"], class_names=list(loaded.meta.class_names))
     version = str(info.registered_model_version)
     # what the next registration compares against (VERSION_TAGS: each is read by the registry or the UI)
-    tags = {contract.V_DATA_FINGERPRINT: loaded.meta["data_fingerprint"], contract.V_METRIC_NAME: metric,
+    tags = {contract.V_DATA_FINGERPRINT: loaded.meta.data_fingerprint, contract.V_METRIC_NAME: metric,
             contract.V_METRIC_VALUE: value, contract.V_METRIC_INTERVAL: json.dumps(list(interval) if interval else None),
             contract.V_EVAL_PROTOCOL: metrics["protocol"], contract.V_ITERATION: loaded.iteration}
     for k, v in tags.items():
@@ -133,7 +133,7 @@ def register(cfg: Config, run_id: str, alias: str = contract.CHAMPION, verbose: 
         champion = dict(current.tags) if str(current.version) != version else None
     except MlflowException:  # the alias does not exist yet
         champion = None
-    chosen, reason = decide(value, champion, metric, loaded.meta["data_fingerprint"], metrics["protocol"], interval)
+    chosen, reason = decide(value, champion, metric, loaded.meta.data_fingerprint, metrics["protocol"], interval)
     chosen = alias if chosen == contract.CHAMPION else contract.CHALLENGER
     c.set_registered_model_alias(name, chosen, version)
     return Registration(name, version, chosen, reason, metrics)

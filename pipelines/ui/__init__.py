@@ -304,7 +304,7 @@ def create_app(s: Settings):
         explicit = "=" in labels
         rows = None if explicit and not form["rows"].strip() else _int(form["rows"], "rows", None, 1)
         names = views.class_names(v.uri, s.tracking_uri)
-        prior = views._loaded(v.uri, s.tracking_uri).meta.get("label_prior")
+        prior = views._loaded(v.uri, s.tracking_uri).meta.label_prior
         counts = label_counts(labels, rows, names, prior)  # the CLI's own rule: one clear error
         check_rows(sum(counts) if counts else rows)  # generate's own minimum, before anything is written
         seed = _seed(form["seed"])

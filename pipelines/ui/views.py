@@ -122,7 +122,7 @@ def _verifier(model_uri: str, tracking_uri: str, cfg_json: str):
 
 
 def class_names(model_uri: str, tracking_uri: str) -> list[str]:
-    return list(_loaded(model_uri, tracking_uri).meta["class_names"])
+    return list(_loaded(model_uri, tracking_uri).meta.class_names)
 
 
 def draw(model_uri: str, tracking_uri: str, labels: list[int] | None, n: int, seed: int):

@@ -11,7 +11,6 @@ absent, so a rerun of the same request writes only what is missing and ends with
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from ...errors import UserError
 from ...services import contract, names, tracking
 from ...services.models import LoadedGenerator, resolve
 from .labels import label_counts
-from ...services.dataset_folder import DatasetFolder, file_complete, sum_path
+from ...services.dataset_folder import DatasetFolder, DatasetRequest, Filter, file_complete, sum_path
 from .writer import ShardWriter, file_tries, rows_per_file
 
 
@@ -62,10 +61,10 @@ def _prepare_out(folder: DatasetFolder, request: dict, overwrite: bool) -> None:
         raise UserError(f"--out {out}: cannot write there ({e.strerror or e.__class__.__name__})") from None
     old = folder.request()
     if old is not None:
-        if old.get("key") != request["key"] and not overwrite:
+        if old.get("key") != request.key and not overwrite:
             raise UserError(f"--out {out} holds another dataset (made by {old.get('model')!r}, seed "
                             f"{old.get('seed')}, {old.get('rows')} rows); choose another folder or pass --overwrite")
-        if old.get("key") != request["key"]:
+        if old.get("key") != request.key:
             for item in (folder.data, folder.evaluation):
                 shutil.rmtree(item, ignore_errors=True)
             for item in (folder.manifest, folder.card):
@@ -75,7 +74,7 @@ def _prepare_out(folder: DatasetFolder, request: dict, overwrite: bool) -> None:
         raise UserError(f"--out {out} holds a dataset ganpipe did not start here; choose another folder "
                         f"or pass --overwrite")
     folder.manifest.unlink(missing_ok=True)  # complete again only when written last
-    folder.request_file.write_text(json.dumps(request, indent=2, sort_keys=True))
+    folder.request_file.write_text(json.dumps(request.to_dict(), indent=2, sort_keys=True))
 
 
 def check_rows(total: int) -> None:
@@ -146,15 +145,11 @@ def check_room(g, counts: list[int] | None, total: int, seed: int, out_dir: Path
 
 
 def _request(cfg: Config, loaded: LoadedGenerator, model: str, counts: list[int] | None, rows: int,
-             seed: int, filters: dict) -> dict:
-    """What is being written; its hash (`key`) tells a rerun of the same request from another one."""
-    what = {"model": model, "run_id": loaded.run_id, "iteration": loaded.iteration,
-            "data_fingerprint": loaded.meta.get("data_fingerprint"), "seed": seed, "rows": rows,
-            "counts": counts, "class_names": list(loaded.meta["class_names"]),
-            "rows_per_file": rows_per_file(rows, cfg.generate.rows_per_file), **filters,
-            **({"device": "cuda"} if cfg.generate.gpus_per_actor else {})}
-    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
-    return {**what, "key": key}
+             seed: int, filter_: Filter | None) -> DatasetRequest:
+    """What is being written."""
+    return DatasetRequest(model, loaded.run_id, loaded.iteration, loaded.meta.data_fingerprint, seed, rows, counts,
+                          list(loaded.meta.class_names), rows_per_file(rows, cfg.generate.rows_per_file), filter_,
+                          "cuda" if cfg.generate.gpus_per_actor else "cpu")
 
 
 def _verifier(cfg: Config, loaded: LoadedGenerator, model: str):
@@ -179,9 +174,9 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
     tracking.check_reachable(uri)
     loaded = resolve(model, uri)
     g = loaded.generator
-    class_names = list(loaded.meta["class_names"])
+    class_names = list(loaded.meta.class_names)
     if g.num_classes:
-        prior = loaded.meta.get("label_prior")
+        prior = list(loaded.meta.label_prior) or None
         counts = label_counts(labels, rows, class_names, prior)
         total = sum(counts)
     else:
@@ -202,11 +197,11 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
     folder = DatasetFolder.at(out)  # a bucket: written through a local mirror, the files uploaded by the actors
     check_room(g, counts, total, seed, folder.root, rows_per_file(total, cfg.generate.rows_per_file))
     net, gcfg, data = _verifier(cfg, loaded, model)
-    filters = {}
+    filter_ = None
     if rejection or min_confidence is not None:
-        filters = {"min_confidence": min_confidence, "max_tries": cfg.generate.max_tries,
-                   "drs": _drs_bound(cfg, loaded, counts, seed, gcfg, data) if rejection == "drs" else None}
-    request = _request(cfg, loaded, model, counts, total, seed, filters)
+        filter_ = Filter(min_confidence, cfg.generate.max_tries,
+                         _drs_bound(cfg, loaded, counts, seed, gcfg, data) if rejection == "drs" else None)
+    request = _request(cfg, loaded, model, counts, total, seed, filter_)
     with names.hold_dataset(folder.root):  # one writer per dataset folder
         return _write(cfg, folder, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed,
                       verbose, tags)
@@ -217,19 +212,19 @@ def _write(cfg, folder: DatasetFolder, request, overwrite, loaded, g, net, gcfg,
     folder.pull_state()
     old = folder.request()
     _prepare_out(folder, request, overwrite)
-    folder.restart_remote(replaced=old is not None and old.get("key") != request["key"])
+    folder.restart_remote(replaced=old is not None and old.get("key") != request.key)
 
-    per_file = request["rows_per_file"]
+    per_file = request.rows_per_file
     n_files = -(-total // per_file)
     shards = [{"index": i, "count": n_files, "start": i * per_file, "stop": min(total, (i + 1) * per_file)}
               for i in range(n_files)]
     folder.pull_shards([folder.shard(s["index"], n_files).name for s in shards])
     missing = [s for s in shards if not file_complete(folder.shard(s["index"], n_files))]
     provenance = {"model": model, "run_id": loaded.run_id, "iteration": loaded.iteration, "seed": seed,
-                  "ganpipe_version": _version(), "request_key": request["key"],
+                  "ganpipe_version": _version(), "request_key": request.key,
                   "model_version": _model_version(model, uri), "config": gcfg.model_dump(mode="json")}
-    generator = {"spec": loaded.meta["spec"], "state": {k: v.clone() for k, v in g.state_dict().items()},
-                 "d_state": loaded.d_state if request.get("drs") else None}
+    generator = {"spec": loaded.meta.to_dict()["spec"], "state": {k: v.clone() for k, v in g.state_dict().items()},
+                 "d_state": loaded.d_state if request.filter and request.filter.drs else None}
     verifier = {"state": net.model.state_dict(), "channels": data.image_shape[0], "num_classes": data.num_classes}
     run_id = _open_run(cfg, uri, request, provenance, folder.location, tags)  # its duration is the job's
     try:
@@ -244,9 +239,9 @@ def _write(cfg, folder: DatasetFolder, request, overwrite, loaded, g, net, gcfg,
 
 def discriminator(loaded: LoadedGenerator):
     """The run's D that a generator's checkpoint kept, in eval mode (DRS's density-ratio estimate)."""
-    from gan_core import ModelSpec, build_models
+    from gan_core import build_models
 
-    _, d = build_models(ModelSpec.from_dict(loaded.meta["spec"]))
+    _, d = build_models(loaded.meta.spec)
     d.load_state_dict(loaded.d_state)
     return d.eval()
 
@@ -339,7 +334,7 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
             ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
             num_cpus=cfg.generate.cpus_per_actor, max_restarts=0,  # a lost actor's shard is rewritten by a rerun
             **({"num_gpus": cfg.generate.gpus_per_actor} if cfg.generate.gpus_per_actor else {}),
-            fn_constructor_kwargs={"request": request, "data_dir": str(folder.data), "provenance": provenance, **kwargs})
+            fn_constructor_kwargs={"request": request.to_dict(), "data_dir": str(folder.data), "provenance": provenance, **kwargs})
     from tqdm import tqdm
 
     done = []
@@ -390,19 +385,19 @@ def _finish(cfg: Config, folder: DatasetFolder, request: dict, files: list[dict]
     from .card import evaluate_dataset, evaluate_filter, write_card
 
     out = folder.root
-    k = len(request["class_names"])
+    k = len(request.class_names)
     counts = np.zeros(k, dtype=np.int64)
     for f in files:
         counts[: len(f["label_counts"])] += f["label_counts"]
-    if request["counts"] is not None and counts.tolist() != request["counts"]:
-        raise UserError(f"{out}: class counts {counts.tolist()} differ from the request {request['counts']}")
+    if request.counts is not None and counts.tolist() != request.counts:
+        raise UserError(f"{out}: class counts {counts.tolist()} differ from the request {request.counts}")
     metrics = evaluate_dataset(cfg, gcfg, data, out)
     tried, agree = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
     for f in files:
         for into, part in ((tried, f.pop("tries")), (agree, f.pop("agree"))):
             into[: len(part)] += np.asarray(part, dtype=np.int64)
     agreement = [float(a / c) if c else None for a, c in zip(agree, counts)]
-    filtered = bool(request.get("drs") or request.get("min_confidence") is not None)
+    filtered = request.filter is not None
     acceptance = [float(c / t) if t else None for c, t in zip(counts, tried)] if filtered and tried.sum() else None
     unfiltered, comparison = evaluate_filter(cfg, gcfg, data, out, request, generator, verifier) if filtered \
         else (None, None)
@@ -410,9 +405,9 @@ def _finish(cfg: Config, folder: DatasetFolder, request: dict, files: list[dict]
                agreement)
     folder.push([folder.card, folder.evaluation])  # everything but the manifest, which comes last
     _track(uri, run_id, request, provenance, counts.tolist(), metrics, nodes, folder.location, out, unfiltered)
-    manifest = {"rows": int(counts.sum()), "counts": counts.tolist(), "class_names": request["class_names"],
+    manifest = {"rows": int(counts.sum()), "counts": counts.tolist(), "class_names": request.class_names,
                 "acceptance": acceptance,
-                "files": files, "request": {k2: v for k2, v in request.items() if k2 != "class_names"},
+                "files": files, "request": {k2: v for k2, v in request.to_dict().items() if k2 != "class_names"},
                 "model": {"uri": provenance["model"], "version": provenance["model_version"],
                           "run_id": provenance["run_id"], "iteration": provenance["iteration"]}}
     tmp = folder.manifest.with_name(f".{folder.manifest.name}.tmp")
@@ -435,9 +430,9 @@ def _open_run(cfg: Config, uri: str, request: dict, provenance: dict, location: 
     if provenance["run_id"]:
         tags[contract.SOURCE_RUN] = provenance["run_id"]
     run_id = c.create_run(exp_id, tags=tags).info.run_id
-    params = {"model": provenance["model"], "model_version": provenance["model_version"], "seed": request["seed"],
-              "rows": request["rows"], "counts": json.dumps(request["counts"]), "out": location,
-              "rows_per_file": request["rows_per_file"]}
+    params = {"model": provenance["model"], "model_version": provenance["model_version"], "seed": request.seed,
+              "rows": request.rows, "counts": json.dumps(request.counts), "out": location,
+              "rows_per_file": request.rows_per_file}
     c.log_batch(run_id, params=[Param(k, contract.param_value(v)) for k, v in params.items()])
     return run_id
 
@@ -449,12 +444,12 @@ def _track(uri: str, run_id: str, request: dict, provenance: dict, counts: list[
     datasets made from it."""
     c = tracking.client(uri)
     c.set_tag(run_id, contract.NODES, json.dumps(nodes))
-    tracking.log_dataset_input(uri, run_id, location.rstrip("/").split("/")[-1], request["key"], location, "output",
-                               {"rows": request["rows"], "counts": counts})
+    tracking.log_dataset_input(uri, run_id, location.rstrip("/").split("/")[-1], request.key, location, "output",
+                               {"rows": request.rows, "counts": counts})
     scalars = {f"{contract.EVAL_PREFIX}{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
     scalars.update({f"{contract.UNFILTERED_EVAL_PREFIX}{k}": v for k, v in (unfiltered or {}).items()
                     if isinstance(v, (int, float))})
-    tracking.log_metrics(uri, run_id, {"rows": request["rows"], **scalars}, step=0)
+    tracking.log_metrics(uri, run_id, {"rows": request.rows, **scalars}, step=0)
     c.log_artifact(run_id, str(DatasetFolder(out).card), contract.DATASET_ARTIFACTS)
     c.set_terminated(run_id, "FINISHED")
     version = provenance["model_version"]

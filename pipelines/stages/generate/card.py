@@ -14,7 +14,7 @@ from gan_core.metrics import METRICS
 
 from ...config import Config
 from ...services import contract
-from ...services.dataset_folder import SHARD_GLOB, DatasetFolder
+from ...services.dataset_folder import SHARD_GLOB, DatasetFolder, DatasetRequest
 
 
 def read_rows(out: Path, n: int, image_shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +54,7 @@ def evaluate_dataset(cfg: Config, gcfg: Config, data, out: Path) -> dict:
     return res.metrics
 
 
-def _unfiltered_rows(request: dict, n: int, generator, verifier) -> tuple[torch.Tensor, torch.Tensor]:
+def _unfiltered_rows(request: DatasetRequest, n: int, generator, verifier) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows the request gives without its filter (each row's first candidate), `n` of them spread
     over the row ids as `read_rows` spreads its sample, drawn on FORWARD_BLOCK-row batches (the same
     images to float rounding); an unconditional model's rows labelled by the verifier as the shards
@@ -64,14 +64,14 @@ def _unfiltered_rows(request: dict, n: int, generator, verifier) -> tuple[torch.
 
     from .writer import verdicts, verifier_module
 
-    ids = np.arange(0, request["rows"], max(1, request["rows"] // n))[:n]
+    ids = np.arange(0, request.rows, max(1, request.rows // n))[:n]
     g = rows_generator(generator)
-    net = None if request["counts"] else verifier_module(verifier.model)
+    net = None if request.counts else verifier_module(verifier.model)
     xs, ys = [], []
     for lo in range(0, len(ids), FORWARD_BLOCK):
         block = ids[lo:lo + FORWARD_BLOCK]
-        y = labels_for_rows(block, request["counts"], request["seed"]) if request["counts"] else None
-        x = from_uint8(to_uint8(render_rows(g, block, request["seed"], y)))
+        y = labels_for_rows(block, request.counts, request.seed) if request.counts else None
+        x = from_uint8(to_uint8(render_rows(g, block, request.seed, y)))
         if y is None:
             y = verdicts(net, x)[0]
         xs.append(x)
@@ -79,7 +79,7 @@ def _unfiltered_rows(request: dict, n: int, generator, verifier) -> tuple[torch.
     return torch.cat(xs), torch.cat(ys)
 
 
-def evaluate_filter(cfg: Config, gcfg: Config, data, out: Path, request: dict, generator, verifier) -> tuple[dict,
+def evaluate_filter(cfg: Config, gcfg: Config, data, out: Path, request: DatasetRequest, generator, verifier) -> tuple[dict,
                                                                                                           dict | None]:
     """With a quality filter on: (1) the evaluation of the rows without it, as the dataset is evaluated,
     in DIR/evaluation/without_filter/; (2) both sets compared in parts of the holdout's size
@@ -89,10 +89,10 @@ def evaluate_filter(cfg: Config, gcfg: Config, data, out: Path, request: dict, g
 
     from ..evaluate import measure, protocol
 
-    n = min(max(cfg.generate.eval_samples, cfg.generate.compare_samples), request["rows"])
+    n = min(max(cfg.generate.eval_samples, cfg.generate.compare_samples), request.rows)
     x_plain, y_plain = _unfiltered_rows(request, n, generator, verifier)
     gcfg = gcfg.model_copy(update={"eval": cfg.eval})
-    k = min(cfg.generate.eval_samples, request["rows"])
+    k = min(cfg.generate.eval_samples, request.rows)
     step = max(1, len(x_plain) // k)
     plain = measure(gcfg, data, x_plain[::step][:k], y_plain[::step][:k], f"dataset {out} without its filter",
                     DatasetFolder(out).evaluation / "without_filter", str(out), "", None, 0,
@@ -108,12 +108,12 @@ def evaluate_filter(cfg: Config, gcfg: Config, data, out: Path, request: dict, g
     return plain, parts
 
 
-def write_card(out: Path, request: dict, provenance: dict, counts: list[int], files: list[dict],
+def write_card(out: Path, request: DatasetRequest, provenance: dict, counts: list[int], files: list[dict],
                metrics: dict, acceptance: list[float | None] | None = None, unfiltered: dict | None = None,
                comparison: dict | None = None, agreement: list[float | None] | None = None) -> None:
     """README.md of a dataset; `agreement`: per class, the share of its rows whose `verifier_label` is
     their `label`, over every row of the dataset."""
-    names = request["class_names"]
+    names = request.class_names
     features = {"id": "int64", "image": "image", "label": {"class_label": {"names": dict(enumerate(names))}},
                 "verifier_label": {"class_label": {"names": dict(enumerate(names))}},
                 "verifier_confidence": "float32"}
@@ -127,12 +127,12 @@ def write_card(out: Path, request: dict, provenance: dict, counts: list[int], fi
             header += [f"          '{i}': {json.dumps(n)}" for i, n in kind["class_label"]["names"].items()]
     header += ["  splits:", "  - name: train", f"    num_examples: {sum(counts)}", "configs:", "- config_name: default",
                "  data_files:", "  - split: train", f"    path: {contract.DATASET_DATA_DIR}/{SHARD_GLOB}", "---", ""]
-    conditional = request["counts"] is not None
+    conditional = request.counts is not None
     model_line = provenance["model"] + (f" (version {provenance['model_version']})" if provenance["model_version"]
                                         else "")
     body = [f"# Synthetic dataset: {sum(counts)} images, {len(names)} classes", "",
             f"Made by ganpipe {provenance['ganpipe_version']} from the generator `{model_line}` "
-            f"(MLflow run `{provenance['run_id']}`, iteration {provenance['iteration']}), seed {request['seed']}. "
+            f"(MLflow run `{provenance['run_id']}`, iteration {provenance['iteration']}), seed {request.seed}. "
             "Row i's latent vector and label depend only on (seed, i): the same request gives the same images.", "",
             ("Each row's `label` is the class the generator was asked for; `verifier_label` and "
              "`verifier_confidence` are what an independent classifier, trained on the real data, sees."
@@ -141,12 +141,13 @@ def write_card(out: Path, request: dict, provenance: dict, counts: list[int], fi
              "trained on the real data), not a class the generator was asked for."), "",
             "![samples, one row per class](evaluation/samples_per_class.png)", ""]
     filters = []
-    if request.get("drs"):
-        d = request["drs"]
+    f_ = request.filter
+    if f_ and f_.drs:
+        d = f_.drs
         filters.append(f"discriminator rejection sampling (Azadi et al. 2019; max logit {d['max_logit']:.3f} over "
                        f"{d['burn_in']} burn-in candidates, gamma {d['gamma']:.3f})")
-    if request.get("min_confidence") is not None:
-        filters.append(f"the verifier agrees with the requested label with confidence >= {request['min_confidence']}")
+    if f_ and f_.min_confidence is not None:
+        filters.append(f"the verifier agrees with the requested label with confidence >= {f_.min_confidence}")
     if filters:
         body += ["Quality filters: " + "; ".join(filters) + ". Acceptance is rows kept / candidates tried.", ""]
     body += ["## Rows per class", "",

@@ -27,7 +27,7 @@ from gan_core.metrics import SmallCNN
 
 from ...services import contract
 from ...services.checkpoints import sha256_file
-from ...services.dataset_folder import filesystem, shard_name, sum_path, upload
+from ...services.dataset_folder import DatasetRequest, filesystem, shard_name, sum_path, upload
 
 ROW_GROUP = 1024  # rows per Parquet row group
 TRIES_KEY = "ganpipe.tries"  # a file's key-value metadata: candidates tried per class for its rows
@@ -96,14 +96,15 @@ class ShardWriter:
         torch.set_num_threads(1)  # one CPU per actor; also keeps reductions in one fixed order
         # A GPU actor (generate.gpus_per_actor) computes on its GPU: its bytes differ from a CPU
         # actor's, so the device is part of the request (and its key).
-        self.device = torch.device("cuda" if request.get("device") == "cuda" else "cpu")
+        request = DatasetRequest.from_dict(request)  # a dict across Ray
+        self.device = torch.device(request.device)
         if weights is not None:
             both = torch.load(weights, map_location="cpu", weights_only=True)
             generator, verifier = both["generator"], both["verifier"]
         self.G, self.D = build_models(ModelSpec.from_dict(generator["spec"]))
         self.G.load_state_dict(generator["state"])
         self.G = rows_generator(self.G.to(self.device))
-        self.drs = request.get("drs")
+        self.drs = request.filter.drs if request.filter else None
         if self.drs:
             self.D.load_state_dict(generator["d_state"])
             self.D.eval().to(self.device)
@@ -116,8 +117,8 @@ class ShardWriter:
             data_dir = str(Path(tempfile.mkdtemp(prefix="ganpipe-shards-")) / contract.DATASET_DATA_DIR)
             Path(data_dir).mkdir()
         self.request, self.data_dir = request, Path(data_dir)
-        self.schema = schema(request["class_names"], provenance)
-        k = len(request["class_names"])
+        self.schema = schema(request.class_names, provenance)
+        k = len(request.class_names)
         self.tries, self.accepted = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
 
     @torch.no_grad()
@@ -125,15 +126,15 @@ class ShardWriter:
                                                                              np.ndarray]:
         """(pixels, verifier label, verifier confidence, kept) of the candidates with these ids."""
         r = self.request
-        pixels = to_uint8(render_rows(self.G, cand, r["seed"], y))
+        pixels = to_uint8(render_rows(self.G, cand, r.seed, y))
         x = from_uint8(pixels).to(self.device)
         pred, conf = verdicts(self.net, x)
         keep = np.ones(len(cand), dtype=bool)
-        if r.get("min_confidence") is not None:
-            keep &= (conf.numpy() >= r["min_confidence"]) & (y is None or (pred == y).numpy())
+        if r.filter and r.filter.min_confidence is not None:
+            keep &= (conf.numpy() >= r.filter.min_confidence) & (y is None or (pred == y).numpy())
         if self.drs:
             p = drs_keep_probability(self.D, x, None if y is None else y.to(self.device), self.drs)
-            keep &= uniform_rows(cand, r["seed"], stream=1).numpy() < p
+            keep &= uniform_rows(cand, r.seed, stream=1).numpy() < p
         return pixels, pred, conf, keep
 
     @torch.no_grad()
@@ -143,14 +144,14 @@ class ShardWriter:
         row's content still depends only on (seed, i)."""
         r = self.request
         tables = []
-        for block, want in aligned_blocks(start, stop, r["rows"]):
-            y = labels_for_rows(block, r["counts"], r["seed"]) if r["counts"] else None
+        for block, want in aligned_blocks(start, stop, r.rows):
+            y = labels_for_rows(block, r.counts, r.seed) if r.counts else None
             pixels = np.zeros((len(block), *self.G.image_shape), dtype=np.uint8)
             pred = torch.zeros(len(block), dtype=torch.int64)
             conf = torch.zeros(len(block))
             done = np.zeros(len(block), dtype=bool)
-            for attempt in range(r.get("max_tries", 1)):
-                px, p, c, keep = self.candidates(block + attempt * r["rows"], y)
+            for attempt in range(r.max_tries):
+                px, p, c, keep = self.candidates(block + attempt * r.rows, y)
                 new = keep & ~done
                 pixels[new], pred[torch.from_numpy(new)], conf[torch.from_numpy(new)] = px[new], p[new], c[new]
                 self.tries += np.bincount(_labels(y, p)[~done], minlength=len(self.tries))
@@ -160,7 +161,7 @@ class ShardWriter:
             if not done[want].all():
                 rate = float(self.accepted.sum() + done.sum()) / max(1, float(self.tries.sum()))
                 raise FilterUnmet(f"the filter accepted {rate:.1%} of the candidates; {int((~done[want]).sum())} "
-                                  f"rows found none in {r.get('max_tries', 1)} tries (generate.max_tries)")
+                                  f"rows found none in {r.max_tries} tries (generate.max_tries)")
             self.accepted += np.bincount(_labels(y, pred)[want], minlength=len(self.accepted))
             block, pixels, pred, conf = block[want], pixels[want], pred[torch.from_numpy(want)], \
                 conf[torch.from_numpy(want)]
@@ -180,7 +181,7 @@ class ShardWriter:
         final = self.data_dir / shard_name(index, count)
         tmp = final.with_name(f".{final.name}.tmp")
         writer = pq.ParquetWriter(tmp, self.schema)
-        counts = np.zeros(len(self.request["class_names"]), dtype=np.int64)
+        counts = np.zeros(len(self.request.class_names), dtype=np.int64)
         self.tries[:], self.accepted[:] = 0, 0
         try:
             for lo in range(start, stop, ROW_GROUP):

@@ -11,7 +11,6 @@ broadcasting them at each of D's 2k + 1 forwards per iteration would be traffic 
 G's buffers are broadcast from rank 0 (broadcast_buffers=True) so that every rank samples alike.
 """
 
-import dataclasses
 import hashlib
 import json
 import tempfile
@@ -35,11 +34,10 @@ from ...services import checkpoints, contract, tracking
 from .loop import RunEnd, StopRule, run_loop, set_learning_rates
 
 
-def checkpoint_meta(spec: ModelSpec, data, train, run_id: str) -> dict:
+def checkpoint_meta(spec: ModelSpec, data, train, run_id: str | None) -> checkpoints.CheckpointMeta:
     """What a checkpoint carries besides weights, for evaluation, registry and generation."""
-    return {"spec": dataclasses.asdict(spec), "class_names": list(train.class_names),
-            "label_prior": train.label_prior().tolist(), "data_fingerprint": data.fingerprint,
-            "train_fingerprint": train.fingerprint, "data_source": data.name, "run_id": run_id}
+    return checkpoints.CheckpointMeta(spec, tuple(train.class_names), tuple(train.label_prior().tolist()),
+                                      data.fingerprint, train.fingerprint, data.name, run_id)
 
 
 class AllReduceCounter:
@@ -144,7 +142,7 @@ class RayHooks:
     """The loop's hooks on a rank: collective checks, MLflow, reports and checkpoints through the session."""
 
     def __init__(self, cfg: Config, uri: str, run_id: str, session, device, counter, probe, progress, plan,
-                 meta: dict):
+                 meta: checkpoints.CheckpointMeta):
         self.cfg, self.uri, self.run_id, self.session = cfg, uri, run_id, session
         self.rank, self.world = session.rank, session.world
         self.device, self.counter, self._probe, self.progress, self.plan, self.meta = \
