@@ -18,7 +18,7 @@ from ...errors import UserError
 from ...services import checkpoints, contract, names, tracking
 from . import layout
 from .loop import RunEnd, Stop
-from .worker import train_loop_per_worker
+from .worker import WorkerTask, train_loop_per_worker
 
 
 class TrainingError(UserError):
@@ -130,7 +130,7 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
     attribute, order = checkpoint_score(cfg)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config(cfg, uri, run_id, run_name, progress, streamed, deadline),
+        train_loop_config=loop_config(cfg, uri, run_id, run_name, progress, streamed, deadline).to_dict(),
         **({"datasets": datasets, "dataset_config": data_config} if datasets else {}),
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker=worker_resources(cfg)),
@@ -144,11 +144,10 @@ def build_trainer(cfg: Config, uri: str, run_id: str, run_name: str, progress=No
 
 
 def loop_config(cfg: Config, uri: str, run_id: str, run_name: str, progress=None, streamed=None,
-                deadline: float | None = None) -> dict:
-    """What every rank's `run_worker` gets: the config, where to log, where the run's checkpoints live,
-    and a sweep trial's deadline (time.time() at the sweep's end: the run ends at its last evaluation before)."""
-    return {"config": cfg.model_dump(mode="json"), "tracking_uri": uri, "run_id": run_id, "progress": progress,
-            "run_dir": f"{cfg.ray.storage_path}/{run_name}", "streamed": streamed, "deadline": deadline}
+                deadline: float | None = None) -> WorkerTask:
+    """The task every rank runs (see WorkerTask)."""
+    return WorkerTask(cfg.model_dump(mode="json"), uri, run_id, f"{cfg.ray.storage_path}/{run_name}", progress,
+                      streamed, deadline)
 
 
 def checkpoint_score(cfg: Config) -> tuple[str, str]:

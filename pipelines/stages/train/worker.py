@@ -14,6 +14,7 @@ G's buffers are broadcast from rank 0 (broadcast_buffers=True) so that every ran
 import hashlib
 import json
 import tempfile
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,28 @@ from ...config.build import build_game, feature_net, load_data
 from ...config.plan import plan_run
 from ...services import checkpoints, contract, tracking
 from .loop import RunEnd, StopRule, run_loop, set_learning_rates
+
+
+@dataclass(frozen=True)
+class WorkerTask:
+    """What every rank's `run_worker` gets: the config (as JSON: it crosses Ray as plain data), where to
+    log, where the run's checkpoints live, rank 0's progress queue, the streamed data's sample and
+    shards, and a sweep trial's deadline (time.time() at the sweep's end: the run ends at its last
+    evaluation before). Ray Train hands it over as a dict (`to_dict`)."""
+    config: dict
+    tracking_uri: str
+    run_id: str
+    run_dir: str
+    progress: Any = None
+    streamed: dict | None = None
+    deadline: float | None = None
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # the queue is not copied
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WorkerTask":
+        return cls(**d)
 
 
 def checkpoint_meta(spec: ModelSpec, data, train, run_id: str | None) -> checkpoints.CheckpointMeta:
@@ -186,18 +209,18 @@ class RayHooks:
             self.session.report(metrics, folder, step)
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+def train_loop_per_worker(task: dict[str, Any]) -> dict[str, Any]:
     """Runs on every Ray Train worker. Returns its RunEnd as a dict (RunEnd.to_dict)."""
-    return run_worker(loop_config, TrainSession())
+    return run_worker(WorkerTask.from_dict(task), TrainSession())
 
 
-def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
+def run_worker(task: WorkerTask, session) -> dict[str, Any]:
     """One rank's training: data, game, restore, the loop, its hooks. `session` is where the rank comes
     from and where reports and checkpoints go (Ray Train's, or a one-worker trial's own)."""
     import ray
 
-    cfg = Config.model_validate(loop_config["config"])
-    uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
+    cfg = Config.model_validate(task.config)
+    uri, run_id = task.tracking_uri, task.run_id
     rank, world = session.rank, session.world
     device = session.device(cfg.ray.use_gpu)
     if not cfg.ray.use_gpu:  # the CPUs reserved for this worker are its threads
@@ -205,13 +228,13 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
 
-    streamed = loop_config.get("streamed")
+    streamed = task.streamed
     data = streamed["sample"] if streamed else load_data(cfg)  # streamed: the sample the driver read
     plan = plan_run(cfg, data, world)
     train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
     game, spec = build_game(cfg, train, device)
     meta = checkpoint_meta(spec, data, train, run_id)
-    start, seconds, wall = restore(game, cfg, loop_config.get("run_dir"), rank, world, session)
+    start, seconds, wall = restore(game, cfg, task.run_dir, rank, world, session)
 
     counter = AllReduceCounter()
     if world > 1:
@@ -232,9 +255,9 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
             net = feature_net(cfg, train, holdout)
             probe = TrainingProbe(net, holdout, t.eval_samples,
                                   train.label_prior() if spec.num_classes else None, cfg.seed)
-    hooks = RayHooks(cfg, uri, run_id, session, device, counter, probe, loop_config.get("progress"), plan, meta)
-    if rank == 0 and loop_config.get("progress") is not None:  # the bar starts now, at the run's first iteration
-        loop_config["progress"].put_nowait({"iteration": start, "total": plan.iterations})
+    hooks = RayHooks(cfg, uri, run_id, session, device, counter, probe, task.progress, plan, meta)
+    if rank == 0 and task.progress is not None:  # the bar starts now, at the run's first iteration
+        task.progress.put_nowait({"iteration": start, "total": plan.iterations})
     node = ray.get_runtime_context().get_node_id()
     nodes = [node] * world
     if world > 1:
@@ -243,7 +266,7 @@ def run_worker(loop_config: dict[str, Any], session) -> dict[str, Any]:
         client = tracking.client(uri)
         client.set_tag(run_id, contract.NODES, json.dumps(nodes))
         client.set_tag(run_id, contract.PRECISION, game.precision)
-    stop = StopRule.from_config(t, cfg.tune.metric, cfg.eval.during_training, loop_config.get("deadline"))
+    stop = StopRule.from_config(t, cfg.tune.metric, cfg.eval.during_training, task.deadline)
     result = run_loop(game, stream, plan, t, hooks, start, seconds, evaluate=cfg.eval.during_training, stop=stop,
                       wall_seconds=wall)
     if result.status == "stopped" and rank == 0:  # only rank 0 saw the metric that ended the run

@@ -83,26 +83,40 @@ def trial_run_name(sweep: str, trial_id: str) -> str:
     return f"{sweep}-{trial_id}"
 
 
-def _trial(params: dict[str, Any], setup: dict) -> None:
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a sweep gets besides its sampled parameters (through Tune's object store)."""
+    base: dict  # the sweep's config as JSON; a trial's parameters are set over it
+    uri: str  # the tracking store
+    parent: str  # the sweep's MLflow run
+    sweep: str  # the sweep's name
+    deadline: float | None  # time.time() at the sweep's end
+    data: "DataRef"
+    workers: int  # per trial
+    streamed: StreamedDataset | None  # the sweep's streamed data (its sample), for each trial's shards
+    in_process: bool  # a one-worker trial trains in its own process
+
+
+def _trial(params: dict[str, Any], setup: TrialSetup) -> None:
     """One trial: a Ray Train run with its own MLflow run nested under the sweep's."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
-    cfg = trial_config(setup["base"], params)
-    name = trial_run_name(setup["sweep"], trial_id)
+    cfg = trial_config(setup.base, params)
+    name = trial_run_name(setup.sweep, trial_id)
     cfg = cfg.model_copy(update={
-        "ray": cfg.ray.model_copy(update={"num_workers": setup["workers"]}),
+        "ray": cfg.ray.model_copy(update={"num_workers": setup.workers}),
         "train": cfg.train.model_copy(update={"run_name": name}),
     })
-    tags = {contract.PARENT_RUN: setup["parent"], contract.SWEEP: setup["sweep"], contract.TRIAL_ID: trial_id}
-    run_id = open_mlflow_run(setup["uri"], cfg, name, setup["data"], "tune-trial", tags)
-    if setup["in_process"]:
-        run_in_trial(cfg, setup["uri"], run_id, name, setup["deadline"])
+    tags = {contract.PARENT_RUN: setup.parent, contract.SWEEP: setup.sweep, contract.TRIAL_ID: trial_id}
+    run_id = open_mlflow_run(setup.uri, cfg, name, setup.data, "tune-trial", tags)
+    if setup.in_process:
+        run_in_trial(cfg, setup.uri, run_id, name, setup.deadline)
     else:
-        fit_and_record(build_trainer(cfg, setup["uri"], run_id, name, callbacks=[TuneReportCallback()],
-                                     data=setup["streamed"], deadline=setup["deadline"]),
-                       cfg, setup["uri"], run_id, name)
+        fit_and_record(build_trainer(cfg, setup.uri, run_id, name, callbacks=[TuneReportCallback()],
+                                     data=setup.streamed, deadline=setup.deadline),
+                       cfg, setup.uri, run_id, name)
 
 
 def _concurrency(cfg: Config) -> int:
@@ -156,11 +170,9 @@ def _run_sweep(cfg: Config, name: str, verbose: bool, tags: dict | None) -> Swee
     # Trials end themselves at their last evaluation before the sweep's end, with a checkpoint, as
     # "finished"; Tune's own stop, a little later, only catches a trial that could not.
     deadline = time.time() + budget if budget else None
-    setup = {"base": cfg.model_dump(mode="json"), "uri": uri, "parent": parent, "sweep": name, "deadline": deadline,
-             "data": DataRef(cfg.data.source, data.fingerprint, len(data), data.num_classes, data.image_shape),
-             "workers": cfg.tune.workers_per_trial,
-             "streamed": data if isinstance(data, StreamedDataset) else None,  # its sample, for each trial's shards
-             "in_process": in_process}
+    setup = TrialSetup(cfg.model_dump(mode="json"), uri, parent, name, deadline,
+                       DataRef(cfg.data.source, data.fingerprint, len(data), data.num_classes, data.image_shape),
+                       cfg.tune.workers_per_trial, data if isinstance(data, StreamedDataset) else None, in_process)
     # A trial that trains in its own process holds its worker's resources; a trial driver of a TorchTrainer
     # asks for no CPU (a token of memory only), so its CPUs go to its workers.
     resources = worker_resources(cfg) if in_process else {"CPU": 0, "memory": 64 * 2**20}

@@ -59,13 +59,13 @@ def run_in_trial(cfg: Config, uri: str, run_id: str, run_name: str, deadline: fl
 
     from ..train.worker import run_worker
 
-    lc = loop_config(cfg, uri, run_id, run_name, deadline=deadline)
-    session = TrialSession(lc["run_dir"], cfg.train.keep_checkpoints, checkpoint_score(cfg))
+    task = loop_config(cfg, uri, run_id, run_name, deadline=deadline)
+    session = TrialSession(task.run_dir, cfg.train.keep_checkpoints, checkpoint_score(cfg))
     try:
-        outcome = run_worker(lc, session)
+        outcome = run_worker(task, session)
     except Exception as e:
         raise run_failed(uri, run_id, run_name, e) from None
-    folders = checkpoints.checkpoint_folders(lc["run_dir"])
+    folders = checkpoints.checkpoint_folders(task.run_dir)
     kept = [(Checkpoint(str(f)), checkpoints.reported_metrics(f)) for f in folders]
     return record_outcome(cfg, uri, run_id, run_name, outcome, session.last, kept,
                           Checkpoint(str(folders[0])) if folders else None)
