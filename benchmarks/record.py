@@ -26,12 +26,28 @@ def add_outputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write the measured numbers to this JSON file")
 
 
+RECENT = "## Rows recorded since the last full run"
+GENERATED = "## All targets"  # run_all.py's section: it stays the file's last
+
+
+def add_row(text: str, row: str) -> str:
+    """`text` with `row` at the end of the recent rows' table, a section kept just before the generated
+    one (created there, or at the end of a file without it)."""
+    table = "| date | what | baseline | ganpipe | ratio | machine |\n|---|---|---|---|---|---|\n"
+    if RECENT not in text:
+        section = f"{RECENT}\n\n{table}"
+        at = text.find(GENERATED)
+        text = text.rstrip() + "\n\n" + section if at < 0 else text[:at] + section + "\n" + text[at:]
+    start = text.index(RECENT)
+    end = text.find("\n## ", start + 1)
+    end = len(text) if end < 0 else end
+    body = text[start:end].rstrip("\n") + "\n" + row + "\n"
+    return text[:start] + body + ("\n" + text[end + 1:] if end < len(text) else "")
+
+
 def record(row: str, out: str | Path = DEFAULT, numbers: dict | None = None, json_path: str | None = None) -> None:
     print(row)
     path = Path(out)
-    if not path.exists():
-        path.write_text("# Benchmarks\n\n")
-    with path.open("a") as f:
-        f.write(row + "\n")
+    path.write_text(add_row(path.read_text() if path.exists() else "# Benchmarks\n\n", row))
     if json_path:
         Path(json_path).write_text(json.dumps(numbers or {}, indent=1))

@@ -113,3 +113,15 @@ def test_the_datasets_table_has_every_bar_metric_with_its_interval_and_the_bars_
     out = bench.make_jpeg_mixed(cifar, tmp_path / "mixed")
     sizes = {Image.open(f).size for f in out.rglob("*.jpg")}
     assert len(list(out.rglob("*.jpg"))) == 15 and len(sizes) > 1 and all(20 <= w <= 64 for w, _ in sizes)
+
+
+def test_a_recorded_row_goes_before_the_generated_section_never_after_it():
+    from record import GENERATED, RECENT, add_row
+
+    md = f"# Benchmarks\n\nintro\n\n## Game step\n\n| a |\n\n{GENERATED}\n\n{run_all.START}\nx\n{run_all.END}\n"
+    once = add_row(md, "| 2026-12-06 | one |")
+    twice = add_row(once, "| 2026-12-06 | two |")
+    assert twice.rstrip().endswith(run_all.END) and twice.count(RECENT) == 1
+    assert twice.index(RECENT) < twice.index("| 2026-12-06 | one |") < twice.index("| 2026-12-06 | two |") \
+        < twice.index(GENERATED)
+    assert add_row("# Benchmarks\n\n", "| r |").rstrip().endswith("| r |")
