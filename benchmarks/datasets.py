@@ -59,14 +59,28 @@ def sources(args) -> dict[str, str]:
             "cifar10": f"imagefolder:{Path(args.cifar) / 'train'}", "jpeg-mixed": None}
 
 
-def loop_span(folder: Path, run_id: str) -> tuple[float, int]:
-    """(seconds between the training run's first and last logged losses, its last iteration)."""
+def timeline(folder: Path, run_id: str, start: float) -> dict:
+    """Where the wall time went: the training loop (its first to its last logged loss), the time before
+    it (data, Ray, the feature network, the layout probe, the workers' start), the span from the loop's
+    end to the evaluation's run, and each later stage's MLflow run."""
     from mlflow.tracking import MlflowClient
+
+    from pipelines.services import contract
 
     c = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     hist = c.get_metric_history(run_id, "loss_d")
     times = [m.timestamp / 1000 for m in hist]
-    return max(times) - min(times), max(m.step for m in hist)
+    first, last = min(times), max(times)
+    out = {"loop_s": last - first, "iterations": max(m.step for m in hist), "before_loop_s": first - start}
+    exp = c.get_run(run_id).info.experiment_id
+    for stage in ("evaluate", "register", "generate"):
+        runs = c.search_runs([exp], contract.filter_eq(contract.STAGE, stage), max_results=1)
+        if runs:
+            r = runs[0].info
+            out[f"{stage}_s"] = (r.end_time - r.start_time) / 1000
+            if stage == "evaluate":
+                out["after_loop_s"] = r.start_time / 1000 - last
+    return out
 
 
 def one(name: str, source: str, folder: Path) -> dict:
@@ -88,13 +102,12 @@ def one(name: str, source: str, folder: Path) -> dict:
     report = Path(re.search(r"evaluate: report (\S+?)(;|$)", out, re.M).group(1))
     report = report if report.is_absolute() else folder / report
     metrics = json.loads((report / "metrics.json").read_text())
-    span, iterations = loop_span(folder, run_id)
+    times = timeline(folder, run_id, start)
     auto_line = next((ln for ln in out.splitlines() if ln.startswith("train: auto:")), "")
     stop = next((ln for ln in out.splitlines() if ln.startswith("train: stopped") or ln.startswith("train: finished")), "")
     IMG.mkdir(parents=True, exist_ok=True)
     shutil.copy(report / "samples_per_class.png", IMG / f"datasets-{name}.png")
-    return {"name": name, "source": source, "wall_s": wall, "loop_s": span, "iterations": iterations,
-            "metrics": metrics, "auto": auto_line.removeprefix("train: "), "stop": stop.removeprefix("train: ")}
+    return {"name": name, "source": source, "wall_s": wall, **times, "metrics": metrics, "auto": auto_line.removeprefix("train: "), "stop": stop.removeprefix("train: ")}
 
 
 def cell(m: dict, key: str) -> str:
@@ -118,7 +131,10 @@ def table(results: list[dict], cpu: str, date: str) -> str:
 
     rows = [("data", lambda r: f"`{r['source']}`"), ("wall, command to dataset", lambda r: minutes(r["wall_s"])),
             ("iterations (training loop)", lambda r: f"{r['iterations']:,} in {r['loop_s']:.0f} s"),
-            ("time outside the training loop", lambda r: f"{r['wall_s'] - r['loop_s']:.0f} s")]
+            ("time outside the training loop", lambda r: f"{r['wall_s'] - r['loop_s']:.0f} s"),
+            ("of which: before the loop, after it, evaluate, register, generate",
+             lambda r: " / ".join(f"{r.get(k, 0):.0f}" for k in ("before_loop_s", "after_loop_s", "evaluate_s",
+                                                                 "register_s", "generate_s")) + " s")]
     rows += [(k, (lambda key: lambda r: cell(r["metrics"], key))(k)) for k in BAR_METRICS]
     rows.append(("bars met", lambda r: "{} of {}".format(sum(met for _, _, met in quality_bar(r["metrics"]).values()),
                                                           len(quality_bar(r["metrics"])))))
