@@ -48,7 +48,11 @@ def test_the_rule_follows_the_data_size_the_device_and_the_global_batch():
     assert values["train.ema_beta"] == round(0.5 ** (256 / 17700), 4) == 0.99
     assert values["data.image_size"] == 28  # digits are 8x8: the next side the geometry has
     _, values = derived(cfg, fake(500_000))
-    assert values["train.time_budget_s"] == auto.BUDGET_MAX_S
+    assert values["train.time_budget_s"] == auto.BUDGET_MAX_S[1] == 720
+    # colour images cost the step twice a grey one's time: twice the seconds per 1,000, a larger cap
+    colour = ImageDataset(np.zeros((50000, 3, 32, 32), np.uint8), np.arange(50000) % 10, [str(c) for c in range(10)],
+                          "c", "x")
+    assert derived(cfg, colour)[1]["train.time_budget_s"] == pytest.approx(420 + 12 * 40)  # 45,000 training images
 
 
 def test_what_a_config_or_set_gives_is_never_derived(tmp_path):
