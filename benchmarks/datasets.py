@@ -1,6 +1,7 @@
 """The default on data it was not tuned for: `ganpipe run` with only `data.source` set, on each dataset
 in a fresh folder with a fresh home (no cached feature network, decoded data or layout), and the
-registered champion's own evaluation. Writes docs/datasets.md: wall time from the command to the
+registered champion's own evaluation. Writes its table into docs/quality.md ("The current
+default", between its markers): wall time from the command to the
 dataset, the training loop's iterations and span, the time outside it, every bar metric with its
 interval and the real data's value, the bars met, and each run's per-class grid (docs/img/).
 
@@ -32,9 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from record import cpu_model  # noqa: E402
 
-DOC = ROOT / "docs" / "datasets.md"
+DOC = ROOT / "docs" / "quality.md"
 IMG = ROOT / "docs" / "img"
 START, END = "<!-- datasets: start -->", "<!-- datasets: end -->"
+DATA_NOTE = ("mnist5k: the built-in 5,000 digits; fashion-mnist: Debian's dataset-fashion-mnist; cifar10: PNG "
+             "folders from the public repository cyizhuo/CIFAR-10-dataset; jpeg-mixed: five CIFAR-10 test classes at "
+             "1,000 / 500 / 250 / 125 / 60 images, each a JPEG of a random side between 20 and 64 pixels")
 JPEG_CLASSES = {"airplane": 1000, "automobile": 500, "bird": 250, "cat": 125, "deer": 60}
 BAR_METRICS = ("fd", "precision", "recall", "coverage", "label_fidelity", "cas_ratio")
 
@@ -146,12 +150,15 @@ def table(results: list[dict], cpu: str, date: str) -> str:
     lines += [f"- **{r['name']}**: {r['auto'] or '(nothing derived)'}; {r['stop']}" for r in results]
     lines += ["", "Per-class grids of each champion (10 samples a class, rows by class):", ""]
     lines += [f"- {r['name']}: ![{r['name']}](img/datasets-{r['name']}.png)" for r in results]
+    lines += ["", f"The data ({DATA_NOTE})."]
     return "\n".join(lines)
 
 
 def write(text: str) -> None:
     body = f"{START}\n{text}\n{END}"
-    old = DOC.read_text() if DOC.exists() else "# The default on other data\n\n" + START + END
+    old = DOC.read_text()
+    if START not in old:
+        raise SystemExit(f"{DOC}: no {START} marker to write the table at")
     before, _, rest = old.partition(START)
     _, _, after = rest.partition(END)
     DOC.write_text(before + body + after)

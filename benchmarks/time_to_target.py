@@ -15,11 +15,18 @@ evaluation. `--budget S` gives the shipped default S seconds of training instead
 own budget does not.
 
     python benchmarks/time_to_target.py [--all] [--stride N] [--budget S]
+
+On other data, the default alone (what `auto` derives, its budget replaced by --budget), each bar
+metric at the checkpoints nearest the given wall times, and where each bar would be met:
+
+    python benchmarks/time_to_target.py --source idx:/usr/share/datasets/fashion-mnist --budget 2700 \
+        --at 300,600,900,1800,2700
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +71,51 @@ def one(overrides: list[str], folder: Path) -> dict:
             "iterations": int(c.get_run(run_id).data.metrics["iteration"])}
 
 
+def judge_at(run: dict, seconds: list[float], base_overrides: list[str]) -> list[dict]:
+    """The protocol's metrics and bar of the run's checkpoints nearest (at or before) each of `seconds`
+    of wall time since the command."""
+    from gan_core.metrics import quality_bar, sample_generator
+    from pipelines.config import load_config
+    from pipelines.services.models import resolve
+    from pipelines.stages.evaluate import generator_data, protocol_metrics, protocol_samples
+
+    base, judged = load_config(None, base_overrides), []
+    for at in seconds:
+        seen = [(t, it) for t, it, _ in run["fds"] if t <= at and it in run["checkpoints"]]
+        if not seen:
+            continue
+        t, it = seen[-1]
+        loaded = resolve(str(run["checkpoints"][it]), "")
+        cfg, data = generator_data(base, loaded, str(run["checkpoints"][it]))
+        fake_x, fake_y = sample_generator(loaded.generator, protocol_samples(cfg, data), loaded.label_prior, cfg.seed)
+        metrics = protocol_metrics(cfg, data, fake_x, fake_y)
+        bar = quality_bar(metrics)
+        judged.append({"seconds": t, "iteration": it, "bar": bar, "met": sum(m for _, _, m in bar.values()),
+                       "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+        print(f"  {t:.0f} s, iteration {it}: {judged[-1]['met']} of {len(bar)} ("
+              + ", ".join(f"{k} {v:.3f} (bar {b:.3f})" for k, (v, b, _) in bar.items()) + ")", flush=True)
+    return judged
+
+
+def curve_table(judged: list[dict], source: str) -> str:
+    """Each bar metric against wall time (rows: metrics; columns: the judged checkpoints)."""
+    names = list(judged[0]["bar"]) if judged else []
+    head = "| metric (bar) | " + " | ".join(f"{j['seconds'] / 60:.0f} min ({j['iteration']:,} it)" for j in judged) + " |"
+    lines = [f"`{source}`, the default with `auto`, one run; each checkpoint under the evaluation protocol:", "",
+             head, "|---" * (len(judged) + 1) + "|"]
+    for k in names:
+        bound = judged[-1]["bar"][k][1]
+        cells = []
+        for j in judged:
+            v, _, met = j["bar"][k]
+            lo, hi = j["metrics"].get(f"{k}_lo"), j["metrics"].get(f"{k}_hi")
+            cells.append(("**" if met else "") + f"{v:.3f}" + (f" ({lo:.3f}-{hi:.3f})" if lo is not None else "")
+                         + ("**" if met else ""))
+        lines.append(f"| {k} ({'<=' if k == 'fd' else '>='} {bound:.3f}) | " + " | ".join(cells) + " |")
+    lines.append("| bars met | " + " | ".join(f"{j['met']} of {len(j['bar'])}" for j in judged) + " |")
+    return "\n".join(lines)
+
+
 def judge(run: dict, fd_bound: float, every: bool, stride: int | None = None) -> list[dict]:
     """The protocol's metrics and quality bar of the run's checkpoints in iteration order, from the
     first whose training fd is within `fd_bound` (every `stride` iterations from it when given); up to
@@ -105,7 +157,23 @@ def main() -> None:
     ap.add_argument("--stride", type=int, help="judge a checkpoint every STRIDE iterations from the first screened")
     ap.add_argument("--budget", type=float,
                     help="seconds of training for the shipped default, without patience or epoch cap")
+    ap.add_argument("--source", help="data.source: the default alone on this data (with --budget and --at)")
+    ap.add_argument("--at", help="comma-separated wall times in seconds: judge the checkpoint nearest each")
     args = ap.parse_args()
+    if args.source:
+        if not (args.budget and args.at):
+            ap.error("--source needs --budget and --at")
+        source = [f"data.source={args.source}"]
+        run = one([*source, f"train.time_budget_s={args.budget}", "train.patience=null", "train.epochs=100000"],
+                  Path(tempfile.mkdtemp()) / "default")
+        print(f"default: {run['iterations']} iterations in {run['end']:.0f} s", flush=True)
+        judged = judge_at(run, [float(x) for x in args.at.split(",")], source)
+        table = curve_table(judged, args.source)
+        print(table)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"judged": judged, "end": run["end"],
+                                                   "iterations": run["iterations"]}, indent=1, default=str))
+        return
     cfg = load_config(None, [])
     train, holdout = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
     net = feature_net(cfg, train, holdout)

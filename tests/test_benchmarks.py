@@ -3,7 +3,8 @@ BENCHMARKS.md is replaced, never appended twice."""
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+# appended, after site-packages: benchmarks/datasets.py must not hide Hugging Face datasets
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import run_all  # noqa: E402
 
