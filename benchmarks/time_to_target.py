@@ -71,13 +71,23 @@ def one(overrides: list[str], folder: Path) -> dict:
             "iterations": int(c.get_run(run_id).data.metrics["iteration"])}
 
 
+def protocol_of(checkpoint: Path, base) -> tuple[dict, dict]:
+    """(the protocol's metrics, its quality bar) of a checkpoint, under config `base`'s evaluation."""
+    from gan_core.metrics import quality_bar, sample_generator
+    from pipelines.services.models import resolve
+    from pipelines.stages.evaluate import generator_data, protocol_metrics, protocol_samples
+
+    loaded = resolve(str(checkpoint), "")
+    cfg, data = generator_data(base, loaded, str(checkpoint))
+    fake_x, fake_y = sample_generator(loaded.generator, protocol_samples(cfg, data), loaded.label_prior, cfg.seed)
+    metrics = protocol_metrics(cfg, data, fake_x, fake_y)
+    return metrics, quality_bar(metrics)
+
+
 def judge_at(run: dict, seconds: list[float], base_overrides: list[str]) -> list[dict]:
     """The protocol's metrics and bar of the run's checkpoints nearest (at or before) each of `seconds`
     of wall time since the command."""
-    from gan_core.metrics import quality_bar, sample_generator
     from pipelines.config import load_config
-    from pipelines.services.models import resolve
-    from pipelines.stages.evaluate import generator_data, protocol_metrics, protocol_samples
 
     base, judged = load_config(None, base_overrides), []
     for at in seconds:
@@ -85,11 +95,7 @@ def judge_at(run: dict, seconds: list[float], base_overrides: list[str]) -> list
         if not seen:
             continue
         t, it = seen[-1]
-        loaded = resolve(str(run["checkpoints"][it]), "")
-        cfg, data = generator_data(base, loaded, str(run["checkpoints"][it]))
-        fake_x, fake_y = sample_generator(loaded.generator, protocol_samples(cfg, data), loaded.label_prior, cfg.seed)
-        metrics = protocol_metrics(cfg, data, fake_x, fake_y)
-        bar = quality_bar(metrics)
+        metrics, bar = protocol_of(run["checkpoints"][it], base)
         judged.append({"seconds": t, "iteration": it, "bar": bar, "met": sum(m for _, _, m in bar.values()),
                        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
         print(f"  {t:.0f} s, iteration {it}: {judged[-1]['met']} of {len(bar)} ("
@@ -120,21 +126,14 @@ def judge(run: dict, fd_bound: float, every: bool, stride: int | None = None) ->
     """The protocol's metrics and quality bar of the run's checkpoints in iteration order, from the
     first whose training fd is within `fd_bound` (every `stride` iterations from it when given); up to
     the first that meets the whole bar unless `every`."""
-    from gan_core.metrics import quality_bar, sample_generator
     from pipelines.config import load_config
-    from pipelines.services.models import resolve
-    from pipelines.stages.evaluate import generator_data, protocol_metrics, protocol_samples
 
     judged, base = [], load_config(None, [])
     first = next((it for _, it, fd in run["fds"] if fd <= fd_bound and it in run["checkpoints"]), None)
     for t, it, _ in run["fds"]:
         if first is None or it < first or it not in run["checkpoints"] or (stride and (it - first) % stride):
             continue
-        loaded = resolve(str(run["checkpoints"][it]), "")
-        cfg, data = generator_data(base, loaded, str(run["checkpoints"][it]))
-        fake_x, fake_y = sample_generator(loaded.generator, protocol_samples(cfg, data), loaded.label_prior, cfg.seed)
-        metrics = protocol_metrics(cfg, data, fake_x, fake_y)
-        bar = quality_bar(metrics)
+        metrics, bar = protocol_of(run["checkpoints"][it], base)
         judged.append({"seconds": t, "iteration": it, "bar": bar, "met": sum(m for _, _, m in bar.values()),
                        **{k: metrics[k] for k in bar}})
         print(f"  iteration {it}: {judged[-1]['met']} of {len(bar)} ("

@@ -75,6 +75,11 @@ def save_model(path: str, mlflow_model, generator: torch.nn.Module, spec: dict, 
             os.remove(os.path.join(path, name))
     mlflow_model.saved_input_example_info = None
     mlflow_model.signature = request_signature(bool(generator.num_classes))
+    # What a caller of the pytorch flavor needs to draw z and y (an exported program has no attributes):
+    # mlflow.models.get_model_info(uri).metadata
+    mlflow_model.metadata = {**(mlflow_model.metadata or {}), "z_dim": int(generator.z_dim),
+                             "num_classes": int(generator.num_classes or 0), "class_names": list(class_names),
+                             "image_shape": list(generator.image_shape)}
     pyfunc.add_to_model(mlflow_model, loader_module=__name__, data=DATA_DIR, conda_env="conda.yaml",
                         python_env="python_env.yaml")
     mlflow_model.save(os.path.join(path, "MLmodel"))

@@ -91,6 +91,9 @@ def test_champion_is_chosen_on_the_protocol_moves_only_when_beaten_and_samples_l
     assert len(v.tags["data_fingerprint"]) == 64
     mlflow.set_tracking_uri(uri)
     g = mlflow.pytorch.load_model("models:/gan-generator@champion")
+    info = mlflow.models.get_model_info("models:/gan-generator@champion").metadata
+    assert (info["z_dim"], info["num_classes"], info["image_shape"]) == (cfg.model.z_dim, 10, [1, 28, 28])
+    assert info["class_names"] == [str(i) for i in range(10)]
     x = g(torch.randn(5, cfg.model.z_dim), torch.tensor([0, 1, 2, 3, 9]))
     assert x.shape == (5, 1, 28, 28) and x.abs().max() <= 1
     files = {a.path for a in mlflow.artifacts.list_artifacts(artifact_uri="models:/gan-generator@champion/data")}
