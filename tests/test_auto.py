@@ -86,6 +86,7 @@ def test_native_side_reads_headers_and_first_files(tmp_path):
         Image.new("RGB", (17, 17)).save(tmp_path / "jpg" / cls / "2.jpg")
     assert native_side(f"imagefolder:{tmp_path / 'jpg'}") == 40
     assert native_side("mnist5k") == 28 and native_side("digits") == 8
+    assert native_side("parquet:s3://bucket/data") is None and auto.image_size(None)[0] == 28
 
 
 def test_ganpipe_config_shows_each_derived_value_with_its_reason():

@@ -179,8 +179,10 @@ def _side(img) -> int:
 def native_side(source: str) -> int | None:
     """The side of a source's images as stored (the larger of width and height; for a folder of mixed
     sizes, the most common among the first image of each class), read from headers and a few files;
-    None for a source that must be loaded to tell (torchvision:)."""
+    None for a source that must be loaded to tell (torchvision:, a path in an object store)."""
     kind, _, arg = source.partition(":")
+    if "://" in arg:  # an object store: its files are read when the data loads
+        return None
     if kind == "mnist5k":
         return 28
     if kind == "digits":
