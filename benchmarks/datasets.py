@@ -105,13 +105,15 @@ def one(name: str, source: str, folder: Path) -> dict:
     run_id = re.search(r"train: MLflow run (\w+)", out).group(1)
     report = Path(re.search(r"evaluate: report (\S+?)(;|$)", out, re.M).group(1))
     report = report if report.is_absolute() else folder / report
+    report = report.parent if report.suffix == ".md" else report  # the line names the report file
     metrics = json.loads((report / "metrics.json").read_text())
     times = timeline(folder, run_id, start)
     auto_line = next((ln for ln in out.splitlines() if ln.startswith("train: auto:")), "")
+    notes = [ln.removeprefix("train: ") for ln in out.splitlines() if ln.startswith("train: data ")]
     stop = next((ln for ln in out.splitlines() if ln.startswith("train: stopped") or ln.startswith("train: finished")), "")
     IMG.mkdir(parents=True, exist_ok=True)
     shutil.copy(report / "samples_per_class.png", IMG / f"datasets-{name}.png")
-    return {"name": name, "source": source, "wall_s": wall, **times, "metrics": metrics, "auto": auto_line.removeprefix("train: "), "stop": stop.removeprefix("train: ")}
+    return {"name": name, "source": source, "wall_s": wall, **times, "metrics": metrics, "auto": auto_line.removeprefix("train: "), "stop": stop.removeprefix("train: "), "notes": notes}
 
 
 def cell(m: dict, key: str) -> str:
@@ -147,7 +149,8 @@ def table(results: list[dict], cpu: str, date: str) -> str:
              "|---" * (len(results) + 1) + "|"]
     lines += ["| " + what + " | " + " | ".join(f(r) for r in results) + " |" for what, f in rows]
     lines += ["", "What auto chose, and how each run ended:", ""]
-    lines += [f"- **{r['name']}**: {r['auto'] or '(nothing derived)'}; {r['stop']}" for r in results]
+    lines += [f"- **{r['name']}**: {r['auto'] or '(nothing derived)'}; {r['stop']}"
+              + "".join(f"; {n}" for n in r.get("notes", [])) for r in results]
     lines += ["", "Per-class grids of each champion (10 samples a class, rows by class):", ""]
     lines += [f"- {r['name']}: ![{r['name']}](img/datasets-{r['name']}.png)" for r in results]
     lines += ["", f"The data ({DATA_NOTE})."]
