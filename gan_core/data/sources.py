@@ -172,13 +172,16 @@ def load_torchvision(name: str, size: int, channels: int | None, root: str | Non
     return ImageDataset(images, _check_labels(targets, names, source), names, name)
 
 
+SIDE_SAMPLE = 5  # images read per class folder for its side
+
+
 def _side(img) -> int:
     return max(img.size)
 
 
 def native_side(source: str) -> int | None:
     """The side of a source's images as stored (the larger of width and height; for a folder of mixed
-    sizes, the most common among the first image of each class), read from headers and a few files;
+    sizes, the median over the first SIDE_SAMPLE images of each class), read from headers and a few files;
     None for a source that must be loaded to tell (torchvision:, a path in an object store)."""
     kind, _, arg = source.partition(":")
     if "://" in arg:  # an object store: its files are read when the data loads
@@ -195,10 +198,9 @@ def native_side(source: str) -> int | None:
         root = _existing(arg, source)
         sides = []
         for cls in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            first = next((p for p in sorted(cls.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES), None)
-            if first is not None:
-                sides.append(_side(decode_image(first.read_bytes(), str(first))))
-        return max(set(sides), key=sides.count) if sides else None
+            files = sorted(p for p in cls.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:SIDE_SAMPLE]
+            sides += [_side(decode_image(f.read_bytes(), str(f))) for f in files]
+        return int(np.median(sides)) if sides else None
     if kind == "parquet":
         import pyarrow.parquet as pq
 
