@@ -69,9 +69,10 @@ def test_what_a_config_or_set_gives_is_never_derived(tmp_path):
     assert not cfg.auto and derived(cfg, fake(60000))[1] == {}
 
 
-@pytest.mark.parametrize("side, expected", [(8, 28), (28, 28), (30, 32), (32, 32), (48, 64), (64, 64), (300, 64)])
-def test_the_image_size_is_the_datas_side_or_the_next_the_geometry_has(side, expected):
-    assert auto.image_size(side)[0] == expected
+@pytest.mark.parametrize("side, cpu, gpu", [(8, 28, 28), (28, 28, 28), (30, 32, 32), (32, 32, 32), (48, 32, 64),
+                                             (64, 32, 64), (300, 32, 64)])
+def test_the_image_size_is_the_datas_side_or_the_next_the_geometry_has_at_most_32_on_cpus(side, cpu, gpu):
+    assert auto.image_size(side)[0] == cpu and auto.image_size(side, gpu=True)[0] == gpu
 
 
 def test_native_side_reads_headers_and_first_files(tmp_path):

@@ -18,6 +18,7 @@ from . import Config, set_key
 
 # The image sides the DCGAN geometry has a depth for; the data's side, or the next of these above it.
 SIDES = tuple(sorted(DEFAULT_DEPTH))
+MAX_SIDE_CPU = 32
 # The time budget: BUDGET_S for a training split of up to BUDGET_IMAGES images (mnist5k: 4,500), and
 # more per 1,000 images above that, at most a maximum that keeps the run to its dataset within 15
 # minutes on 2 cores (20 for colour); a colour image costs the step about twice a grey one's time
@@ -92,15 +93,18 @@ def _apply(cfg: Config, choices: list[Choice]) -> Config:
     return Config.model_validate(tree)
 
 
-def image_size(side: int | None) -> tuple[int, str]:
-    """The training side for a source of `side` pixels (None: not known before loading)."""
+def image_size(side: int | None, gpu: bool = False) -> tuple[int, str]:
+    """The training side for a source of `side` pixels (None: not known before loading): the data's
+    side, or the next the geometry has, at most MAX_SIDE_CPU on CPUs (a 64-pixel step costs about four
+    times a 32-pixel one) and the largest with a GPU."""
     if side is None:
         return SIDES[0], f"the source's side is read only when it loads; {SIDES[0]}"
-    fit = next((s for s in SIDES if s >= side), SIDES[-1])
+    most = SIDES[-1] if gpu else MAX_SIDE_CPU
+    fit = min(next((s for s in SIDES if s >= side), SIDES[-1]), most)
     if fit == side:
         return fit, "the data's own side"
-    if side > SIDES[-1]:
-        return fit, f"the data's side {side}, at most {SIDES[-1]}"
+    if side > most:
+        return fit, f"the data's side {side}, at most {most} on {'a GPU' if gpu else 'CPUs'}"
     return fit, f"the data's side {side}, up to the next size the DCGAN geometry has ({', '.join(map(str, SIDES))})"
 
 
@@ -110,7 +114,7 @@ def sized(cfg: Config) -> tuple[Config, list[Choice]]:
         return cfg, []
     from gan_core.data import native_side
 
-    value, why = image_size(native_side(cfg.data.source))
+    value, why = image_size(native_side(cfg.data.source), cfg.ray.use_gpu)
     choice = Choice("data.image_size", value, why)
     return _keep_given(cfg, _apply(cfg, [choice])), [choice]
 
