@@ -85,12 +85,20 @@ def _open(cfg: Config) -> list[str]:
 
 
 def _apply(cfg: Config, choices: list[Choice]) -> Config:
+    """`cfg` with the choices set, marked key by key as given where `cfg` was: derived keys stay open
+    (a resumed run derives them again, from the same data to the same values)."""
     if not choices:
         return cfg
     tree = cfg.model_dump(mode="json")
     for c in choices:
         set_key(tree, c.key, c.value)
-    return Config.model_validate(tree)
+    after = Config.model_validate(tree)
+    for section in type(cfg).model_fields:
+        b, a = getattr(cfg, section), getattr(after, section)
+        if hasattr(b, "model_fields_set") and hasattr(a, "model_fields_set"):
+            object.__setattr__(a, "__pydantic_fields_set__", set(b.model_fields_set))
+    object.__setattr__(after, "__pydantic_fields_set__", set(cfg.model_fields_set))
+    return after
 
 
 def image_size(side: int | None, gpu: bool = False) -> tuple[int, str]:
@@ -116,18 +124,7 @@ def sized(cfg: Config) -> tuple[Config, list[Choice]]:
 
     value, why = image_size(native_side(cfg.data.source), cfg.ray.use_gpu)
     choice = Choice("data.image_size", value, why)
-    return _keep_given(cfg, _apply(cfg, [choice])), [choice]
-
-
-def _keep_given(before: Config, after: Config) -> Config:
-    """`after` marked, key by key, as given where `before` was: derived keys stay open (a resumed run
-    derives them again, from the same data to the same values)."""
-    for section in type(before).model_fields:
-        b, a = getattr(before, section), getattr(after, section)
-        if hasattr(b, "model_fields_set") and hasattr(a, "model_fields_set"):
-            object.__setattr__(a, "__pydantic_fields_set__", set(b.model_fields_set))
-    object.__setattr__(after, "__pydantic_fields_set__", set(before.model_fields_set))
-    return after
+    return _apply(cfg, [choice]), [choice]
 
 
 def budget(n_train: int, channels: int = 1) -> tuple[float, str]:
@@ -161,7 +158,7 @@ def derive(cfg: Config, data, device: Device, workers: int) -> tuple[Config, lis
         beta = round(0.5 ** (batch / EMA_HALF_LIFE_IMAGES), 4)
         choices.append(Choice("train.ema_beta", beta, f"a half-life of {EMA_HALF_LIFE_IMAGES:,} images at a "
                                                       f"global batch of {batch}"))
-    return _keep_given(cfg, _apply(cfg, choices)), choices
+    return _apply(cfg, choices), choices
 
 
 def line(choices: list[Choice], data, device: Device) -> str:

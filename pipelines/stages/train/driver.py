@@ -106,9 +106,10 @@ def preflight(cfg: Config, verbose: bool = False, dashboard: bool = False, say=p
     cfg, sized = auto.sized(cfg)
     data = load_data(cfg)
     init_ray(cfg.ray.address, verbose, cfg.ray.connect_timeout_s, dashboard)
-    cfg, derived = auto.derive(cfg, data, auto.Device.of(cfg), workers or resolve_num_workers(cfg))
+    device = auto.Device.of(cfg)
+    cfg, derived = auto.derive(cfg, data, device, workers or resolve_num_workers(cfg))
     if sized or derived:
-        say(f"{stage}: {auto.line(sized + derived, data, auto.Device.of(cfg))}")
+        say(f"{stage}: {auto.line(sized + derived, data, device)}")
     prepare_features(cfg, data)
     return cfg, uri, data
 
