@@ -1,12 +1,15 @@
-"""The protocol's evaluation on a large dataset with CAS capped at `eval.cas_max_samples` images a
-side against the same evaluation uncapped (CAS on as many generated images as the training split
-holds, as before the cap), in one run, alternating. Both train CAS's real side in the call, as a
-first evaluation on a machine does; the other metrics are the same computation on both sides.
+"""The protocol's evaluation on a large dataset with CAS's classifiers capped (`eval.cas_max_samples`
+images a side, `eval.cas_max_steps` batches each) against the same evaluation with only the sample
+cap (every classifier 8 whole epochs: the protocol before the step cap), in one run, alternating. Both
+train CAS's real side in the call, as a first evaluation on a machine does; the other metrics are the
+same computation on both sides.
 
-The generated set is what the quick preset's G, freshly initialized with the run's seed, makes: the
-classifiers train on as many rows and for as many steps whatever the samples look like.
+The generated set is `--model`'s (a checkpoint folder, a run's or a registered model's URI; its
+training config gives the data), else what the quick preset's G, freshly initialized with the run's
+seed, makes on `--data` (the classifiers then train on as many rows and as long, but the ratio says
+nothing of a trained generator).
 
-    python benchmarks/evaluate_cap.py --data idx:/usr/share/datasets/fashion-mnist --rounds 1
+    python benchmarks/evaluate_cap.py --model RUN/checkpoint_00007200 --rounds 1
 """
 from __future__ import annotations
 
@@ -26,46 +29,63 @@ from record import add_outputs, cpu_model, record  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="idx:/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--model", default=None, help="a trained generator (checkpoint folder or URI)")
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="where --model's runs are")
     parser.add_argument("--rounds", type=int, default=1)
     add_outputs(parser)
     args = parser.parse_args()
 
     import torch
 
-    from gan_core.metrics import full_metrics
-    from pipelines.config.build import feature_net
     from gan_core.metrics.suite import sample_generator
     from pipelines.config import load_config
-    from pipelines.config.build import build_game, load_data
-    from pipelines.stages.evaluate import protocol_samples
+    from pipelines.config.build import build_game, feature_net, load_data
+    from pipelines.services.models import resolve
+    from pipelines.stages.evaluate import generator_config, protocol_metrics, protocol_samples
 
     with tempfile.TemporaryDirectory() as cache:
-        cfg = load_config(None, [f"data.source={args.data}", f"eval.cache_dir={cache}"])
+        sets = [f"data.source={args.data}", f"eval.cache_dir={cache}"]
+        cfg = load_config(None, sets)
+        if args.model:
+            loaded = resolve(args.model, args.tracking_uri)
+            cfg = generator_config(load_config(None, [f"eval.cache_dir={cache}"]), loaded)
         data = load_data(cfg)
-        train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
-        torch.manual_seed(cfg.seed)
-        game, _ = build_game(cfg, train)
-        n_train = len(train)
-        capped = protocol_samples(cfg, data)
-        fake_x, fake_y = sample_generator(game.G, n_train, train.label_prior(), cfg.seed)
-        net = feature_net(cfg, train, holdout)
-        seconds: dict[int, list[float]] = {capped: [], n_train: []}
+        train, _ = data.split(cfg.data.holdout_fraction, cfg.seed)
+        n = protocol_samples(cfg, data)
+        if args.model:
+            what = f"{args.model} (iteration {loaded.iteration})"
+            fake_x, fake_y = sample_generator(loaded.generator, n, loaded.label_prior, cfg.seed)
+        else:
+            what = "the quick preset's G at its initialization"
+            torch.manual_seed(cfg.seed)
+            game, _ = build_game(cfg, train)
+            fake_x, fake_y = sample_generator(game.G, n, train.label_prior(), cfg.seed)
+        feature_net(cfg, *data.split(cfg.data.holdout_fraction, cfg.seed))  # trained once, outside the timing
+        uncapped = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"cas_max_steps": None})})
+        seconds: dict[str, list[float]] = {"capped": [], "uncapped": []}
         values = {}
-        for _ in range(args.rounds):
-            for n in (capped, n_train):
+        for r in range(args.rounds):
+            for name, c in (("capped", cfg), ("uncapped", uncapped)):
+                for f in Path(cache, "cas_reference").glob("*.npy"):
+                    f.unlink()  # both sides train CAS's real side in the call, every round
                 start = time.perf_counter()
-                values[n] = full_metrics(net, train, holdout, fake_x[:n], fake_y[:n], cfg.seed, cas=True,
-                                         cas_seeds=cfg.eval.cas_seeds, cas_epochs=cfg.eval.cas_epochs)
-                seconds[n].append(time.perf_counter() - start)
-    fast, slow = min(seconds[capped]), min(seconds[n_train])
-    a, b = values[capped], values[n_train]
+                values[name] = protocol_metrics(c, data, fake_x, fake_y)
+                seconds[name].append(time.perf_counter() - start)
+    fast, slow = min(seconds["capped"]), min(seconds["uncapped"])
+    a, b = values["capped"], values["uncapped"]
+
+    def cas(m: dict) -> str:
+        return (f"CAS ratio {m['cas_ratio']:.3f} ({m['cas_ratio_lo']:.3f}-{m['cas_ratio_hi']:.3f}), real-trained "
+                f"accuracy {m['cas_real']:.3f}")
+
     row = (f"| {datetime.date.today()} | {cpu_model()}, {torch.get_num_threads()} threads | the protocol's "
-           f"evaluation on {args.data} ({n_train:,} training images), {cfg.eval.cas_seeds} CAS pairs of "
-           f"{cfg.eval.cas_epochs} epochs, best of {args.rounds} | CAS on {n_train:,} a side {slow:.0f} s "
-           f"(CAS ratio {b['cas_ratio']:.3f}, {b['cas_ratio_lo']:.3f}-{b['cas_ratio_hi']:.3f}) | CAS on "
-           f"{capped:,} a side (eval.cas_max_samples) {fast:.0f} s (CAS ratio {a['cas_ratio']:.3f}, "
-           f"{a['cas_ratio_lo']:.3f}-{a['cas_ratio_hi']:.3f}) | **{slow / fast:.2f}x** |")
-    record(row, args.out, {"uncapped_s": slow, "capped_s": fast, "ratio": slow / fast}, args.json)
+           f"evaluation of {what} on {cfg.data.source} ({len(train):,} training images), {cfg.eval.cas_seeds} CAS "
+           f"pairs on {int(a['cas_samples']):,} images a side, best of {args.rounds} | "
+           f"{int(b['cas_steps']):,} batches each ({cfg.eval.cas_epochs} epochs) {slow:.0f} s ({cas(b)}) | "
+           f"{int(a['cas_steps']):,} batches each (eval.cas_max_steps) {fast:.0f} s ({cas(a)}) | "
+           f"**{slow / fast:.2f}x** |")
+    record(row, args.out, {"uncapped_s": slow, "capped_s": fast, "ratio": slow / fast,
+                           "cas_ratio_capped": a["cas_ratio"], "cas_ratio_uncapped": b["cas_ratio"]}, args.json)
 
 
 if __name__ == "__main__":

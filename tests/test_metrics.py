@@ -236,6 +236,28 @@ def test_comparing_in_parts_keeps_the_protocols_scale_and_tells_a_shift_from_noi
         compare_in_parts(Identity(), hold, {"few": (same[:300], None)}, 3)
 
 
+def test_cas_classifiers_train_at_most_max_steps_on_both_sides_and_say_how_long(digits_net, monkeypatch):
+    """`max_steps` caps every CAS classifier, the synthetic and the real one alike (the ratio compares
+    equal training), `cas_steps` reports it, and the real side's cache keeps the capped and uncapped
+    apart; mnist5k's 4,500 images at 8 epochs (562 batches) sit under the default cap of 600."""
+    from gan_core.metrics import cas, classifier
+    from pipelines.config import EvalConfig
+
+    train, holdout, _, _, _ = digits_net
+    xt, yt = train.tensors()
+    xh, yh = holdout.tensors()
+    steps = []
+    real = classifier.fit_classifier
+    monkeypatch.setattr(cas, "fit_classifier", lambda x, *a, max_steps=None, min_steps=300, **k: steps.append(
+        classifier.classifier_steps(len(x), a[1], min_steps, max_steps)) or real(x, *a, max_steps=max_steps,
+                                                                                min_steps=min_steps, **k))
+    out = classification_accuracy_score(xt[:640], yt[:640], xt, yt, xh, yh, 10, epochs=8, min_steps=20, max_steps=30)
+    assert steps == [30, 30] and out["cas_steps"] == 30
+    assert classifier.classifier_steps(640, 8, 20) == 80  # uncapped: 8 epochs of 10 batches
+    assert classifier.classifier_steps(4500, 8, max_steps=EvalConfig().cas_max_steps) == 8 * (4500 // 64)
+    assert classifier.classifier_steps(54000, 8, max_steps=EvalConfig().cas_max_steps) == 600
+
+
 @pytest.mark.parametrize("max_steps, steps", [(None, 400), (350, 350), (10, 300)])
 def test_the_feature_network_trains_at_most_max_steps_and_at_least_min_steps(monkeypatch, max_steps, steps):
     from gan_core.metrics import classifier

@@ -467,8 +467,11 @@ def test_cas_trains_on_the_training_split_up_to_its_cap():
     assert evaluate.protocol_samples(cfg, Data(60000)) == 10000
     assert evaluate.protocol_samples(load_config(None, ["eval.cas_max_samples=30000"]), Data(60000)) == 30000
     assert evaluate.protocol_samples(load_config(None, ["eval.cas=false"]), Data(60000)) == 2000
-    line = evaluate.table({"classifier_holdout_accuracy": 0.9, "samples": 2000, "cas_samples": 10000})
-    assert "CAS: each classifier trained on 10,000 images, generated or real (eval.cas_max_samples caps it)" in line
+    line = evaluate.table({"classifier_holdout_accuracy": 0.9, "samples": 2000, "cas_samples": 10000,
+                           "cas_steps": 600})
+    assert ("CAS: each classifier trained on 10,000 images, generated or real, for 600 batches of 64 "
+            "(eval.cas_max_samples and eval.cas_max_steps cap them)") in line
+    assert "cas_max_steps=600" in evaluate.protocol(cfg, 10000)
 
 
 def _module_graph(roots=("gan_core", "pipelines")) -> dict[str, set[str]]:

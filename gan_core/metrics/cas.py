@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .bootstrap import ratio_interval, share_interval
-from .classifier import MIN_STEPS, fit_classifier, hits
+from .classifier import MIN_STEPS, classifier_steps, fit_classifier, hits
 
 # Epochs of each CAS classifier's training: at 4 the one trained on real digits is still learning
 # (holdout accuracy 0.933 at 4, 0.951 at 8, 0.950 at 16 on the default's split), at 8 it is done.
@@ -19,7 +19,8 @@ CAS_EPOCHS = 8
 def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, real_x: torch.Tensor,
                                   real_y: torch.Tensor, holdout_x: torch.Tensor, holdout_y: torch.Tensor,
                                   num_classes: int, epochs: int = CAS_EPOCHS, seed: int = 0, min_steps: int = MIN_STEPS,
-                                  seeds: int = 1, cache_dir: str | Path | None = None) -> dict[str, float]:
+                                  seeds: int = 1, cache_dir: str | Path | None = None,
+                                  max_steps: int | None = None) -> dict[str, float]:
     """Accuracy on the real holdout of a fresh classifier trained on synthetic data, next to the same
     classifier trained on as many real training images (a seeded random subset: a split is stored
     class by class, so its first n images may hold only some classes); and their ratio, with bootstrap
@@ -29,7 +30,9 @@ def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, 
 
     With `seeds` > 1 both classifiers are trained that many times (seeds `seed`, `seed` + 1, ...: the
     initialization, the batch order and the real subset change) and each holdout row counts by the
-    share of classifiers that get it right. One training run moves the ratio by about 0.01 (its
+    share of classifiers that get it right. With `max_steps`, every classifier (both sides) trains
+    at most that many batches, so the cost stops growing with the data (`cas_steps`: the steps each
+    took). One training run moves the ratio by about 0.01 (its
     standard deviation over seeds on the default's generator), as much as the holdout's sampling.
 
     The real side does not depend on the samples: with `cache_dir`, its holdout hits are kept there
@@ -41,10 +44,10 @@ def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, 
     synth, real = [], []
     for s in range(int(seed), int(seed) + seeds):
         pick = torch.randperm(len(real_x), generator=torch.Generator().manual_seed(s))[:n]
-        synth.append(hits(fit_classifier(synth_x[:n], synth_y[:n], num_classes, epochs, s, min_steps=min_steps),
-                          holdout_x, holdout_y))
+        synth.append(hits(fit_classifier(synth_x[:n], synth_y[:n], num_classes, epochs, s, min_steps=min_steps,
+                                         max_steps=max_steps), holdout_x, holdout_y))
         real.append(reference_hits(real_x[pick], real_y[pick], holdout_x, holdout_y, num_classes, epochs, s,
-                                   min_steps, cache_dir))
+                                   min_steps, cache_dir, max_steps))
     synth_hits, real_hits = np.mean(synth, 0), np.mean(real, 0)
     cas, ref = float(synth_hits.mean()), float(real_hits.mean())
     (lo, hi), (rlo, rhi) = share_interval(synth_hits, seed=seed), ratio_interval(synth_hits, real_hits, seed=seed)
@@ -53,12 +56,13 @@ def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, 
                  for h in (synth_hits, real_hits)]
     return {"cas": cas, "cas_real": ref, "cas_ratio": cas / ref if ref > 0 else float("nan"),
             "cas_lo": lo, "cas_hi": hi, "cas_ratio_lo": rlo, "cas_ratio_hi": rhi,
-            "cas_per_class": per_class[0], "cas_real_per_class": per_class[1], "cas_samples": int(n)}
+            "cas_per_class": per_class[0], "cas_real_per_class": per_class[1], "cas_samples": int(n),
+            "cas_steps": classifier_steps(n, epochs, min_steps, max_steps)}
 
 
 def reference_hits(real_x: torch.Tensor, real_y: torch.Tensor, holdout_x: torch.Tensor, holdout_y: torch.Tensor,
                    num_classes: int, epochs: int, seed: int, min_steps: int = MIN_STEPS,
-                   cache_dir: str | Path | None = None) -> np.ndarray:
+                   cache_dir: str | Path | None = None, max_steps: int | None = None) -> np.ndarray:
     """Per holdout row, whether a classifier trained on (`real_x`, `real_y`) gets it right; read from
     `cache_dir` when a digest of the images, labels, training settings, torch version and thread count
     is there, else computed and written there (whole, or not at all)."""
@@ -67,11 +71,13 @@ def reference_hits(real_x: torch.Tensor, real_y: torch.Tensor, holdout_x: torch.
         digest = hashlib.sha256()
         for t in (real_x, real_y, holdout_x, holdout_y):
             digest.update(np.ascontiguousarray(t.detach().cpu().numpy()).tobytes())
-        digest.update(f"{num_classes};{epochs};{seed};{min_steps};{torch.__version__};{torch.get_num_threads()}".encode())
+        digest.update(f"{num_classes};{epochs};{seed};{classifier_steps(len(real_x), epochs, min_steps, max_steps)};"
+                      f"{torch.__version__};{torch.get_num_threads()}".encode())
         path = Path(cache_dir).expanduser() / "cas_reference" / f"{digest.hexdigest()[:32]}.npy"
         if path.is_file():
             return np.load(path)
-    out = hits(fit_classifier(real_x, real_y, num_classes, epochs, seed, min_steps=min_steps), holdout_x, holdout_y)
+    out = hits(fit_classifier(real_x, real_y, num_classes, epochs, seed, min_steps=min_steps, max_steps=max_steps),
+               holdout_x, holdout_y)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # writers of the same digest do not mix

@@ -60,6 +60,14 @@ class FeatureNet:
 MIN_STEPS = 300
 
 
+def classifier_steps(n: int, epochs: int, min_steps: int = MIN_STEPS, max_steps: int | None = None,
+                     batch: int = 64) -> int:
+    """The batches a classifier of `fit_classifier` trains on `n` images: `epochs` of them, at least
+    `min_steps`, at most `max_steps` (when given; never below `min_steps`)."""
+    steps = max(min_steps, epochs * max(1, n // min(batch, n)))
+    return min(steps, max(min_steps, max_steps)) if max_steps else steps
+
+
 def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int = 4, seed: int = 0,
                    batch: int = 64, lr: float = 3e-3, min_steps: int = MIN_STEPS,
                    max_steps: int | None = None) -> SmallCNN:
@@ -69,9 +77,8 @@ def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: i
     torch.manual_seed(seed)
     model = SmallCNN(x.shape[1], num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = classifier_steps(len(x), epochs, min_steps, max_steps, batch)
     batch = min(batch, len(x))
-    steps = max(min_steps, epochs * max(1, len(x) // batch))
-    steps = min(steps, max(min_steps, max_steps)) if max_steps else steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
     model.train()
     done = 0

@@ -215,6 +215,10 @@ class EvalConfig(Section):
     cas_max_samples: int = Field(10000, ge=10, description="images each CAS classifier trains on, at most (the "
                                  "training split's size below it): the evaluation's cost stops growing with the "
                                  "data, and both sides train on as many, so the ratio stays fair")
+    cas_max_steps: int | None = Field(600, ge=MIN_STEPS, description="batches of 64 each CAS classifier trains on "
+                                      "at most (8 epochs of 4,800 images): with cas_max_samples, the evaluation "
+                                      "costs the same from about 5,000 training images up; both sides train as "
+                                      "long; unset: every epoch whole")
 
 
 class SpaceEntry(Section):

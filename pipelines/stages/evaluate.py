@@ -41,8 +41,9 @@ def table(metrics: dict) -> str:
     lines.append(f"feature network accuracy on real holdout: {metrics['classifier_holdout_accuracy']:.4f} "
                  f"({metrics['samples']} samples per set)")
     if "cas_samples" in metrics:
-        lines.append(f"CAS: each classifier trained on {int(metrics['cas_samples']):,} images, generated or real "
-                     f"(eval.cas_max_samples caps it)")
+        lines.append(f"CAS: each classifier trained on {int(metrics['cas_samples']):,} images, generated or real, "
+                     f"for {int(metrics['cas_steps']):,} batches of 64 (eval.cas_max_samples and eval.cas_max_steps "
+                     f"cap them)")
     bar = quality_bar(metrics)
     if bar:
         missed = [f"{name} {value:.4g} (bar {bound:.4g})" for name, (value, bound, met) in bar.items() if not met]
@@ -78,7 +79,7 @@ def protocol(cfg: Config, n_samples: int) -> str:
     from gan_core.metrics.bootstrap import ROUNDS
 
     return (f"samples={n_samples};seed={cfg.seed};holdout={cfg.data.holdout_fraction};cas={int(cfg.eval.cas)};"
-            f"cas_seeds={cfg.eval.cas_seeds};cas_epochs={cfg.eval.cas_epochs};"
+            f"cas_seeds={cfg.eval.cas_seeds};cas_epochs={cfg.eval.cas_epochs};cas_max_steps={cfg.eval.cas_max_steps};"
             f"classifier_epochs={cfg.eval.classifier_epochs};classifier_max_steps={cfg.eval.classifier_max_steps};"
             f"bootstrap={ROUNDS}")
 
@@ -165,7 +166,8 @@ def protocol_metrics(cfg: Config, data, fake_x, fake_y) -> dict:
     train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
     net = feature_net(cfg, train, holdout)
     return full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=cfg.eval.cas, cas_seeds=cfg.eval.cas_seeds,
-                        cas_epochs=cfg.eval.cas_epochs, cache_dir=cfg.eval.cache_dir)
+                        cas_epochs=cfg.eval.cas_epochs, cache_dir=cfg.eval.cache_dir,
+                        cas_max_steps=cfg.eval.cas_max_steps)
 
 
 def measure(cfg: Config, data, fake_x, fake_y, subject: str, out_dir: str | Path | None, what: str, uri: str,

@@ -64,7 +64,7 @@ def test_champion_is_chosen_on_the_protocol_moves_only_when_beaten_and_samples_l
         run_id = _run_with_checkpoint(tmp_path, uri, seed, f"r{i}", noisy_fd=float(i))
         reg = register(cfg, run_id)
         value = reg.metrics["fd"]
-        assert reg.metrics["protocol"] == ("samples=200;seed=0;holdout=0.1;cas=0;cas_seeds=3;cas_epochs=8;"
+        assert reg.metrics["protocol"] == ("samples=200;seed=0;holdout=0.1;cas=0;cas_seeds=3;cas_epochs=8;cas_max_steps=600;"
                                            "classifier_epochs=4;classifier_max_steps=1500;bootstrap=200")
         v = c.get_model_version(reg.name, reg.version)
         assert float(v.tags["metric_value"]) == value and v.tags["eval_protocol"] == reg.metrics["protocol"]
