@@ -46,15 +46,27 @@ def test_the_fastest_measured_layout_is_taken_said_and_cached(tmp_path, digits, 
     rates = {Layout(2, 1, 32): [900.0, 950.0], Layout(1, 2, 64): [1200.0, 700.0]}
     measured = []
 
-    def fake_measure(cfg, data, option):  # each layout's rounds, in turn
+    def fake_measure(probes, option):  # each layout's rounds, in turn
         measured.append(option)
         return rates[option][(sum(o == option for o in measured) - 1) % 2]
 
+    class NoProcesses:
+        def __init__(self, cfg, data, options):
+            started.append(options)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    started = []
     monkeypatch.setattr(layout, "measure", fake_measure)
+    monkeypatch.setattr(layout, "Probes", NoProcesses)
     cfg, said = _cfg(tmp_path, "train.batch_size=32", "train.precision=fp32"), []
     chosen = layout.choose(cfg, digits, 2, str(tmp_path / "runs" / "new"), say=said.append)
     # Two rounds, alternating; each layout's best round counts (a slow round is the machine's noise).
-    assert measured == [Layout(2, 1, 32), Layout(1, 2, 64)] * 2
+    assert measured == [Layout(2, 1, 32), Layout(1, 2, 64)] * 2 and started == [[Layout(2, 1, 32), Layout(1, 2, 64)]]
     assert (chosen.ray.num_workers, chosen.ray.cpus_per_worker, chosen.train.batch_size) == (1, 2.0, 64)
     assert said == ["train: layout 1 worker x 2 threads, batch 64 per worker, fp32 step: 1,200 images/s against 2 workers x "
                     "1 thread, batch 32 per worker 950 (measured now; ray.layout=per_cpu for one worker per CPU)"]
@@ -87,6 +99,23 @@ def test_the_fastest_measured_layout_is_taken_said_and_cached(tmp_path, digits, 
     assert layout.choose(_cfg(tmp_path, "ray.num_workers=2"), digits, 2, "x").ray.num_workers == 2
     fixed = layout.choose(_cfg(tmp_path, "ray.layout=per_cpu", "train.batch_size=32"), digits, 2, "x")
     assert (fixed.ray.num_workers, fixed.train.batch_size, len(measured)) == (2, 32, 4)
+
+
+def test_the_probe_starts_each_layouts_processes_once_and_times_them_in_turn(tmp_path, digits, monkeypatch):
+    """The real probe: one process for 1 x 2, two (a gloo group) for 2 x 1, started together, each
+    layout timed twice in the same processes (a positive rate each time), all gone after."""
+    monkeypatch.setattr(layout, "PROBE_STEPS", 3)
+    monkeypatch.setattr(layout, "WARMUP_STEPS", 1)
+    cfg = _cfg(tmp_path, "train.batch_size=16", "model.g_width=8", "model.d_width=8", "train.precision=fp32")
+    options = layout.candidates(cfg, 2)
+    assert options == [Layout(2, 1, 16), Layout(1, 2, 32)]
+    with layout.Probes(cfg, digits, options) as probes:
+        assert len(probes.procs) == 3 and all(p.is_alive() for p in probes.procs)
+        rates = [layout.measure(probes, o) for o in options * 2]
+        pids = {p.pid for p in probes.procs}
+        assert all(p.is_alive() for p in probes.procs)  # the second round ran in the same processes
+    assert all(r > 0 for r in rates) and len(pids) == 3
+    assert not any(p.is_alive() for p in probes.procs)
 
 
 def test_a_resumed_run_keeps_the_layout_of_its_checkpoints(tmp_path, digits, monkeypatch):

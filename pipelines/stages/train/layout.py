@@ -4,7 +4,8 @@ On one CPU machine, N workers with one thread each and one worker with N threads
 on the same global batch; which is faster depends on the machine and the model (gloo's all-reduce
 between processes against intra-op threads in one). With `ray.layout: auto` (the default), a local run
 on CPUs with `ray.num_workers` unset times the training step of every split of the per-CPU layout's
-global batch (N x 1, ..., 1 x N) for a few seconds, each in fresh processes and twice, alternating,
+global batch (N x 1, ..., 1 x N) for a few seconds, each in its own fresh processes (started together,
+kept for both rounds) and twice, alternating,
 and trains with the fastest (several workers only when 10% faster than one). The answer is cached
 by machine, torch version and model, so only the first run pays for it. A resumed run keeps the
 layout its checkpoints were written with.
@@ -26,6 +27,7 @@ from ...services import checkpoints, names
 from ...services.runtime import requested_address
 
 WARMUP_STEPS = 10
+REWARM_STEPS = 3
 PROBE_STEPS = 30
 ROUNDS = 2  # each layout timed this many times, alternating; its best counts (other work on the
             # machine, Ray's own start among it, only ever slows a round down)
@@ -91,8 +93,10 @@ def steady_rate(game, stream, cfg: Config, steps: int, warmup: int) -> float:
     return steps * cfg.train.k * cfg.train.batch_size / (time.perf_counter() - start)
 
 
-def _probe_rank(rank: int, cfg_json: str, shape: dict, layout: dict, port: int, out) -> None:
-    """One rank of a probe: the run's Game on random images of the data's shape, timed after a warm-up."""
+def _probe_rank(rank: int, cfg_json: str, shape: dict, layout: dict, port: int, commands, out) -> None:
+    """One rank of a layout's probe: the run's Game on random images of the data's shape, set up once
+    (then "ready" on `out`), and timed at each command until None comes: after `WARMUP_STEPS` the
+    first time, `REWARM_STEPS` later (its caches went cold while the other layouts ran)."""
     import torch
     import torch.distributed as dist
 
@@ -118,33 +122,69 @@ def _probe_rank(rank: int, cfg_json: str, shape: dict, layout: dict, port: int, 
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
         dist.init_process_group("gloo", rank=rank, world_size=lay.workers)
         wrap_ddp(game)
-    out.put(steady_rate(game, stream, cfg, PROBE_STEPS, WARMUP_STEPS))
+    out.put("ready")
+    warmup = WARMUP_STEPS
+    while commands.get() is not None:
+        out.put(steady_rate(game, stream, cfg, PROBE_STEPS, warmup))
+        warmup = REWARM_STEPS
     if lay.workers > 1:
         dist.destroy_process_group()
 
 
-def measure(cfg: Config, data, layout: Layout) -> float:
-    """Images/second of the training step in `layout`, summed over its ranks, in fresh processes."""
-    import socket
+class Probes:
+    """Every layout's probe processes, started together (their imports and set-up overlap) and kept
+    for all rounds, so that each is paid once per layout instead of once per measurement; `rate`
+    times one layout while the others wait."""
 
-    import torch.multiprocessing as mp
+    def __init__(self, cfg: Config, data, options: list[Layout]):
+        import socket
 
-    with socket.socket() as s:  # a free port for the probe's own process group
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    prior = data.label_prior().tolist() if data.num_classes else None
-    shape = {"image_shape": list(data.image_shape), "num_classes": data.num_classes, "label_prior": prior}
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_probe_rank, args=(r, cfg.model_dump_json(), shape, asdict(layout), port, out),
-                         daemon=True) for r in range(layout.workers)]
-    for p in procs:
-        p.start()
-    try:
-        return sum(out.get(timeout=300) for _ in procs)
-    finally:
-        for p in procs:
+        import torch.multiprocessing as mp
+
+        prior = data.label_prior().tolist() if data.num_classes else None
+        shape = {"image_shape": list(data.image_shape), "num_classes": data.num_classes, "label_prior": prior}
+        ctx = mp.get_context("spawn")
+        self.ranks: dict[Layout, tuple[list, object]] = {}
+        self.procs = []
+        for option in options:
+            with socket.socket() as s:  # a free port for this layout's own process group
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            out, commands = ctx.Queue(), [ctx.Queue() for _ in range(option.workers)]
+            self.ranks[option] = (commands, out)
+            for r in range(option.workers):
+                self.procs.append(ctx.Process(target=_probe_rank, daemon=True, args=(
+                    r, cfg.model_dump_json(), shape, asdict(option), port, commands[r], out)))
+        for p in self.procs:
+            p.start()
+        for option, (commands, out) in self.ranks.items():
+            for _ in commands:
+                if out.get(timeout=300) != "ready":
+                    raise RuntimeError(f"the layout probe of {option.describe()} did not start")
+
+    def rate(self, option: Layout) -> float:
+        """Images/second of the training step in `option`, summed over its ranks."""
+        commands, out = self.ranks[option]
+        for c in commands:
+            c.put(True)
+        return sum(out.get(timeout=300) for _ in commands)
+
+    def __enter__(self) -> "Probes":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for commands, _ in self.ranks.values():
+            for c in commands:
+                c.put(None)
+        for p in self.procs:
             p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+
+
+def measure(probes: Probes, layout: Layout) -> float:
+    """Images/second of the training step in `layout` (one round of the probe)."""
+    return probes.rate(layout)
 
 
 def resumed_layout(run_dir: str) -> Layout | None:
@@ -190,10 +230,11 @@ def choose(cfg: Config, data, fit: int, run_dir: str, say=print) -> Config:
     rates = known.get(key)
     if not rates:
         rates = {json.dumps(asdict(o)): 0.0 for o in options}
-        for _ in range(ROUNDS):
-            for o in options:
-                key_o = json.dumps(asdict(o))
-                rates[key_o] = max(rates[key_o], measure(cfg, data, o))
+        with Probes(cfg, data, options) as probes:
+            for _ in range(ROUNDS):
+                for o in options:
+                    key_o = json.dumps(asdict(o))
+                    rates[key_o] = max(rates[key_o], measure(probes, o))
         known[key] = rates
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(cache.name + ".tmp")
