@@ -135,7 +135,7 @@ def table(results: list[dict], cpu: str, date: str) -> str:
     def minutes(s: float) -> str:
         return f"{int(s // 60)} min {int(s % 60):02d} s"
 
-    rows = [("data", lambda r: f"`{r['source']}`"), ("wall, command to dataset", lambda r: minutes(r["wall_s"])),
+    rows = [("measured", lambda r: r.get("measured", "-")), ("data", lambda r: f"`{r['source']}`"), ("wall, command to dataset", lambda r: minutes(r["wall_s"])),
             ("iterations (training loop)", lambda r: f"{r['iterations']:,} in {r['loop_s']:.0f} s"),
             ("time outside the training loop", lambda r: f"{r['wall_s'] - r['loop_s']:.0f} s"),
             ("of which: before the loop, after it, evaluate, register, generate",
@@ -145,7 +145,8 @@ def table(results: list[dict], cpu: str, date: str) -> str:
     rows.append(("bars met", lambda r: "{} of {}".format(sum(met for _, _, met in quality_bar(r["metrics"]).values()),
                                                           len(quality_bar(r["metrics"])))))
     head = "| | " + " | ".join(r["name"] for r in results) + " |"
-    lines = [f"{cpu}, 2 cores; {date}; `python benchmarks/datasets.py`", "", head,
+    lines = [f"{cpu}, 2 cores; `python benchmarks/datasets.py` (each column's date and commit in its first row)",
+             "", head,
              "|---" * (len(results) + 1) + "|"]
     lines += ["| " + what + " | " + " | ".join(f(r) for r in results) + " |" for what, f in rows]
     lines += ["", "What auto chose, and how each run ended:", ""]
@@ -176,6 +177,12 @@ def main() -> None:
     args = p.parse_args()
     base = Path(args.keep or tempfile.mkdtemp(prefix="ganpipe-datasets-"))
     srcs = sources(args)
+    order = list(srcs)
+    # Columns not run now keep their earlier result from the same --keep folder (their own date and commit).
+    earlier = json.loads((base / "results.json").read_text()) if (base / "results.json").is_file() else []
+    kept = {r["name"]: r for r in earlier if r["name"] not in args.only.split(",")}
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
     results = []
     for name in args.only.split(","):
         folder = base / name
@@ -183,10 +190,11 @@ def main() -> None:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         source = srcs[name] or f"imagefolder:{make_jpeg_mixed(Path(args.cifar), base / 'jpeg-mixed-data')}"
-        results.append(one(name, source, folder))
+        results.append({**one(name, source, folder), "measured": f"{datetime.date.today()}, {commit}"})
         print(json.dumps({k: v for k, v in results[-1].items() if k != "metrics"}), flush=True)
-        (base / "results.json").write_text(json.dumps(results, indent=1))
-    write(table(results, cpu_model(), datetime.date.today().isoformat()))
+        every = sorted([*kept.values(), *results], key=lambda r: order.index(r["name"]))
+        (base / "results.json").write_text(json.dumps(every, indent=1))
+    write(table(every, cpu_model(), datetime.date.today().isoformat()))
     print(f"wrote {DOC}")
 
 
