@@ -1,0 +1,72 @@
+"""What `ganpipe run` spends outside its training loop, cold and warm: the same short run (a
+60-second training budget) twice, each in a fresh folder, the first with a fresh home (nothing
+cached: the decoded data, the feature network, CAS's real side, the layout probe's answer) and the
+second with that home again (all of them cached, as on a user's second run of their data). Each
+part from the run's MLflow records: before the loop (Ray, data, feature network, layout probe,
+Train's workers), after it, the evaluation, the registration and the batch stage with its card.
+
+    python benchmarks/fixed_costs.py --source idx:/usr/share/datasets/fashion-mnist
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from datasets import timeline  # noqa: E402
+from record import add_outputs, cpu_model, record  # noqa: E402
+
+PARTS = ("before_loop_s", "after_loop_s", "evaluate_s", "register_s", "generate_s")
+
+
+def one(source: str, folder: Path, home: Path, budget: int) -> dict:
+    folder.mkdir(parents=True)
+    env = {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--set", f"data.source={source}",
+                           "--set", f"train.time_budget_s={budget}"], cwd=folder, env=env, capture_output=True,
+                          text=True)
+    wall = time.time() - start
+    (folder / "run.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode:
+        raise SystemExit(f"ganpipe run failed (exit {proc.returncode}); its output: {folder / 'run.log'}")
+    times = timeline(folder, re.search(r"train: MLflow run (\w+)", proc.stdout).group(1), start)
+    return {"wall_s": wall, "outside_s": wall - times["loop_s"], **times}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="mnist5k")
+    parser.add_argument("--budget", type=int, default=60)
+    add_outputs(parser)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="ganpipe-fixed-"))
+    home = base / "home"
+    home.mkdir()
+    cold = one(args.source, base / "cold", home, args.budget)
+    warm = one(args.source, base / "warm", home, args.budget)
+
+    def parts(r: dict) -> str:
+        return (f"{r['outside_s']:.0f} s outside the loop (before {r['before_loop_s']:.0f}, after "
+                f"{r['after_loop_s']:.0f}, evaluate {r['evaluate_s']:.0f}, register {r['register_s']:.0f}, "
+                f"generate {r['generate_s']:.0f}; loop {r['loop_s']:.0f} s)")
+
+    row = (f"| {datetime.date.today()} | {cpu_model()}, {os.cpu_count()} CPUs | `ganpipe run` on {args.source}, "
+           f"train.time_budget_s={args.budget}, a fresh folder each | fresh home: {parts(cold)} | the same home "
+           f"again: {parts(warm)} | **{cold['outside_s'] / warm['outside_s']:.2f}x** |")
+    record(row, args.out, {"cold": cold, "warm": warm}, args.json)
+
+
+if __name__ == "__main__":
+    main()
