@@ -60,15 +60,15 @@ def _tree_rss_mib(root: int) -> tuple[float, dict[str, float]]:
     return total / 2**20, by_name
 
 
-def _setup(tmp: Path):
-    """A config and a checkpoint of the quick preset's (untrained) conditional DCGAN."""
+def _setup(tmp: Path, *sets: str):
+    """A config (with `sets`) and a checkpoint of the quick preset's (untrained) conditional DCGAN."""
     from pipelines.config import load_config
     from pipelines.config.build import build_game, load_data
     from pipelines.services import checkpoints
     from pipelines.stages.train.worker import checkpoint_meta
 
     cfg = load_config(None, [f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", "eval.cas=false",
-                             "generate.eval_samples=500"])
+                             "generate.eval_samples=500", *sets])
     data = load_data(cfg)
     train, _ = data.split(cfg.data.holdout_fraction, cfg.seed)
     game, spec = build_game(cfg, train)
@@ -79,11 +79,11 @@ def _setup(tmp: Path):
     return cfg, game
 
 
-def job(rows: int, tmp: Path) -> dict:
+def job(rows: int, tmp: Path, verifier: bool = True) -> dict:
     """One `generate` job in this process; its rows/second and the peak memory of its process tree."""
     from pipelines.stages.generate import generate
 
-    cfg, _ = _setup(tmp)
+    cfg, _ = _setup(tmp, f"generate.verifier={str(verifier).lower()}")
     peak, at_peak, done = [0.0], [{}], threading.Event()
 
     def sample():
@@ -96,7 +96,7 @@ def job(rows: int, tmp: Path) -> dict:
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
     start = time.perf_counter()
-    res = generate(cfg, str(tmp / "ckpt"), rows, str(tmp / f"ds{rows}"))
+    res = generate(cfg, str(tmp / "ckpt"), rows, str(tmp / f"ds{rows}{'' if verifier else '-plain'}"))
     wall = time.perf_counter() - start
     done.set()
     watcher.join()
@@ -179,10 +179,11 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=1_000_000)
     ap.add_argument("--job", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
+    ap.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     add_outputs(ap)
     args = ap.parse_args()
     if args.job:
-        print(json.dumps(job(args.job, Path(args.tmp))))
+        print(json.dumps(job(args.job, Path(args.tmp), verifier=not args.plain)))
         return
     tmp = Path(tempfile.mkdtemp())
     cpus = os.cpu_count()
@@ -192,13 +193,13 @@ def main() -> None:
     bare1 = max(bare_forward(tmp, 20_000, 1) for _ in range(3))
     costs = per_row_costs(tmp)
     runs = {}
-    for rows in (args.small, args.large):
-        out = subprocess.run([sys.executable, __file__, "--job", str(rows), "--tmp", str(tmp)], check=True,
-                             capture_output=True, text=True).stdout
-        runs[rows] = json.loads(out.strip().splitlines()[-1])
+    for rows, plain in ((args.small, False), (args.large, False), (args.large, True)):
+        out = subprocess.run([sys.executable, __file__, "--job", str(rows), "--tmp", str(tmp)]
+                             + (["--plain"] if plain else []), check=True, capture_output=True, text=True).stdout
+        runs[(rows, plain)] = json.loads(out.strip().splitlines()[-1])
     rounds += [bare_forward(tmp, 20_000, cpus) for _ in range(3)]
     bare = max(rounds)
-    s, big = runs[args.small], runs[args.large]
+    s, big, plain = runs[(args.small, False)], runs[(args.large, False)], runs[(args.large, True)]
     row = (f"| {datetime.date.today()} | generate, conditional DCGAN width 32 (quick preset), "
            f"{cpus} actors x 1 CPU | bare G forward (eval mode), 256-row blocks, {cpus} threads, fastest of 6 "
            f"rounds: {bare:.0f} rows/s (slowest {min(rounds):.0f}; 1 thread: {bare1:.0f}) | "
@@ -220,7 +221,12 @@ def main() -> None:
             f"{costs['rest_us']:.0f} us: a {costs['shard_us']:.0f} us row, so {cpus} actors can write at most "
             f"{ceiling:.0f} rows/s; fixed cost of a job about {fixed:.0f} s (Ray, actors, card, MLflow) | "
             f"**{ceiling / bare:.2f}x** ceiling of the compute alone | {os.cpu_count()} cores |")
+    row += (f"\n| {datetime.date.today()} | generate without the verifier (generate.verifier=false), {args.large:,} "
+            f"rows | bare G forward, {cpus} threads: {bare:.0f} rows/s | {plain['rows_per_s']:.0f} rows/s "
+            f"({plain['wall']:.0f} s) against {big['rows_per_s']:.0f} with it | "
+            f"**{plain['rows_per_s'] / bare:.2f}x** of the bare forward pass (target 0.6x) | {os.cpu_count()} cores |")
     record(row, args.out, {"bare": bare, "bare_rounds": rounds, "bare_1_thread": bare1, "large": big, "small": s,
+                           "plain": plain, "plain_ratio": plain["rows_per_s"] / bare,
                            "ratio": big["rows_per_s"] / bare, "memory_ratio": big["peak_mib"] / s["peak_mib"],
                            "per_row_us": costs, "ceiling": ceiling / bare, "fixed_s": fixed}, args.json)
 

@@ -77,6 +77,10 @@ def targets(r: dict) -> list[tuple[str, str, float | None, str, bool | None]]:
                          f"{gen['ceiling']:.2f}x (a row: G {c['g_us']:.0f} us, verifier {c['verifier_us']:.0f} us, "
                          f"PNG {c['png_us']:.0f} us, Parquet and the rest {c['rest_us']:.0f} us; a job's fixed cost "
                          f"{gen['fixed_s']:.0f} s)", gen["ceiling"], "reported", None))
+        if "plain_ratio" in gen:
+            rows.append((f"4. generate without the verifier (generate.verifier=false) vs the bare G forward "
+                         f"({gen['plain']['rows']:,} rows)", f"{gen['plain_ratio']:.2f}x", gen["plain_ratio"],
+                         ">= 0.6x", gen["plain_ratio"] >= 0.6))
     s = r.get("startup")
     if s:
         rows.append(("5. start-up: `ganpipe train` to its first iteration, Ray's share",

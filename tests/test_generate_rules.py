@@ -42,11 +42,12 @@ def _models():
     return trained_batchnorm(g), trained_batchnorm(SmallCNN(1, 3))
 
 
-def _writer(tmp_path, counts=(3, 250, 47), seed=5):
+def _writer(tmp_path, counts=(3, 250, 47), seed=5, verifier=True):
     spec = SPEC
     g, net = _models()
-    request = DatasetRequest("m", None, 0, "fp", seed, sum(counts), list(counts), NAMES, 1024).to_dict()
-    (tmp_path / "data").mkdir(exist_ok=True)
+    request = DatasetRequest("m", None, 0, "fp", seed, sum(counts), list(counts), NAMES, 1024,
+                             verifier=verifier).to_dict()
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
     return ShardWriter({"spec": spec.__dict__, "state": g.state_dict()}, {"state": net.state_dict(), "channels": 1,
                        "num_classes": 3}, request, str(tmp_path / "data"), {"seed": seed})
 
@@ -73,6 +74,33 @@ def test_rows_depend_on_seed_and_id_only_and_counts_are_exact(tmp_path):
     assert np.bincount(whole.column("label").to_numpy()).tolist() == [3, 250, 47]
     other = _writer(tmp_path, seed=6).rows(0, 10)
     assert other.column("image").to_pylist() != whole.slice(0, 10).column("image").to_pylist()
+
+
+def test_without_the_verifier_the_rows_are_the_same_images_and_labels_without_its_columns(tmp_path):
+    """generate.verifier=false: the same ids, images and labels, no verifier columns in the schema or the
+    files, the verifier never called; the request's key differs (another folder), while a request with
+    the verifier keeps the key it had before the switch existed."""
+    with_v = _writer(tmp_path / "a").rows(0, 300)
+    w = _writer(tmp_path / "b", verifier=False)
+    assert w.net is None
+    without = w.rows(0, 300)
+    assert without.column_names == ["id", "image", "label"]
+    for col in ("id", "image", "label"):
+        assert without.column(col).to_pylist() == with_v.column(col).to_pylist()
+    w.write(0, 1, 0, 300)
+    assert pq.read_schema(tmp_path / "b" / "data" / "train-00000-of-00001.parquet").names == ["id", "image", "label"]
+    on = DatasetRequest("m", None, 0, "fp", 5, 300, [3, 250, 47], NAMES, 1024)
+    off = dataclasses.replace(on, verifier=False)
+    assert on.key != off.key and DatasetRequest.from_dict(off.to_dict()) == off
+    assert "verifier" not in on.what()  # folders written before keep their key
+    # The UI's rows page lists such a dataset by row id, with nothing "seen" under the images.
+    from pipelines.ui.views import Dataset, rows
+
+    page, total = rows(Dataset(0, "b", tmp_path / "b", {"class_names": NAMES, "counts": [3, 250, 47]}), None, "asc", 0)
+    assert total == 300 and [r["id"] for r in page] == list(range(48))
+    assert all(r["seen"] is None and r["confidence"] is None for r in page)
+    page, total = rows(Dataset(0, "b", tmp_path / "b", {"class_names": NAMES, "counts": [3, 250, 47]}), 0, "asc", 0)
+    assert total == 3 and {r["label"] for r in page} == {NAMES[0]}
 
 
 def test_a_shard_is_complete_or_absent(tmp_path):

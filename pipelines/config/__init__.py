@@ -321,6 +321,11 @@ class GenerateConfig(Section):
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs reserved per generator replica; above 0 the "
                                                          "replicas compute on their GPU (their bytes differ from a "
                                                          "CPU's, so the device is part of the request)")
+    verifier: bool = Field(True, description="run the verifier (the feature network, a classifier trained on the "
+                                            "real data) on every row and write its `verifier_label` and "
+                                            "`verifier_confidence`; false: neither column, and the rows cost the "
+                                            "generator and their PNG alone (a conditional model, no "
+                                            "--min-confidence)")
     eval_samples: int = Field(2000, ge=10, description="rows of the dataset evaluated for its card")
     compare_samples: int = Field(4000, ge=20, description="with a quality filter: rows of the dataset and as many "
                                                           "unfiltered rows compared in parts of the holdout's size "

@@ -122,6 +122,7 @@ class DatasetRequest:
     rows_per_file: int
     filter: Filter | None = None
     device: str = "cpu"  # where the actors compute: their bytes differ between a CPU and a GPU
+    verifier: bool = True  # the verifier's columns written (generate.verifier)
 
     def what(self) -> dict:
         out = {k: getattr(self, k) for k in ("model", "run_id", "iteration", "data_fingerprint", "seed", "rows",
@@ -130,6 +131,8 @@ class DatasetRequest:
             out.update(dataclasses.asdict(self.filter))
         if self.device != "cpu":
             out["device"] = self.device
+        if not self.verifier:
+            out["verifier"] = False
         return out
 
     @property
@@ -149,7 +152,7 @@ class DatasetRequest:
         return cls(d["model"], d.get("run_id"), int(d["iteration"]), d["data_fingerprint"], int(d["seed"]),
                    int(d["rows"]), d.get("counts"), list(d["class_names"]), int(d["rows_per_file"]),
                    Filter(d.get("min_confidence"), int(d["max_tries"]), d.get("drs")) if has_filter else None,
-                   d.get("device", "cpu"))
+                   d.get("device", "cpu"), bool(d.get("verifier", True)))
 
 
 @dataclass(frozen=True)

@@ -252,20 +252,23 @@ def find_dataset(roots: list[Path], root: int, rel: str) -> Dataset:
 
 def rows(ds: Dataset, label: int | None, order: str, page: int, per_page: int = 48) -> tuple[list[dict], int]:
     """One page of rows (image, label, verifier's label and confidence), optionally of one class,
-    sorted by the verifier's confidence ('asc': the least convincing first)."""
+    sorted by the verifier's confidence ('asc': the least convincing first); a dataset written
+    without the verifier (generate.verifier=false): by row id, `seen` and `confidence` None."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     files = DatasetFolder(ds.path).shards()
-    meta = pa.concat_tables(pq.read_table(f, columns=["id", "label", "verifier_label", "verifier_confidence"])
-                            for f in files)
+    verified = bool(files) and "verifier_label" in pq.read_schema(files[0]).names
+    columns = ["id", "label", "verifier_label", "verifier_confidence"] if verified else ["id", "label"]
+    meta = pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
     file_of = np.concatenate([np.full(pq.ParquetFile(f).metadata.num_rows, i) for i, f in enumerate(files)])
     index = np.arange(meta.num_rows)
     if label is not None:
         index = index[pc.equal(meta.column("label"), label).to_numpy(zero_copy_only=False)]
-    conf = meta.column("verifier_confidence").to_numpy()[index]
-    index = index[np.argsort(conf if order == "asc" else -conf, kind="stable")]
+    if verified:
+        conf = meta.column("verifier_confidence").to_numpy()[index]
+        index = index[np.argsort(conf if order == "asc" else -conf, kind="stable")]
     total = len(index)
     pick = index[page * per_page:(page + 1) * per_page]
     names = ds.manifest.get("class_names") or [str(i) for i in range(len(ds.manifest.get("counts", [])))]
@@ -276,11 +279,13 @@ def rows(ds: Dataset, label: int | None, order: str, page: int, per_page: int = 
     for j in pick:
         f = int(file_of[j])
         image = images[f][int(j - starts[f])].as_py()
-        lab, seen = int(meta.column("label")[int(j)].as_py()), int(meta.column("verifier_label")[int(j)].as_py())
+        lab = int(meta.column("label")[int(j)].as_py())
+        seen = int(meta.column("verifier_label")[int(j)].as_py()) if verified else None
         out.append({"id": int(meta.column("id")[int(j)].as_py()), "src": data_url(image["bytes"]),
                     "label": names[lab] if lab < len(names) else lab,
-                    "seen": names[seen] if seen < len(names) else seen,
-                    "confidence": float(meta.column("verifier_confidence")[int(j)].as_py()), "agrees": lab == seen})
+                    "seen": None if seen is None else names[seen] if seen < len(names) else seen,
+                    "confidence": float(meta.column("verifier_confidence")[int(j)].as_py()) if verified else None,
+                    "agrees": lab == seen})
     return out, total
 
 

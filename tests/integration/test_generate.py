@@ -94,6 +94,15 @@ def test_dataset_layout_counts_readers_and_reproducibility(workdir, capsys, ray_
                         "--set", "generate.actors=1")
     assert code == 0, err[-3000:]
     assert _rows(again) == _rows(out)
+    # Without the verifier: the same rows, neither verifier column, no agreement on the card.
+    plain = workdir / "plain"
+    code, _, err = _gen(capsys, registry, plain, "--rows", "600", "--set", "generate.verifier=false")
+    assert code == 0, err[-3000:]
+    assert _rows(plain) == _rows(out)
+    assert pq.read_schema(next((plain / "data").glob("*.parquet"))).names == ["id", "image", "label"]
+    plain_card = (plain / "README.md").read_text()
+    assert "verifier_label" not in plain_card and "| 7 | 60 |  |" in plain_card
+    assert json.loads((plain / "manifest.json").read_text())["request"]["verifier"] is False
     # ganpipe's own parquet source reads it (and so training and `evaluate --dataset` can).
     from gan_core.data import load_dataset
 
@@ -250,6 +259,10 @@ def test_generate_bad_input(workdir, capsys, registry, ray_local):
     assert_one_line(*fails("--labels", "3=-1"), "counts cannot be negative")
     assert_one_line(*fails("--rows", "10", "--labels", "0=5"), "--rows 10 disagrees")
     assert_one_line(*fails("--labels", "0=5", model=registry["uncond"]), "unconditional")
+    assert_one_line(*fails("--rows", "10", "--set", "generate.verifier=false", model=registry["uncond"]),
+                    "generate.verifier=false: the model is unconditional")
+    assert_one_line(*fails("--rows", "10", "--min-confidence", "0.5", "--set", "generate.verifier=false"),
+                    "--min-confidence 0.5", "generate.verifier=false turns the verifier off")
     blocker = workdir / "file"
     blocker.write_text("x")
     code, _, err = run_cli(capsys, "generate", "--model", "models:/gan-generator@champion", "--out",

@@ -149,7 +149,7 @@ def _request(cfg: Config, loaded: LoadedGenerator, model: str, counts: list[int]
     """What is being written."""
     return DatasetRequest(model, loaded.run_id, loaded.iteration, loaded.meta.data_fingerprint, seed, rows, counts,
                           list(loaded.meta.class_names), rows_per_file(rows, cfg.generate.rows_per_file), filter_,
-                          "cuda" if cfg.generate.gpus_per_actor else "cpu")
+                          "cuda" if cfg.generate.gpus_per_actor else "cpu", cfg.generate.verifier)
 
 
 def _verifier(cfg: Config, loaded: LoadedGenerator, model: str):
@@ -187,6 +187,12 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
             raise UserError(f"--rows {rows}: give a positive number of rows")
         counts, total = None, rows
     check_rows(total)
+    if not cfg.generate.verifier and not g.num_classes:
+        raise UserError("generate.verifier=false: the model is unconditional, and its rows are labelled by the "
+                        "verifier")
+    if not cfg.generate.verifier and min_confidence is not None:
+        raise UserError(f"--min-confidence {min_confidence} filters on the verifier's confidence, and "
+                        f"generate.verifier=false turns the verifier off")
     if rejection not in (None, "", "drs"):
         raise UserError(f"--rejection {rejection!r}: the one rejection method is drs")
     if rejection == "drs" and loaded.d_state is None:
@@ -368,12 +374,13 @@ def _collect(folder: DatasetFolder, shards: list[dict], n_files: int) -> list[di
         path = folder.shard(s["index"], n_files)
         if not file_complete(path):
             raise UserError(f"{path}: missing or damaged after writing; rerun the same command to finish it")
-        t = pq.read_table(path, columns=["label", "verifier_label"])
-        labels, seen = t.column("label").to_numpy(), t.column("verifier_label").to_numpy()
+        verified = "verifier_label" in pq.read_schema(path).names
+        t = pq.read_table(path, columns=["label", "verifier_label"] if verified else ["label"])
+        labels = t.column("label").to_numpy()
+        agree = np.bincount(labels[labels == t.column("verifier_label").to_numpy()]).tolist() if verified else None
         files.append({"file": f"{contract.DATASET_DATA_DIR}/{path.name}", "rows": int(len(labels)),
                       "sha256": sum_path(path).read_text().strip(),
-                      "label_counts": np.bincount(labels).tolist(), "tries": file_tries(path),
-                      "agree": np.bincount(labels[labels == seen]).tolist()})
+                      "label_counts": np.bincount(labels).tolist(), "tries": file_tries(path), "agree": agree})
     return files
 
 
@@ -394,9 +401,9 @@ def _finish(cfg: Config, folder: DatasetFolder, request: dict, files: list[dict]
     metrics = evaluate_dataset(cfg, gcfg, data, out)
     tried, agree = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
     for f in files:
-        for into, part in ((tried, f.pop("tries")), (agree, f.pop("agree"))):
+        for into, part in ((tried, f.pop("tries")), (agree, f.pop("agree") or [])):
             into[: len(part)] += np.asarray(part, dtype=np.int64)
-    agreement = [float(a / c) if c else None for a, c in zip(agree, counts)]
+    agreement = [float(a / c) if c else None for a, c in zip(agree, counts)] if request.verifier else None
     filtered = request.filter is not None
     acceptance = [float(c / t) if t else None for c, t in zip(counts, tried)] if filtered and tried.sum() else None
     unfiltered, comparison = evaluate_filter(cfg, gcfg, data, out, request, generator, verifier) if filtered \

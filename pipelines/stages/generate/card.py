@@ -114,9 +114,10 @@ def write_card(out: Path, request: DatasetRequest, provenance: dict, counts: lis
     """README.md of a dataset; `agreement`: per class, the share of its rows whose `verifier_label` is
     their `label`, over every row of the dataset."""
     names = request.class_names
-    features = {"id": "int64", "image": "image", "label": {"class_label": {"names": dict(enumerate(names))}},
-                "verifier_label": {"class_label": {"names": dict(enumerate(names))}},
-                "verifier_confidence": "float32"}
+    features = {"id": "int64", "image": "image", "label": {"class_label": {"names": dict(enumerate(names))}}}
+    if request.verifier:
+        features.update({"verifier_label": {"class_label": {"names": dict(enumerate(names))}},
+                         "verifier_confidence": "float32"})
     header = ["---", "license: other", "task_categories:", "- image-classification", "tags:", "- synthetic",
               "- gan", "- ganpipe", "dataset_info:", "  features:"]
     for name, kind in features.items():
@@ -136,7 +137,9 @@ def write_card(out: Path, request: DatasetRequest, provenance: dict, counts: lis
             "Row i's latent vector and label depend only on (seed, i): the same request gives the same images.", "",
             ("Each row's `label` is the class the generator was asked for; `verifier_label` and "
              "`verifier_confidence` are what an independent classifier, trained on the real data, sees."
-             if conditional else
+             if conditional and request.verifier else
+             "Each row's `label` is the class the generator was asked for (written without the verifier's "
+             "columns: generate.verifier=false)." if conditional else
              "The generator is unconditional: each row's `label` is the verifier's prediction (a classifier "
              "trained on the real data), not a class the generator was asked for."), "",
             "![samples, one row per class](evaluation/samples_per_class.png)", ""]
@@ -150,9 +153,10 @@ def write_card(out: Path, request: DatasetRequest, provenance: dict, counts: lis
         filters.append(f"the verifier agrees with the requested label with confidence >= {f_.min_confidence}")
     if filters:
         body += ["Quality filters: " + "; ".join(filters) + ". Acceptance is rows kept / candidates tried.", ""]
-    body += ["## Rows per class", "",
-             "The verifier's agreement is over every row of the class (the `verifier_label` column).", "",
-             "| class | rows | verifier agrees | acceptance |", "|---|---|---|---|"]
+    body += ["## Rows per class", ""]
+    if request.verifier:
+        body += ["The verifier's agreement is over every row of the class (the `verifier_label` column).", ""]
+    body += ["| class | rows | verifier agrees | acceptance |", "|---|---|---|---|"]
     for name, n, f, a in zip(names, counts, agreement or [None] * len(names), acceptance or [None] * len(names)):
         body.append(f"| {name} | {n} | {'' if f is None else f'{f:.3f}'} | {'' if a is None else f'{a:.3f}'} |")
     body += ["", f"## Evaluation ({metrics.get('samples', '?')} rows against the real holdout)", ""]

@@ -49,15 +49,21 @@ class FilterUnmet(Exception):
     """A quality filter accepted too few candidates for some row within the allowed tries."""
 
 
-def schema(class_names: list[str], provenance: dict) -> pa.Schema:
-    """The files' schema: HF image layout plus provenance columns; file metadata says what made it."""
-    extra = {"id": {"dtype": "int64", "_type": "Value"},
-             "verifier_label": {"names": list(class_names), "_type": "ClassLabel"},
-             "verifier_confidence": {"dtype": "float32", "_type": "Value"}}
+VERIFIER_COLUMNS = ("verifier_label", "verifier_confidence")
+
+
+def schema(class_names: list[str], provenance: dict, verifier: bool = True) -> pa.Schema:
+    """The files' schema: HF image layout plus provenance columns (the verifier's two when it runs);
+    file metadata says what made it."""
+    extra = {"id": {"dtype": "int64", "_type": "Value"}}
+    fields = [("id", pa.int64()), ("image", IMAGE_TYPE), ("label", pa.int64())]
+    if verifier:
+        extra.update({"verifier_label": {"names": list(class_names), "_type": "ClassLabel"},
+                      "verifier_confidence": {"dtype": "float32", "_type": "Value"}})
+        fields += [("verifier_label", pa.int64()), ("verifier_confidence", pa.float32())]
     meta = features_metadata(class_names, extra)
     meta[b"ganpipe"] = json.dumps(provenance, sort_keys=True).encode()
-    return pa.schema([("id", pa.int64()), ("image", IMAGE_TYPE), ("label", pa.int64()),
-                      ("verifier_label", pa.int64()), ("verifier_confidence", pa.float32())], metadata=meta)
+    return pa.schema(fields, metadata=meta)
 
 
 def verifier_module(model: torch.nn.Module, device: torch.device | str = "cpu") -> torch.nn.Module:
@@ -108,27 +114,32 @@ class ShardWriter:
         if self.drs:
             self.D.load_state_dict(generator["d_state"])
             self.D.eval().to(self.device)
-        net = SmallCNN(verifier["channels"], verifier["num_classes"])
-        net.load_state_dict(verifier["state"])
-        self.net = verifier_module(net, self.device)
+        self.net = None
+        if request.verifier:
+            net = SmallCNN(verifier["channels"], verifier["num_classes"])
+            net.load_state_dict(verifier["state"])
+            self.net = verifier_module(net, self.device)
         if upload:
             import tempfile
 
             data_dir = str(Path(tempfile.mkdtemp(prefix="ganpipe-shards-")) / contract.DATASET_DATA_DIR)
             Path(data_dir).mkdir()
         self.request, self.data_dir = request, Path(data_dir)
-        self.schema = schema(request.class_names, provenance)
+        self.schema = schema(request.class_names, provenance, request.verifier)
         k = len(request.class_names)
         self.tries, self.accepted = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
 
     @torch.no_grad()
     def candidates(self, cand: np.ndarray, y: torch.Tensor | None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor,
                                                                              np.ndarray]:
-        """(pixels, verifier label, verifier confidence, kept) of the candidates with these ids."""
+        """(pixels, verifier label, verifier confidence, kept) of the candidates with these ids; without
+        the verifier, the requested labels and a confidence of 1."""
         r = self.request
         pixels = to_uint8(render_rows(self.G, cand, r.seed, y))
+        if self.net is None and not self.drs:
+            return pixels, y, torch.ones(len(cand)), np.ones(len(cand), dtype=bool)
         x = from_uint8(pixels).to(self.device)
-        pred, conf = verdicts(self.net, x)
+        pred, conf = verdicts(self.net, x) if self.net is not None else (y, torch.ones(len(cand)))
         keep = np.ones(len(cand), dtype=bool)
         if r.filter and r.filter.min_confidence is not None:
             keep &= (conf.numpy() >= r.filter.min_confidence) & (y is None or (pred == y).numpy())
@@ -169,11 +180,11 @@ class ShardWriter:
             images = pa.StructArray.from_arrays(
                 [pa.array(encode_pngs(pixels), pa.binary()), pa.array([f"{i:09d}.png" for i in block], pa.string())],
                 fields=list(IMAGE_TYPE))
-            tables.append(pa.table({"id": pa.array(block, pa.int64()), "image": images,
-                                    "label": pa.array(labels, pa.int64()),
-                                    "verifier_label": pa.array(pred.numpy(), pa.int64()),
-                                    "verifier_confidence": pa.array(conf.numpy(), pa.float32())},
-                                   schema=self.schema))
+            columns = {"id": pa.array(block, pa.int64()), "image": images, "label": pa.array(labels, pa.int64())}
+            if self.net is not None:
+                columns.update({"verifier_label": pa.array(pred.numpy(), pa.int64()),
+                                "verifier_confidence": pa.array(conf.numpy(), pa.float32())})
+            tables.append(pa.table(columns, schema=self.schema))
         return pa.concat_tables(tables)
 
     def write(self, index: int, count: int, start: int, stop: int) -> dict:
