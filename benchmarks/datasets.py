@@ -129,7 +129,7 @@ def cell(m: dict, key: str) -> str:
     return text
 
 
-def table(results: list[dict], cpu: str, date: str) -> str:
+def table(results: list[dict], cpu: str) -> str:
     from gan_core.metrics import quality_bar
 
     def minutes(s: float) -> str:
@@ -194,7 +194,7 @@ def main() -> None:
         print(json.dumps({k: v for k, v in results[-1].items() if k != "metrics"}), flush=True)
         every = sorted([*kept.values(), *results], key=lambda r: order.index(r["name"]))
         (base / "results.json").write_text(json.dumps(every, indent=1))
-    write(table(every, cpu_model(), datetime.date.today().isoformat()))
+    write(table(every, cpu_model()))
     print(f"wrote {DOC}")
 
 

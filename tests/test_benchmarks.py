@@ -100,9 +100,10 @@ def test_the_datasets_table_has_every_bar_metric_with_its_interval_and_the_bars_
          "label_fidelity_lo": 0.94, "label_fidelity_hi": 0.96, "label_fidelity_real": 0.93, "cas_ratio": 0.96}
     r = {"name": "toy", "source": "idx:/toy", "wall_s": 725.0, "loop_s": 650.4, "iterations": 6200, "metrics": m,
          "before_loop_s": 30.2, "after_loop_s": 3.1, "evaluate_s": 25.0, "register_s": 4.0, "generate_s": 12.0,
-         "auto": "auto: time_budget_s 714", "stop": "stopped at iteration 6200"}
-    text = bench.table([r], "Some CPU", "2026-12-06")
-    assert text.startswith("Some CPU, 2 cores; 2026-12-06; `python benchmarks/datasets.py`")
+         "auto": "auto: time_budget_s 714", "stop": "stopped at iteration 6200", "measured": "2026-12-06, abc1234"}
+    text = bench.table([r], "Some CPU")
+    assert text.startswith("Some CPU, 2 cores; `python benchmarks/datasets.py` (each column's date and commit")
+    assert "| measured | 2026-12-06, abc1234 |" in text
     assert "| wall, command to dataset | 12 min 05 s |" in text and "| time outside the training loop | 75 s |" in text
     assert "| of which: before the loop, after it, evaluate, register, generate | 30 / 3 / 25 / 4 / 12 s |" in text
     assert "| fd | 1.200 (1.100-1.300); real 0.200 |" in text and "| recall | 0.500; real 0.800 |" in text
