@@ -29,7 +29,7 @@ def main() -> None:
 
     from pipelines.config import auto, load_config
     from pipelines.config.build import load_data
-    from pipelines.stages.train.layout import ROUNDS, Probes, candidates, measure
+    from pipelines.stages.train.layout import ROUNDS, Probes, candidates
 
     cfg = load_config(None, [f"data.source={args.data}"])
     cfg, _ = auto.sized(cfg)
@@ -42,13 +42,13 @@ def main() -> None:
         with Probes(cfg, data, options) as probes:
             for _ in range(ROUNDS):
                 for o in options:
-                    measure(probes, o)
+                    probes.rate(o)
 
     def fresh() -> None:  # fresh processes for every measurement
         for _ in range(ROUNDS):
             for o in options:
                 with Probes(cfg, data, [o]) as probes:
-                    measure(probes, o)
+                    probes.rate(o)
 
     seconds: dict[str, list[float]] = {"kept": [], "fresh": []}
     for _ in range(args.rounds):

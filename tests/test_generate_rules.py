@@ -96,10 +96,10 @@ def test_without_the_verifier_the_rows_are_the_same_images_and_labels_without_it
     # The UI's rows page lists such a dataset by row id, with nothing "seen" under the images.
     from pipelines.ui.views import Dataset, rows
 
-    page, total = rows(Dataset(0, "b", tmp_path / "b", {"class_names": NAMES, "counts": [3, 250, 47]}), None, "asc", 0)
+    page, total = rows(Dataset(0, "b", tmp_path / "b", {"class_names": NAMES, "counts": [3, 250, 47], "request": off.to_dict()}), None, "asc", 0)
     assert total == 300 and [r["id"] for r in page] == list(range(48))
     assert all(r["seen"] is None and r["confidence"] is None for r in page)
-    page, total = rows(Dataset(0, "b", tmp_path / "b", {"class_names": NAMES, "counts": [3, 250, 47]}), 0, "asc", 0)
+    page, total = rows(Dataset(0, "b", tmp_path / "b", {"class_names": NAMES, "counts": [3, 250, 47], "request": off.to_dict()}), 0, "asc", 0)
     assert total == 3 and {r["label"] for r in page} == {NAMES[0]}
 
 

@@ -46,13 +46,13 @@ def test_the_fastest_measured_layout_is_taken_said_and_cached(tmp_path, digits, 
     rates = {Layout(2, 1, 32): [900.0, 950.0], Layout(1, 2, 64): [1200.0, 700.0]}
     measured = []
 
-    def fake_measure(probes, option):  # each layout's rounds, in turn
-        measured.append(option)
-        return rates[option][(sum(o == option for o in measured) - 1) % 2]
-
     class NoProcesses:
         def __init__(self, cfg, data, options):
             started.append(options)
+
+        def rate(self, option):  # each layout's rounds, in turn
+            measured.append(option)
+            return rates[option][(sum(o == option for o in measured) - 1) % 2]
 
         def __enter__(self):
             return self
@@ -61,7 +61,6 @@ def test_the_fastest_measured_layout_is_taken_said_and_cached(tmp_path, digits, 
             pass
 
     started = []
-    monkeypatch.setattr(layout, "measure", fake_measure)
     monkeypatch.setattr(layout, "Probes", NoProcesses)
     cfg, said = _cfg(tmp_path, "train.batch_size=32", "train.precision=fp32"), []
     chosen = layout.choose(cfg, digits, 2, str(tmp_path / "runs" / "new"), say=said.append)
@@ -111,7 +110,7 @@ def test_the_probe_starts_each_layouts_processes_once_and_times_them_in_turn(tmp
     assert options == [Layout(2, 1, 16), Layout(1, 2, 32)]
     with layout.Probes(cfg, digits, options) as probes:
         assert len(probes.procs) == 3 and all(p.is_alive() for p in probes.procs)
-        rates = [layout.measure(probes, o) for o in options * 2]
+        rates = [probes.rate(o) for o in options * 2]
         pids = {p.pid for p in probes.procs}
         assert all(p.is_alive() for p in probes.procs)  # the second round ran in the same processes
     assert all(r > 0 for r in rates) and len(pids) == 3
@@ -119,7 +118,7 @@ def test_the_probe_starts_each_layouts_processes_once_and_times_them_in_turn(tmp
 
 
 def test_a_resumed_run_keeps_the_layout_of_its_checkpoints(tmp_path, digits, monkeypatch):
-    monkeypatch.setattr(layout, "measure", lambda *a: pytest.fail("a resumed run is not measured again"))
+    monkeypatch.setattr(layout, "Probes", lambda *a: pytest.fail("a resumed run is not measured again"))
     trained = _cfg(tmp_path, "ray.num_workers=1", "ray.cpus_per_worker=2", "train.batch_size=64")
     train, _ = digits.split(trained.data.holdout_fraction, trained.seed)
     game, _ = build_game(trained, train)

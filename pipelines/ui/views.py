@@ -259,7 +259,7 @@ def rows(ds: Dataset, label: int | None, order: str, page: int, per_page: int = 
     import pyarrow.parquet as pq
 
     files = DatasetFolder(ds.path).shards()
-    verified = bool(files) and "verifier_label" in pq.read_schema(files[0]).names
+    verified = ds.manifest.get("request", {}).get("verifier", True)  # generate.verifier, as requested
     columns = ["id", "label", "verifier_label", "verifier_confidence"] if verified else ["id", "label"]
     meta = pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
     file_of = np.concatenate([np.full(pq.ParquetFile(f).metadata.num_rows, i) for i, f in enumerate(files)])

@@ -236,7 +236,7 @@ def _write(cfg, folder: DatasetFolder, request, overwrite, loaded, g, net, gcfg,
     try:
         written, nodes = _write_shards(cfg, missing, generator, verifier, request, folder, provenance, verbose)
         folder.pull_shards([folder.shard(s["index"], n_files).name for s in missing])
-        files = _collect(folder, shards, n_files)
+        files = _collect(folder, shards, n_files, request.verifier)
         return _finish(cfg, folder, request, files, written, nodes, gcfg, data, uri, provenance, run_id, g, net)
     except BaseException as e:
         tracking.client(uri).set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
@@ -362,10 +362,10 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     return len(done), sorted({d["node_id"] for d in done})
 
 
-def _collect(folder: DatasetFolder, shards: list[dict], n_files: int) -> list[dict]:
+def _collect(folder: DatasetFolder, shards: list[dict], n_files: int, verified: bool) -> list[dict]:
     """Manifest entries of every shard, read back from the files (rows, sha256, class counts), with the
     candidates each file's rows took and its rows per class whose verifier label agrees (`tries`,
-    `agree`: taken out of the entry by `_finish`)."""
+    `agree`, None when `verified` is false: taken out of the entry by `_finish`)."""
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -374,7 +374,6 @@ def _collect(folder: DatasetFolder, shards: list[dict], n_files: int) -> list[di
         path = folder.shard(s["index"], n_files)
         if not file_complete(path):
             raise UserError(f"{path}: missing or damaged after writing; rerun the same command to finish it")
-        verified = "verifier_label" in pq.read_schema(path).names
         t = pq.read_table(path, columns=["label", "verifier_label"] if verified else ["label"])
         labels = t.column("label").to_numpy()
         agree = np.bincount(labels[labels == t.column("verifier_label").to_numpy()]).tolist() if verified else None

@@ -49,9 +49,6 @@ class FilterUnmet(Exception):
     """A quality filter accepted too few candidates for some row within the allowed tries."""
 
 
-VERIFIER_COLUMNS = ("verifier_label", "verifier_confidence")
-
-
 def schema(class_names: list[str], provenance: dict, verifier: bool = True) -> pa.Schema:
     """The files' schema: HF image layout plus provenance columns (the verifier's two when it runs);
     file metadata says what made it."""
@@ -136,9 +133,7 @@ class ShardWriter:
         the verifier, the requested labels and a confidence of 1."""
         r = self.request
         pixels = to_uint8(render_rows(self.G, cand, r.seed, y))
-        if self.net is None and not self.drs:
-            return pixels, y, torch.ones(len(cand)), np.ones(len(cand), dtype=bool)
-        x = from_uint8(pixels).to(self.device)
+        x = from_uint8(pixels).to(self.device) if self.net is not None or self.drs else None
         pred, conf = verdicts(self.net, x) if self.net is not None else (y, torch.ones(len(cand)))
         keep = np.ones(len(cand), dtype=bool)
         if r.filter and r.filter.min_confidence is not None:

@@ -182,11 +182,6 @@ class Probes:
                 p.kill()
 
 
-def measure(probes: Probes, layout: Layout) -> float:
-    """Images/second of the training step in `layout` (one round of the probe)."""
-    return probes.rate(layout)
-
-
 def resumed_layout(run_dir: str) -> Layout | None:
     """The layout a run's newest checkpoint was trained with, when the run exists (it is resumed)."""
     if not names.is_local(run_dir):
@@ -234,7 +229,7 @@ def choose(cfg: Config, data, fit: int, run_dir: str, say=print) -> Config:
             for _ in range(ROUNDS):
                 for o in options:
                     key_o = json.dumps(asdict(o))
-                    rates[key_o] = max(rates[key_o], measure(probes, o))
+                    rates[key_o] = max(rates[key_o], probes.rate(o))
         known[key] = rates
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(cache.name + ".tmp")
