@@ -26,6 +26,15 @@ def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Te
     return out
 
 
+def save_png(image: torch.Tensor, path) -> None:
+    """Write a (3, H, W) image in [0, 1] (a `make_grid` tile) as a PNG, rounded as torchvision's
+    save_image rounds it."""
+    from PIL import Image
+
+    pixels = image.detach().float().mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).cpu().numpy()
+    Image.fromarray(pixels).save(path, format="PNG")
+
+
 @torch.no_grad()
 def sample_grid(generator: nn.Module, per_row: int = 8, rows: int | None = None, seed: int = 0) -> torch.Tensor:
     """A (3, H, W) image in [0, 1]; fixed z (from `seed`) so grids of successive epochs compare."""

@@ -10,7 +10,7 @@ from ..game import unwrap
 from ..sampling import sample_latent, seeded
 from .bootstrap import fd_interval, share_interval
 from .cas import CAS_EPOCHS, classification_accuracy_score
-from .classifier import FeatureNet
+from .classifier import MIN_STEPS, FeatureNet
 from .fidelity import label_fidelity
 from .frechet import frechet_distance
 from .memorization import memorization
@@ -55,11 +55,12 @@ def cheap_metrics(net: FeatureNet, fake_x: torch.Tensor, fake_y: torch.Tensor | 
 def full_metrics(net: FeatureNet, train, holdout, fake_x: torch.Tensor, fake_y: torch.Tensor | None,
                  seed: int = 0, cas: bool = True, prdc_k: int = 5, max_points: int = 2000,
                  cas_seeds: int = 1, cas_epochs: int = CAS_EPOCHS, cache_dir=None,
-                 cas_max_steps: int | None = None) -> dict:
+                 cas_max_steps: int | None = None, cas_min_steps: int = MIN_STEPS) -> dict:
     """Every metric, each with its real-data reference under the key `<name>_real`; fd, label
     fidelity, CAS and the CAS ratio also with a 95% bootstrap interval (`<name>_lo`, `<name>_hi`); CAS
     over `cas_seeds` classifier trainings per side, each `cas_epochs` epochs long and at most
-    `cas_max_steps` batches (the real side's kept in `cache_dir` when given)."""
+    `cas_max_steps` and at least `cas_min_steps` batches (the real side's kept in `cache_dir` when
+    given)."""
     _check_count(len(fake_x), "generated set")
     xt, yt = train.tensors()
     xh, yh = holdout.tensors()
@@ -84,7 +85,7 @@ def full_metrics(net: FeatureNet, train, holdout, fake_x: torch.Tensor, fake_y: 
         if cas:
             m.update(classification_accuracy_score(fake_x, fake_y, xt, yt, xh, yh, train.num_classes, seed=seed,
                                                       seeds=cas_seeds, epochs=cas_epochs, cache_dir=cache_dir,
-                                                      max_steps=cas_max_steps))
+                                                      max_steps=cas_max_steps, min_steps=cas_min_steps))
     mem = memorization(f_train, f_hold, f_fake)
     m["near_copy_share"], m["near_copy_share_real"] = mem["near_copy_share"], 0.01
     m["nn_distance_fake_median"], m["nn_distance_real_median"] = (mem["nn_distance_fake_median"],

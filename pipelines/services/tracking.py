@@ -130,11 +130,11 @@ def log_image(uri: str, run_id: str, image, artifact_file: str) -> None:
     """Log a (3, H, W) tensor in [0, 1] as a PNG artifact."""
     import tempfile
 
-    from torchvision.utils import save_image
+    from gan_core.visual import save_png
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
-        save_image(image, path)
+        save_png(image, path)
         folder = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
         client(uri).log_artifact(run_id, str(path), folder)
 

@@ -40,7 +40,11 @@ def table(metrics: dict) -> str:
             lines.append(f"{m.name:<24}{metrics[m.name]:>10.4f}{band:>20}{real:>12}  {m.better:<6}  {m.meaning}")
     lines.append(f"feature network accuracy on real holdout: {metrics['classifier_holdout_accuracy']:.4f} "
                  f"({metrics['samples']} samples per set)")
-    if "cas_samples" in metrics:
+    if metrics.get("cas_from") == "generator":
+        lines.append(f"CAS: the generator's, from its own evaluation (each classifier trained on "
+                     f"{int(metrics['cas_samples']):,} images, its samples or real, for {int(metrics['cas_steps']):,} "
+                     f"batches of 64): these rows are its plain samples")
+    elif "cas_samples" in metrics:
         lines.append(f"CAS: each classifier trained on {int(metrics['cas_samples']):,} images, generated or real, "
                      f"for {int(metrics['cas_steps']):,} batches of 64 (eval.cas_max_samples and eval.cas_max_steps "
                      f"cap them)")
@@ -120,18 +124,42 @@ def evaluate_generator(cfg: Config, loaded: LoadedGenerator, model: str, out_dir
                     protocol(cfg, n))
 
 
+def recorded_evaluation(gcfg: Config, data, loaded: LoadedGenerator, uri: str) -> dict | None:
+    """The protocol's metrics of a generator as its MLflow run recorded them, when it was evaluated
+    under the protocol in force (`gcfg`'s, of `generator_data`) at the generator's iteration, with the
+    key `protocol`; None when it was not (or its run is not in the store at `uri`). The run's logged
+    metrics.json gives them whole (per-class lists too); its scalar metrics when that file is gone."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    proto = protocol(gcfg, protocol_samples(gcfg, data))
+    if not loaded.run_id or not tracking.has_run(uri, loaded.run_id):
+        return None
+    c = tracking.client(uri)
+    run = c.get_run(loaded.run_id)
+    if run.data.tags.get(contract.EVAL_PROTOCOL) != f"{proto};iteration={loaded.iteration}":
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            logged = json.loads(Path(c.download_artifacts(loaded.run_id, f"{contract.EVALUATION_DIR}/metrics.json",
+                                                          tmp)).read_text())
+        except (MlflowException, OSError, ValueError):  # removed or unreadable: the run's scalars hold the numbers
+            logged = None
+    if logged and logged.get("protocol") == proto:
+        return logged
+    prefix = contract.EVAL_PREFIX
+    return {**{k[len(prefix):]: v for k, v in run.data.metrics.items() if k.startswith(prefix)}, "protocol": proto}
+
+
 def evaluate_once(cfg: Config, loaded: LoadedGenerator, model: str, uri: str, out_dir: str | None) -> dict:
     """The protocol's metrics of a generator with an MLflow run: read back from the run when it was
     already evaluated under the same protocol at the same iteration, else computed (and logged).
     Returns the metrics with the key `protocol`."""
     gcfg, data = generator_data(cfg, loaded, model)
-    proto = protocol(gcfg, protocol_samples(gcfg, data))
-    if loaded.run_id:
-        run = tracking.client(uri).get_run(loaded.run_id)
-        if run.data.tags.get(contract.EVAL_PROTOCOL) == f"{proto};iteration={loaded.iteration}":
-            prefix = contract.EVAL_PREFIX
-            return {**{k[len(prefix):]: v for k, v in run.data.metrics.items() if k.startswith(prefix)},
-                    "protocol": proto}
+    found = recorded_evaluation(gcfg, data, loaded, uri)
+    if found is not None:
+        return found
     res = evaluate_generator(cfg, loaded, model, out_dir, uri, (gcfg, data))
     return {**res.metrics, "protocol": res.protocol}
 
@@ -156,34 +184,59 @@ def evaluate(cfg: Config, model: str | None, dataset: str | None, out_dir: str |
     synth = load_dataset(f"parquet:{dataset}", data.image_shape[1], data.image_shape[0], "resize",
                          data.class_names, allow_empty_classes=True)
     fake_x, fake_y = synth.tensors()
+    rows = RowsCas()
     return measure(cfg, data, fake_x, fake_y, f"dataset {dataset}", out_dir, dataset, uri, None, 0,
-                    protocol(cfg, len(fake_x)))
+                    protocol(cfg, len(fake_x)) + rows.protocol(), rows)
 
 
-def protocol_metrics(cfg: Config, data, fake_x, fake_y) -> dict:
+CAS_KEYS = ("cas", "cas_real", "cas_ratio", "cas_lo", "cas_hi", "cas_ratio_lo", "cas_ratio_hi", "cas_per_class",
+            "cas_real_per_class", "cas_samples", "cas_steps")
+
+
+@dataclass(frozen=True)
+class RowsCas:
+    """How a dataset's evaluation gets its CAS. `given`: the metrics of its generator's own protocol
+    evaluation (the rows are that generator's plain samples), whose CAS is taken as it is (with
+    `cas_from: generator`); else CAS is trained on the rows, each classifier `eval.cas_epochs` over them
+    with no floor of steps, so that a small dataset's evaluation costs in proportion to its rows."""
+    given: dict | None = None
+
+    def protocol(self) -> str:
+        """What the protocol string adds for a dataset's rows."""
+        return ";cas_from=generator" if self.given is not None else ";cas_min_steps=0"
+
+    def cas(self) -> dict:
+        return {k: self.given[k] for k in CAS_KEYS if k in self.given} | {"cas_from": "generator"}
+
+
+def protocol_metrics(cfg: Config, data, fake_x, fake_y, rows: RowsCas | None = None) -> dict:
     """Every metric of generated (fake_x, fake_y) against `data` split as `cfg` splits it, with the
-    feature network of that split (trained once and cached)."""
+    feature network of that split (trained once and cached); `rows`: the (x, y) are a dataset's rows,
+    whose CAS comes as `RowsCas` says."""
     train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
     net = feature_net(cfg, train, holdout)
-    return full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=cfg.eval.cas, cas_seeds=cfg.eval.cas_seeds,
-                        cas_epochs=cfg.eval.cas_epochs, cache_dir=cfg.eval.cache_dir,
-                        cas_max_steps=cfg.eval.cas_max_steps)
+    given = rows is not None and rows.given is not None
+    m = full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=cfg.eval.cas and not given,
+                     cas_seeds=cfg.eval.cas_seeds, cas_epochs=cfg.eval.cas_epochs, cache_dir=cfg.eval.cache_dir,
+                     cas_max_steps=cfg.eval.cas_max_steps, **({"cas_min_steps": 0} if rows is not None else {}))
+    return {**m, **(rows.cas() if given and cfg.eval.cas else {})}
 
 
 def measure(cfg: Config, data, fake_x, fake_y, subject: str, out_dir: str | Path | None, what: str, uri: str,
-             run_id: str | None, step: int, proto: str) -> EvalResult:
+             run_id: str | None, step: int, proto: str, rows: RowsCas | None = None) -> EvalResult:
     """Every metric of generated (fake_x, fake_y) against `data` under the protocol `proto`; the report
-    in `out_dir`, and on the MLflow run `run_id` when given."""
-    from torchvision.utils import save_image
+    in `out_dir`, and on the MLflow run `run_id` when given. `rows`: they are a dataset's rows (see
+    `RowsCas`)."""
+    from gan_core.visual import save_png
 
     train = data.split(cfg.data.holdout_fraction, cfg.seed)[0]
     try:
-        metrics = protocol_metrics(cfg, data, fake_x, fake_y)
+        metrics = protocol_metrics(cfg, data, fake_x, fake_y, rows)
     except ValueError as e:
         raise UserError(f"{what}: {e}") from None
     out = Path(out_dir or f"eval_reports/{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    save_image(grid_by_class(fake_x, fake_y, train.num_classes), out / "samples_per_class.png")
+    save_png(grid_by_class(fake_x, fake_y, train.num_classes), out / "samples_per_class.png")
     (out / "metrics.json").write_text(json.dumps({**metrics, "protocol": proto}, indent=2))
     report = _report(out, metrics, subject, train.class_names)
     if run_id:

@@ -104,3 +104,25 @@ def test_evaluate_bad_input(workdir, capsys, feature_cache):
     few = _real_digits_parquet(workdir / "few", n=5)
     assert_one_line(*err_of("--dataset", str(few), *_cache(feature_cache)), "5 samples, the metrics need at least 10")
     assert_one_line(*err_of(), "exactly one of --model URI or --dataset DIR")
+
+
+def test_a_datasets_rows_train_cas_in_proportion_or_take_the_generators(feature_cache, monkeypatch):
+    from gan_core.metrics import suite
+    from pipelines.stages.evaluate import RowsCas, protocol_metrics
+
+    cfg = load_config(None, ["data.source=digits", "eval.cas_seeds=1", f"eval.cache_dir={feature_cache}"])
+    data = load_dataset("digits")
+    x, y = data.tensors()
+    steps = {n: protocol_metrics(cfg, data, x[:n], y[:n], RowsCas())["cas_steps"] for n in (128, 256)}
+    assert steps == {128: 16, 256: 32}  # eval.cas_epochs (8) over the rows, no floor: cost in proportion
+
+    def no_training(*a, **k):
+        raise AssertionError("CAS trained although the generator's was given")
+
+    monkeypatch.setattr(suite, "classification_accuracy_score", no_training)
+    given = {"cas": 0.5, "cas_ratio": 0.55, "cas_lo": 0.4, "cas_per_class": [0.5] * 10, "cas_samples": 1618,
+             "fd": 99.0}
+    m = protocol_metrics(cfg, data, x[:128], y[:128], RowsCas(given))
+    assert {k: m[k] for k in ("cas", "cas_ratio", "cas_lo", "cas_per_class", "cas_samples", "cas_from")} == {
+        **{k: v for k, v in given.items() if k != "fd"}, "cas_from": "generator"}
+    assert m["fd"] != 99.0  # only CAS is taken; the rest is measured on the rows

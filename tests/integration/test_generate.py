@@ -340,3 +340,43 @@ def test_quality_filters_keep_exact_counts_report_acceptance_or_fail_clearly(wor
     code, _, err = run_cli(capsys, "generate", "--model", str(workdir / "no_d.pt"), "--out", str(workdir / "x"),
                            "--rows", "10", "--rejection", "drs")
     assert_one_line(code, err, "--rejection drs needs the run's discriminator")
+
+
+def test_a_datasets_cas_is_its_generators_own_when_the_rows_are_its_plain_samples(workdir, capsys, ray_local,
+                                                                                   registry):
+    # CAS under one protocol: one classifier per side, at the floor of steps (cheap on digits).
+    cas = ["--set", "eval.cas=true", "--set", "eval.cas_seeds=1", "--set", "eval.cas_max_steps=300",
+           "--set", "eval.samples=200", "--set", f"mlflow.tracking_uri={registry['uri']}"]
+    code, _, err = run_cli(capsys, "evaluate", "--model", "models:/gan-generator@champion", "--out",
+                           str(workdir / "rep"), *cas)
+    assert code == 0, err[-3000:]
+    own = json.loads((workdir / "rep" / "metrics.json").read_text())
+    out = workdir / "ds"
+    code, stdout, err = run_cli(capsys, "generate", "--model", "models:/gan-generator@champion", "--out", str(out),
+                                "--rows", "200", "--set", "generate.eval_samples=200", *cas)
+    assert code == 0, err[-3000:]
+    m = json.loads((out / "evaluation" / "metrics.json").read_text())
+    # The generator's numbers, whole (its samples' count, not the dataset's 200 rows), and said so.
+    assert m["cas_from"] == "generator" and m["protocol"].endswith(";cas_from=generator")
+    for key in ("cas", "cas_ratio", "cas_ratio_lo", "cas_ratio_hi", "cas_per_class", "cas_samples", "cas_steps"):
+        assert m[key] == own[key], key
+    assert m["cas_samples"] == own["cas_samples"] > 200  # its samples, not the 200 rows
+    assert "CAS: the generator's, from its own evaluation" in stdout
+    card = (out / "README.md").read_text()
+    assert f"CAS and its ratio are the generator's, from its own evaluation (classifiers trained on " \
+           f"{own['cas_samples']:,} of its samples" in card
+    assert f"| cas_ratio | {own['cas_ratio']:.4f} |" in card
+    # With a filter the rows are no longer its plain samples: their CAS is trained on them (in proportion,
+    # tests/integration/test_evaluate.py), whatever the generator's evaluation holds.
+    from types import SimpleNamespace
+
+    from pipelines.services.models import resolve
+    from pipelines.stages.evaluate import generator_data
+    from pipelines.stages.generate import rows_cas
+
+    cfg = load_config(None, [c for c in cas if c != "--set"])
+    loaded = resolve("models:/gan-generator@champion", registry["uri"])
+    gcfg, data = generator_data(cfg, loaded, "models:/gan-generator@champion")
+    assert rows_cas(loaded, gcfg, data, registry["uri"], SimpleNamespace(filter=None)).given["cas_ratio"] == \
+        own["cas_ratio"]
+    assert rows_cas(loaded, gcfg, data, registry["uri"], SimpleNamespace(filter=object())).given is None

@@ -213,6 +213,15 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
                       verbose, tags)
 
 
+def rows_cas(loaded: LoadedGenerator, gcfg: Config, data, uri: str, request: DatasetRequest):
+    """Where the dataset's CAS comes from: rows without a filter are the generator's plain samples, so
+    the generator's own protocol evaluation (recorded on its run at its iteration) gives it; else (a
+    filter, or a generator never evaluated under the protocol in force) it is trained on the rows."""
+    from ..evaluate import RowsCas, recorded_evaluation
+
+    return RowsCas(None if request.filter else recorded_evaluation(gcfg, data, loaded, uri))
+
+
 def _write(cfg, folder: DatasetFolder, request, overwrite, loaded, g, net, gcfg, data, uri, total, model, seed,
            verbose, tags):
     folder.pull_state()
@@ -237,7 +246,8 @@ def _write(cfg, folder: DatasetFolder, request, overwrite, loaded, g, net, gcfg,
         written, nodes = _write_shards(cfg, missing, generator, verifier, request, folder, provenance, verbose)
         folder.pull_shards([folder.shard(s["index"], n_files).name for s in missing])
         files = _collect(folder, shards, n_files, request.verifier)
-        return _finish(cfg, folder, request, files, written, nodes, gcfg, data, uri, provenance, run_id, g, net)
+        return _finish(cfg, folder, request, files, written, nodes, gcfg, data, uri, provenance, run_id, g, net,
+                       rows_cas(loaded, gcfg, data, uri, request))
     except BaseException as e:
         tracking.client(uri).set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
@@ -385,7 +395,7 @@ def _collect(folder: DatasetFolder, shards: list[dict], n_files: int, verified: 
 
 def _finish(cfg: Config, folder: DatasetFolder, request: dict, files: list[dict], written: int, nodes: list[str],
             gcfg: Config, data, uri: str, provenance: dict, run_id: str, generator=None,
-            verifier=None) -> GenerateResult:
+            verifier=None, cas=None) -> GenerateResult:
     import numpy as np
 
     from .card import evaluate_dataset, evaluate_filter, write_card
@@ -397,7 +407,9 @@ def _finish(cfg: Config, folder: DatasetFolder, request: dict, files: list[dict]
         counts[: len(f["label_counts"])] += f["label_counts"]
     if request.counts is not None and counts.tolist() != request.counts:
         raise UserError(f"{out}: class counts {counts.tolist()} differ from the request {request.counts}")
-    metrics = evaluate_dataset(cfg, gcfg, data, out)
+    from ..evaluate import RowsCas
+
+    metrics = evaluate_dataset(cfg, gcfg, data, out, cas or RowsCas())
     tried, agree = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
     for f in files:
         for into, part in ((tried, f.pop("tries")), (agree, f.pop("agree") or [])):

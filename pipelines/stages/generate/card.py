@@ -15,6 +15,7 @@ from gan_core.metrics import METRICS
 from ...config import Config
 from ...services import contract
 from ...services.dataset_folder import SHARD_GLOB, DatasetFolder, DatasetRequest
+from ..evaluate import RowsCas
 
 
 def read_rows(out: Path, n: int, image_shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,14 +44,15 @@ def read_rows(out: Path, n: int, image_shape: tuple) -> tuple[torch.Tensor, torc
     return x, torch.tensor(ys[:n], dtype=torch.int64)
 
 
-def evaluate_dataset(cfg: Config, gcfg: Config, data, out: Path) -> dict:
-    """The dataset's evaluation (`ganpipe evaluate --dataset` on a sample of it) in DIR/evaluation/."""
+def evaluate_dataset(cfg: Config, gcfg: Config, data, out: Path, rows: RowsCas) -> dict:
+    """The dataset's evaluation (`ganpipe evaluate --dataset` on a sample of it) in DIR/evaluation/;
+    its CAS as `rows` says (the generator's own, or trained on the rows)."""
     from ..evaluate import measure, protocol
 
     x, y = read_rows(out, cfg.generate.eval_samples, data.image_shape)
     gcfg = gcfg.model_copy(update={"eval": cfg.eval})
     res = measure(gcfg, data, x, y, f"dataset {out}", DatasetFolder(out).evaluation, str(out), "",
-                  None, 0, protocol(gcfg, len(x)))
+                  None, 0, protocol(gcfg, len(x)) + rows.protocol(), rows)
     return res.metrics
 
 
@@ -96,7 +98,7 @@ def evaluate_filter(cfg: Config, gcfg: Config, data, out: Path, request: Dataset
     step = max(1, len(x_plain) // k)
     plain = measure(gcfg, data, x_plain[::step][:k], y_plain[::step][:k], f"dataset {out} without its filter",
                     DatasetFolder(out).evaluation / "without_filter", str(out), "", None, 0,
-                    protocol(gcfg, k)).metrics
+                    protocol(gcfg, k) + RowsCas().protocol(), RowsCas()).metrics
     _, holdout = data.split(gcfg.data.holdout_fraction, gcfg.seed)
     x_kept, y_kept = read_rows(out, n, data.image_shape)
     try:
@@ -160,6 +162,10 @@ def write_card(out: Path, request: DatasetRequest, provenance: dict, counts: lis
     for name, n, f, a in zip(names, counts, agreement or [None] * len(names), acceptance or [None] * len(names)):
         body.append(f"| {name} | {n} | {'' if f is None else f'{f:.3f}'} | {'' if a is None else f'{a:.3f}'} |")
     body += ["", f"## Evaluation ({metrics.get('samples', '?')} rows against the real holdout)", ""]
+    if metrics.get("cas_from") == "generator":
+        body += [f"CAS and its ratio are the generator's, from its own evaluation (classifiers trained on "
+                 f"{int(metrics['cas_samples']):,} of its samples at the training data's class prior and on as many "
+                 "real images): these rows are its plain samples. Every other number is measured on the rows.", ""]
     if unfiltered:
         body += ["| metric | dataset | without the filter | real data | better |", "|---|---|---|---|---|"]
     else:
