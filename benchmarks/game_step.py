@@ -63,6 +63,66 @@ def iteration_flops(game: Game, stream) -> float:
     return float(counter.get_total_flops())
 
 
+WHERE_SIDES = ("plain", "game_nhwc", "game_reuse_nhwc")
+# Kinds of operation (torch.profiler's op names): the first kind whose exact names or name parts match.
+KINDS = (("convolution", (), ("convolution", "conv_transpose", "slow_conv")),
+         ("matmul (G's matrix-product layers, linear)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
+                                                          "aten::linear"), ()),
+         ("col2im / im2col", (), ("col2im", "im2col")),
+         ("batch norm", (), ("batch_norm",)),
+         ("optimizer (Adam)", ("aten::sqrt", "aten::lerp_", "aten::addcdiv_", "aten::addcmul_", "aten::mul_",
+                               "aten::div", "aten::add_", "aten::zero_"), ("_foreach", "Optimizer.")),
+         ("activations and loss", (), ("relu", "threshold", "tanh", "sigmoid", "binary_cross", "softplus",
+                                       "leaky")),
+         ("layout copies", ("aten::copy_", "aten::_to_copy", "aten::to", "aten::contiguous", "aten::clone",
+                            "aten::cat", "aten::stack", "aten::empty", "aten::empty_strided", "aten::empty_like",
+                            "aten::as_strided", "aten::as_strided_", "aten::permute", "aten::view",
+                            "aten::reshape", "aten::_reshape_alias", "aten::transpose", "aten::t", "aten::expand",
+                            "aten::unsqueeze", "aten::select", "aten::slice", "aten::index", "aten::resize_"), ()))
+
+
+def kind_of(name: str) -> str:
+    for kind, exact, parts in KINDS:
+        if name in exact or any(p in name for p in parts):
+            return kind
+    return "other"
+
+
+def where_time_goes(game: Game, x, y, batch: int, iterations: int, plain: bool) -> dict[str, float]:
+    """Milliseconds per iteration of one loop (the plain loop for the `plain_loop` game, else `game.step`)
+    by kind of operation (`KINDS`, by torch.profiler's self CPU time), and `wall` (the profiled
+    iterations' own time: the profiler adds its own cost to every op, alike on every side)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    stream = BatchStream(x, y, batch, seed=7)
+    run = (lambda n: plain_loop(game.G, game.D, game.opt_g, game.opt_d, stream, game.z_dim, game.num_classes, n)) \
+        if plain else (lambda n: [game.step(stream) for _ in range(n)])
+    run(3)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        run(iterations)
+        wall = time.perf_counter() - start
+    out: dict[str, float] = {}
+    for e in prof.key_averages():
+        kind = kind_of(e.key)
+        out[kind] = out.get(kind, 0.0) + e.self_cpu_time_total / 1e3 / iterations
+    return {**{k: out.get(k, 0.0) for k, *_ in KINDS}, "other": out.get("other", 0.0), "wall": wall * 1e3 / iterations}
+
+
+def where_table(where: dict, width: int, iterations: int) -> str:
+    """Milliseconds per iteration by kind, each side beside the plain loop's, and the differences."""
+    sides = list(where)
+    head = (f"where the time goes, width {width}, {iterations} profiled iterations, ms per iteration (each op's "
+            f"self time as torch.profiler records it; wall: the iterations' own time under the profiler)")
+    lines = [head, "| kind | " + " | ".join(sides) + " | " + " | ".join(f"{s} - plain" for s in sides[1:]) + " |",
+             "|---|" + "---|" * (2 * len(sides) - 1)]
+    for kind in [k for k, *_ in KINDS] + ["other", "wall"]:
+        vals = [where[s][kind] for s in sides]
+        lines.append(f"| {kind} | " + " | ".join(f"{v:.2f}" for v in vals) + " | "
+                     + " | ".join(f"{v - vals[0]:+.2f}" for v in vals[1:]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--iterations", type=int, default=60)
@@ -71,7 +131,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--widths", default="32,64")
     p.add_argument("--compile", action="store_true", help="add a variant with G and D through torch.compile")
-    p.add_argument("--bf16", action="store_true", help="add the fresh-batch channels-last step in fp32 and in bf16")
+    p.add_argument("--bf16", action="store_true", help="add the shipped step (fresh batch, channels-last) in bf16")
+    p.add_argument("--where", type=int, default=0, metavar="N",
+                   help="also profile N iterations of the plain loop, the shipped step and reuse_fake + channels_last, "
+                        "and print milliseconds per iteration by kind of operation")
     add_outputs(p)
     a = p.parse_args()
     peak = matmul_rate(a.threads)
@@ -96,9 +159,9 @@ def main() -> None:
                         label_prior=base.label_prior)
 
         sides = {"plain": fresh(False, torch_layers=True), "game": fresh(False), "game_reuse": fresh(True),
-                 "game_reuse_nhwc": fresh(True, True)}
+                 "game_nhwc": fresh(False, True), "game_reuse_nhwc": fresh(True, True)}  # game_nhwc: as shipped
         if a.bf16:
-            sides |= {"game_nhwc": fresh(False, True), "game_nhwc_bf16": fresh(False, True, precision="bf16")}
+            sides |= {"game_nhwc_bf16": fresh(False, True, precision="bf16")}
         flops = {name: iteration_flops(game, BatchStream(x, y, batch, seed=99))
                  for name, game in sides.items() if name != "plain"}
         compile_s = None
@@ -136,15 +199,20 @@ def main() -> None:
                     if compile_s is not None else "")
         if a.bf16:
             numbers[f"w{width}"]["bf16_ratio"] = rate["game_nhwc_bf16"] / rate["game_nhwc"]
-            compiled += (f"; fresh batch + channels_last {rate['game_nhwc']:.0f} img/s, the same in bf16 "
-                         f"{rate['game_nhwc_bf16']:.0f} img/s (**{rate['game_nhwc_bf16'] / rate['game_nhwc']:.2f}x**)")
+            compiled += (f"; the shipped step in bf16 {rate['game_nhwc_bf16']:.0f} img/s "
+                         f"(**{rate['game_nhwc_bf16'] / rate['game_nhwc']:.2f}x** of it in fp32)")
+        if a.where:
+            numbers[f"w{width}"]["where_ms"] = where = {
+                name: where_time_goes(sides[name], x, y, batch, a.where, name == "plain") for name in WHERE_SIDES}
+            print(where_table(where, width, a.where))
         rows.append(f"| {datetime.date.today()} | game step vs plain dcgan loop, conditional DCGAN width {width}, mnist5k, "
                     f"batch {batch}, k=1, {a.threads} threads, {a.rounds}x{a.iterations} it "
                     f"| plain loop {rate['plain']:.0f} img/s "
-                    f"| Game.step {rate['game']:.0f} img/s; reuse_fake {rate['game_reuse']:.0f} img/s; reuse_fake + "
-                    f"channels_last {rate['game_reuse_nhwc']:.0f} img/s{compiled}; {flops[best] / 1e9:.2f} GFLOP "
+                    f"| Game.step NCHW {rate['game']:.0f} img/s; reuse_fake NCHW {rate['game_reuse']:.0f} img/s; shipped "
+                    f"(fresh batch, channels_last) {rate['game_nhwc']:.0f} img/s; reuse_fake + channels_last "
+                    f"{rate['game_reuse_nhwc']:.0f} img/s{compiled}; {flops[best] / 1e9:.2f} GFLOP "
                     f"per iteration, {share[best]:.0%} of the {peak / 1e9:.0f} GFLOP/s matmul rate "
-                    f"| **{rate[best] / rate['plain']:.2f}x** ({best}), {rate['game'] / rate['plain']:.2f}x fresh batch "
+                    f"| **{rate[best] / rate['plain']:.2f}x** ({best}), shipped {rate['game_nhwc'] / rate['plain']:.2f}x "
                     f"| {os.uname().machine}, {os.cpu_count()} cores |")
     for i, row in enumerate(rows):
         record(row, a.out, numbers, a.json if i == len(rows) - 1 else None)

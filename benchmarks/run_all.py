@@ -2,7 +2,7 @@
 other on a quiet machine, and prints each measured ratio beside its target, marked met or not.
 The table and the benchmarks' own rows replace the "All targets" section of BENCHMARKS.md.
 
-    python benchmarks/run_all.py            # the full run (about 25 minutes on 2 cores)
+    python benchmarks/run_all.py            # the full run (about 35 minutes on 2 cores)
     python benchmarks/run_all.py --quick    # short runs of every benchmark, to check that they work
 """
 from __future__ import annotations
@@ -30,9 +30,11 @@ RUNS = {
                                                                    "--workers", "auto"]),
     "generate": (["--small", "10000", "--large", "1000000"], ["--small", "2000", "--large", "20000"]),
     "startup": (["--rounds", "3"], ["--rounds", "1"]),
+    "fixed_costs": (["--budget", "60"], ["--budget", "20"]),
 }
 SCRIPT = {"game_step": "game_step.py", "train_1": "train_throughput.py", "train_2": "train_throughput.py",
-          "train_auto": "train_throughput.py", "generate": "generate_throughput.py", "startup": "startup.py"}
+          "train_auto": "train_throughput.py", "generate": "generate_throughput.py", "startup": "startup.py",
+          "fixed_costs": "fixed_costs.py"}
 
 
 def targets(r: dict) -> list[tuple[str, str, float | None, str, bool | None]]:
@@ -43,6 +45,12 @@ def targets(r: dict) -> list[tuple[str, str, float | None, str, bool | None]]:
         for w in ("w32", "w64"):
             rows.append((f"1. `Game.step` vs the plain DCGAN loop, width {w[1:]} ({g[w]['best']})",
                          f"{g[w]['ratio']:.2f}x", g[w]["ratio"], ">= 1.3x", g[w]["ratio"] >= 1.3))
+        rate = g["w64"]["img_s"]
+        if "game_nhwc" in rate:
+            shipped = rate["game_nhwc"] / rate["plain"]
+            rows.append(("5. the shipped step (fresh batch, channels-last) vs the plain DCGAN loop, width 64, batch "
+                         "64, 2 threads", f"{shipped:.2f}x", shipped, ">= 1.3x (or where it goes, recorded)",
+                         shipped >= 1.3))
         share = g["w64"]["flop_share"][g["w64"]["best"]]
         rows.append((f"2. width 64: share of the {g['matmul_gflops']:.0f} GFLOP/s fp32 matmul rate",
                      f"{share:.0%}", share, ">= 60%", share >= 0.6))
@@ -77,18 +85,30 @@ def targets(r: dict) -> list[tuple[str, str, float | None, str, bool | None]]:
                          f"{gen['ceiling']:.2f}x (a row: G {c['g_us']:.0f} us, verifier {c['verifier_us']:.0f} us, "
                          f"PNG {c['png_us']:.0f} us, Parquet and the rest {c['rest_us']:.0f} us; a job's fixed cost "
                          f"{gen['fixed_s']:.0f} s)", gen["ceiling"], "reported", None))
+            of = gen["ratio"] / gen["ceiling"]
+            rows.append(("2. generate rows/s vs that per-row ceiling, measured in the same run", f"{of:.2f}x", of,
+                         ">= 0.8x", of >= 0.8))
+            rows.append(("2. generate: a job's fixed cost (its own Ray, model, data, evaluation, card, run)",
+                         f"{gen['fixed_s']:.0f} s", gen["fixed_s"], "<= 5 s", gen["fixed_s"] <= 5))
         if "plain_ratio" in gen:
             rows.append((f"4. generate without the verifier (generate.verifier=false) vs the bare G forward "
                          f"({gen['plain']['rows']:,} rows)", f"{gen['plain_ratio']:.2f}x", gen["plain_ratio"],
                          ">= 0.6x", gen["plain_ratio"] >= 0.6))
     s = r.get("startup")
     if s:
-        rows.append(("5. start-up: `ganpipe train` to its first iteration, Ray's share",
+        rows.append(("1. start-up: `ganpipe train` to its first iteration, Ray's share",
                      f"{s['first_s']:.1f} s, Ray {s['ray_share']:.0%} (without Ray {s['bare_first_s']:.1f} s)",
-                     s["first_s"], "reported", None))
+                     s["first_s"], "<= 10 s", s["first_s"] <= 10))
         rows.append(("5. start-up cut: ganpipe's local Ray settings vs Ray Train's defaults, to the end",
                      f"{s['ray_defaults_end_s'] / s['end_s']:.2f}x", s["ray_defaults_end_s"] / s["end_s"],
                      "reported", None))
+    f = r.get("fixed_costs")
+    if f:
+        w, c = f["warm"], f["cold"]
+        rows.append(("1. `ganpipe run` on mnist5k outside its training loop, warm home (before / evaluate / "
+                     "register / generate)", f"{w['outside_s']:.0f} s ({w['before_loop_s']:.0f} / {w['evaluate_s']:.0f} / "
+                     f"{w['register_s']:.0f} / {w['generate_s']:.0f}); fresh home {c['outside_s']:.0f} s",
+                     w["outside_s"], "<= 30 s", w["outside_s"] <= 30))
     return rows
 
 
