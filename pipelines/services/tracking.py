@@ -80,18 +80,22 @@ def client(uri: str) -> Client:
     return Client(uri)
 
 
-def has_run(uri: str, run_id: str) -> bool:
-    """Whether the tracking store at `uri` holds the run `run_id` (a checkpoint copied from another
-    store names a run this one lacks)."""
+def find_run(uri: str, run_id: str):
+    """The run `run_id` of the tracking store at `uri`, or None when the store lacks it (a checkpoint
+    copied from another store names a run this one lacks)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        client(uri).get_run(run_id)
+        return client(uri).get_run(run_id)
     except MlflowException as e:
         if e.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        return False
-    return True
+        return None
+
+
+def has_run(uri: str, run_id: str) -> bool:
+    """Whether the tracking store at `uri` holds the run `run_id`."""
+    return find_run(uri, run_id) is not None
 
 
 def experiment_id(uri: str, name: str) -> str:

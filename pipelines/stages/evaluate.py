@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gan_core.data import load_dataset
 from gan_core.metrics import METRICS, full_metrics, quality_bar, sample_generator
+from gan_core.metrics.classifier import MIN_STEPS
 from gan_core.visual import grid_by_class
 
 from ..config import Config, auto
@@ -134,16 +135,13 @@ def recorded_evaluation(gcfg: Config, data, loaded: LoadedGenerator, uri: str) -
     from mlflow.exceptions import MlflowException
 
     proto = protocol(gcfg, protocol_samples(gcfg, data))
-    if not loaded.run_id or not tracking.has_run(uri, loaded.run_id):
-        return None
-    c = tracking.client(uri)
-    run = c.get_run(loaded.run_id)
-    if run.data.tags.get(contract.EVAL_PROTOCOL) != f"{proto};iteration={loaded.iteration}":
+    run = tracking.find_run(uri, loaded.run_id) if loaded.run_id else None
+    if run is None or run.data.tags.get(contract.EVAL_PROTOCOL) != f"{proto};iteration={loaded.iteration}":
         return None
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            logged = json.loads(Path(c.download_artifacts(loaded.run_id, f"{contract.EVALUATION_DIR}/metrics.json",
-                                                          tmp)).read_text())
+            logged = json.loads(Path(tracking.client(uri).download_artifacts(
+                loaded.run_id, f"{contract.EVALUATION_DIR}/metrics.json", tmp)).read_text())
         except (MlflowException, OSError, ValueError):  # removed or unreadable: the run's scalars hold the numbers
             logged = None
     if logged and logged.get("protocol") == proto:
@@ -184,13 +182,8 @@ def evaluate(cfg: Config, model: str | None, dataset: str | None, out_dir: str |
     synth = load_dataset(f"parquet:{dataset}", data.image_shape[1], data.image_shape[0], "resize",
                          data.class_names, allow_empty_classes=True)
     fake_x, fake_y = synth.tensors()
-    rows = RowsCas()
     return measure(cfg, data, fake_x, fake_y, f"dataset {dataset}", out_dir, dataset, uri, None, 0,
-                    protocol(cfg, len(fake_x)) + rows.protocol(), rows)
-
-
-CAS_KEYS = ("cas", "cas_real", "cas_ratio", "cas_lo", "cas_hi", "cas_ratio_lo", "cas_ratio_hi", "cas_per_class",
-            "cas_real_per_class", "cas_samples", "cas_steps")
+                    protocol(cfg, len(fake_x)), RowsCas())
 
 
 @dataclass(frozen=True)
@@ -206,7 +199,8 @@ class RowsCas:
         return ";cas_from=generator" if self.given is not None else ";cas_min_steps=0"
 
     def cas(self) -> dict:
-        return {k: self.given[k] for k in CAS_KEYS if k in self.given} | {"cas_from": "generator"}
+        """The given evaluation's CAS: every key of `classification_accuracy_score`'s (all `cas*`)."""
+        return {k: v for k, v in self.given.items() if k.startswith("cas")} | {"cas_from": "generator"}
 
 
 def protocol_metrics(cfg: Config, data, fake_x, fake_y, rows: RowsCas | None = None) -> dict:
@@ -218,7 +212,7 @@ def protocol_metrics(cfg: Config, data, fake_x, fake_y, rows: RowsCas | None = N
     given = rows is not None and rows.given is not None
     m = full_metrics(net, train, holdout, fake_x, fake_y, cfg.seed, cas=cfg.eval.cas and not given,
                      cas_seeds=cfg.eval.cas_seeds, cas_epochs=cfg.eval.cas_epochs, cache_dir=cfg.eval.cache_dir,
-                     cas_max_steps=cfg.eval.cas_max_steps, **({"cas_min_steps": 0} if rows is not None else {}))
+                     cas_max_steps=cfg.eval.cas_max_steps, cas_min_steps=0 if rows is not None else MIN_STEPS)
     return {**m, **(rows.cas() if given and cfg.eval.cas else {})}
 
 
@@ -226,9 +220,10 @@ def measure(cfg: Config, data, fake_x, fake_y, subject: str, out_dir: str | Path
              run_id: str | None, step: int, proto: str, rows: RowsCas | None = None) -> EvalResult:
     """Every metric of generated (fake_x, fake_y) against `data` under the protocol `proto`; the report
     in `out_dir`, and on the MLflow run `run_id` when given. `rows`: they are a dataset's rows (see
-    `RowsCas`)."""
+    `RowsCas`; the protocol says where their CAS came from)."""
     from gan_core.visual import save_png
 
+    proto = proto + rows.protocol() if rows is not None else proto
     train = data.split(cfg.data.holdout_fraction, cfg.seed)[0]
     try:
         metrics = protocol_metrics(cfg, data, fake_x, fake_y, rows)

@@ -15,6 +15,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...config import Config
 from ...errors import UserError
@@ -23,6 +24,9 @@ from ...services.models import LoadedGenerator, resolve
 from .labels import label_counts
 from ...services.dataset_folder import DatasetFolder, DatasetRequest, Filter, file_complete, sum_path
 from .writer import ShardWriter, file_tries, rows_per_file
+
+if TYPE_CHECKING:
+    from ..evaluate import RowsCas
 
 
 @dataclass
@@ -213,7 +217,7 @@ def generate(cfg: Config, model: str, rows: int | None, out: str, labels: str = 
                       verbose, tags)
 
 
-def rows_cas(loaded: LoadedGenerator, gcfg: Config, data, uri: str, request: DatasetRequest):
+def rows_cas(loaded: LoadedGenerator, gcfg: Config, data, uri: str, request: DatasetRequest) -> RowsCas:
     """Where the dataset's CAS comes from: rows without a filter are the generator's plain samples, so
     the generator's own protocol evaluation (recorded on its run at its iteration) gives it; else (a
     filter, or a generator never evaluated under the protocol in force) it is trained on the rows."""
@@ -246,8 +250,8 @@ def _write(cfg, folder: DatasetFolder, request, overwrite, loaded, g, net, gcfg,
         written, nodes = _write_shards(cfg, missing, generator, verifier, request, folder, provenance, verbose)
         folder.pull_shards([folder.shard(s["index"], n_files).name for s in missing])
         files = _collect(folder, shards, n_files, request.verifier)
-        return _finish(cfg, folder, request, files, written, nodes, gcfg, data, uri, provenance, run_id, g, net,
-                       rows_cas(loaded, gcfg, data, uri, request))
+        return _finish(cfg, folder, request, files, written, nodes, gcfg, data, uri, provenance, run_id,
+                       rows_cas(loaded, gcfg, data, uri, request), g, net)
     except BaseException as e:
         tracking.client(uri).set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
@@ -394,8 +398,8 @@ def _collect(folder: DatasetFolder, shards: list[dict], n_files: int, verified: 
 
 
 def _finish(cfg: Config, folder: DatasetFolder, request: dict, files: list[dict], written: int, nodes: list[str],
-            gcfg: Config, data, uri: str, provenance: dict, run_id: str, generator=None,
-            verifier=None, cas=None) -> GenerateResult:
+            gcfg: Config, data, uri: str, provenance: dict, run_id: str, cas: RowsCas, generator=None,
+            verifier=None) -> GenerateResult:
     import numpy as np
 
     from .card import evaluate_dataset, evaluate_filter, write_card
@@ -407,9 +411,7 @@ def _finish(cfg: Config, folder: DatasetFolder, request: dict, files: list[dict]
         counts[: len(f["label_counts"])] += f["label_counts"]
     if request.counts is not None and counts.tolist() != request.counts:
         raise UserError(f"{out}: class counts {counts.tolist()} differ from the request {request.counts}")
-    from ..evaluate import RowsCas
-
-    metrics = evaluate_dataset(cfg, gcfg, data, out, cas or RowsCas())
+    metrics = evaluate_dataset(cfg, gcfg, data, out, cas)
     tried, agree = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
     for f in files:
         for into, part in ((tried, f.pop("tries")), (agree, f.pop("agree") or [])):

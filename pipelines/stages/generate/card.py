@@ -15,7 +15,7 @@ from gan_core.metrics import METRICS
 from ...config import Config
 from ...services import contract
 from ...services.dataset_folder import SHARD_GLOB, DatasetFolder, DatasetRequest
-from ..evaluate import RowsCas
+from ..evaluate import RowsCas, measure, protocol
 
 
 def read_rows(out: Path, n: int, image_shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,12 +47,10 @@ def read_rows(out: Path, n: int, image_shape: tuple) -> tuple[torch.Tensor, torc
 def evaluate_dataset(cfg: Config, gcfg: Config, data, out: Path, rows: RowsCas) -> dict:
     """The dataset's evaluation (`ganpipe evaluate --dataset` on a sample of it) in DIR/evaluation/;
     its CAS as `rows` says (the generator's own, or trained on the rows)."""
-    from ..evaluate import measure, protocol
-
     x, y = read_rows(out, cfg.generate.eval_samples, data.image_shape)
     gcfg = gcfg.model_copy(update={"eval": cfg.eval})
     res = measure(gcfg, data, x, y, f"dataset {out}", DatasetFolder(out).evaluation, str(out), "",
-                  None, 0, protocol(gcfg, len(x)) + rows.protocol(), rows)
+                  None, 0, protocol(gcfg, len(x)), rows)
     return res.metrics
 
 
@@ -89,8 +87,6 @@ def evaluate_filter(cfg: Config, gcfg: Config, data, out: Path, request: Dataset
     in DIR/evaluation/filter_comparison.json."""
     from gan_core.metrics import compare_in_parts
 
-    from ..evaluate import measure, protocol
-
     n = min(max(cfg.generate.eval_samples, cfg.generate.compare_samples), request.rows)
     x_plain, y_plain = _unfiltered_rows(request, n, generator, verifier)
     gcfg = gcfg.model_copy(update={"eval": cfg.eval})
@@ -98,7 +94,7 @@ def evaluate_filter(cfg: Config, gcfg: Config, data, out: Path, request: Dataset
     step = max(1, len(x_plain) // k)
     plain = measure(gcfg, data, x_plain[::step][:k], y_plain[::step][:k], f"dataset {out} without its filter",
                     DatasetFolder(out).evaluation / "without_filter", str(out), "", None, 0,
-                    protocol(gcfg, k) + RowsCas().protocol(), RowsCas()).metrics
+                    protocol(gcfg, k), RowsCas()).metrics
     _, holdout = data.split(gcfg.data.holdout_fraction, gcfg.seed)
     x_kept, y_kept = read_rows(out, n, data.image_shape)
     try:
