@@ -20,7 +20,7 @@ On other data, the default alone (what `auto` derives, its budget replaced by --
 metric at the checkpoints nearest the given wall times, and where each bar would be met:
 
     python benchmarks/time_to_target.py --source idx:/usr/share/datasets/fashion-mnist --budget 2700 \
-        --at 300,600,900,1800,2700
+        --at 300,600,900,1800,2700 [--set train.r1=0.1 ...]
 """
 from __future__ import annotations
 
@@ -103,11 +103,13 @@ def judge_at(run: dict, seconds: list[float], base_overrides: list[str]) -> list
     return judged
 
 
-def curve_table(judged: list[dict], source: str) -> str:
+def curve_table(judged: list[dict], source: str, settings: list[str] = ()) -> str:
     """Each bar metric against wall time (rows: metrics; columns: the judged checkpoints)."""
     names = list(judged[0]["bar"]) if judged else []
     head = "| metric (bar) | " + " | ".join(f"{j['seconds'] / 60:.0f} min ({j['iteration']:,} it)" for j in judged) + " |"
-    lines = [f"`{source}`, the default with `auto`, one run; each checkpoint under the evaluation protocol:", "",
+    with_ = "".join(f" `{s}`" for s in settings)
+    lines = [f"`{source}`, the default with `auto`{' and' + with_ if with_ else ''}, one run; each checkpoint under "
+             "the evaluation protocol:", "",
              head, "|---" * (len(judged) + 1) + "|"]
     for k in names:
         bound = judged[-1]["bar"][k][1]
@@ -158,16 +160,18 @@ def main() -> None:
                     help="seconds of training for the shipped default, without patience or epoch cap")
     ap.add_argument("--source", help="data.source: the default alone on this data (with --budget and --at)")
     ap.add_argument("--at", help="comma-separated wall times in seconds: judge the checkpoint nearest each")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --source: a setting on top of the default (repeatable), to compare against it")
     args = ap.parse_args()
     if args.source:
         if not (args.budget and args.at):
             ap.error("--source needs --budget and --at")
-        source = [f"data.source={args.source}"]
+        source = [f"data.source={args.source}", *args.set]
         run = one([*source, f"train.time_budget_s={args.budget}", "train.patience=null", "train.epochs=100000"],
                   Path(tempfile.mkdtemp()) / "default")
         print(f"default: {run['iterations']} iterations in {run['end']:.0f} s", flush=True)
         judged = judge_at(run, [float(x) for x in args.at.split(",")], source)
-        table = curve_table(judged, args.source)
+        table = curve_table(judged, args.source, args.set)
         print(table)
         if args.json:
             Path(args.json).write_text(json.dumps({"judged": judged, "end": run["end"],

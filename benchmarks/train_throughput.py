@@ -42,9 +42,15 @@ from pipelines.stages.train.layout import steady_rate  # noqa: E402
 
 
 def bare_game(cfg, rank: int = 0, world: int = 1):
-    """gan_core's Game for `cfg` and this rank's BatchStream, as a worker builds them, outside Ray."""
+    """gan_core's Game for `cfg` (with what `auto` derives for `world` workers, as the run's driver does)
+    and this rank's BatchStream, as a worker builds them, outside Ray."""
+    from pipelines.config import auto
+
     torch.manual_seed(cfg.seed)
-    train, _ = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
+    cfg, _ = auto.sized(cfg)
+    data = load_data(cfg)
+    cfg, _ = auto.derive(cfg, data, auto.Device.of(cfg), world)
+    train, _ = data.split(cfg.data.holdout_fraction, cfg.seed)
     x, y = train.tensors()
     game, _ = build_game(cfg, train)
     return game, BatchStream(x, y, cfg.train.batch_size, world, rank, seed=cfg.seed)

@@ -33,9 +33,14 @@ PATIENCE = 10
 # EMA of G's weights with a half-life of this many generated images (0.995 at a global batch of 128).
 EMA_HALF_LIFE_IMAGES = 17_700
 WIDTH_CPU, WIDTH_GPU = 32, 64
+# R1's gamma: R1_GAMMA for a split of up to BUDGET_IMAGES images, in proportion to 1/size above it (one
+# significant digit): R1 keeps D flat where it would otherwise fit the training images, and a larger split
+# leaves less of that; at gamma 1 on 54,000 Fashion-MNIST images D's outputs sink to 0.5 on real and
+# generated alike and the samples lose variety after about 15 minutes (docs/configuration.md).
+R1_GAMMA = 1.0
 
 AUTO_KEYS = ("data.image_size", "model.g_width", "model.d_width", "train.time_budget_s", "train.patience",
-             "train.ema_beta")
+             "train.ema_beta", "train.r1")
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,13 @@ def budget(n_train: int, channels: int = 1) -> tuple[float, str]:
                                          f"above {BUDGET_IMAGES:,}, at most {most:g} s")
 
 
+def r1_gamma(n_train: int) -> tuple[float, str]:
+    if n_train <= BUDGET_IMAGES:
+        return R1_GAMMA, f"{n_train:,} training images (up to {BUDGET_IMAGES:,}: {R1_GAMMA:g})"
+    value = float(f"{R1_GAMMA * BUDGET_IMAGES / n_train:.1g}")
+    return value, f"{n_train:,} training images: {R1_GAMMA:g} x {BUDGET_IMAGES:,} / {n_train:,}, to one digit"
+
+
 def derive(cfg: Config, data, device: Device, workers: int) -> tuple[Config, list[Choice]]:
     """The config with every open AUTO_KEY (but data.image_size: `sized`) derived from `data` (an
     ImageDataset at the training size), `device` and the per-CPU layout's `workers`."""
@@ -153,6 +165,8 @@ def derive(cfg: Config, data, device: Device, workers: int) -> tuple[Config, lis
         choices.append(Choice("train.patience", PATIENCE if small else None,
                               f"{n_train:,} training images " + (f"(up to {BUDGET_IMAGES:,})" if small else
                                                                  f"(above {BUDGET_IMAGES:,}: the budget ends the run)")))
+    if "train.r1" in open_keys:
+        choices.append(Choice("train.r1", *r1_gamma(n_train)))
     if "train.ema_beta" in open_keys:
         batch = cfg.train.batch_size * workers
         beta = round(0.5 ** (batch / EMA_HALF_LIFE_IMAGES), 4)
