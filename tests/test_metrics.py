@@ -267,3 +267,21 @@ def test_the_feature_network_trains_at_most_max_steps_and_at_least_min_steps(mon
     x, y = torch.zeros(6400, 1, 8, 8), torch.arange(6400) % 2  # 100 batches of 64: 4 epochs are 400 steps
     classifier.fit_classifier(x, y, 2, epochs=4, max_steps=max_steps)
     assert len(calls) == steps
+
+
+def test_a_classifier_trained_channels_last_is_the_same_classifier_in_the_usual_layout(digits_net):
+    """`fit_classifier` trains in NHWC by default (faster on oneDNN for these small convs): the same
+    arithmetic up to float rounding, so the two layouts agree on the holdout and reach the same accuracy,
+    and the model comes back in the usual contiguous layout (the cache and every caller see no change)."""
+    from gan_core.metrics.classifier import accuracy, fit_classifier
+
+    train, holdout, _, _, _ = digits_net
+    xt, yt = train.tensors()
+    xh, yh = holdout.tensors()
+    nhwc, nchw = (fit_classifier(xt[:1000], yt[:1000], 10, epochs=1, seed=2, min_steps=60, channels_last=cl)
+                  for cl in (True, False))
+    assert all(p.is_contiguous() for p in nhwc.parameters())
+    assert abs(accuracy(nhwc, xh, yh) - accuracy(nchw, xh, yh)) < 0.03 and accuracy(nhwc, xh, yh) > 0.7
+    with torch.no_grad():
+        agree = (nhwc(xh).argmax(1) == nchw(xh).argmax(1)).float().mean()
+    assert agree > 0.9, agree

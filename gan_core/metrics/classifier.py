@@ -70,12 +70,15 @@ def classifier_steps(n: int, epochs: int, min_steps: int = MIN_STEPS, max_steps:
 
 def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int = 4, seed: int = 0,
                    batch: int = 64, lr: float = 3e-3, min_steps: int = MIN_STEPS,
-                   max_steps: int | None = None) -> SmallCNN:
+                   max_steps: int | None = None, channels_last: bool = True) -> SmallCNN:
     """Train a SmallCNN from scratch, for `epochs` but at least `min_steps` steps and at most
-    `max_steps` (when given); deterministic for a seed."""
+    `max_steps` (when given); deterministic for a seed. `channels_last`: the weights and batches in
+    NHWC while it trains (oneDNN's convolutions of these small layers run faster so; the same
+    arithmetic up to float rounding), the returned model in the usual layout."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = SmallCNN(x.shape[1], num_classes)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = SmallCNN(x.shape[1], num_classes).to(memory_format=layout)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = classifier_steps(len(x), epochs, min_steps, max_steps, batch)
     batch = min(batch, len(x))
@@ -86,7 +89,7 @@ def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: i
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x) - batch + 1, batch):
             idx = order[i:i + batch]
-            loss = F.cross_entropy(model(x[idx].float()), y[idx])
+            loss = F.cross_entropy(model(x[idx].float().contiguous(memory_format=layout)), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -94,7 +97,7 @@ def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: i
             done += 1
             if done == steps:
                 break
-    return model.eval()
+    return model.to(memory_format=torch.contiguous_format).eval()
 
 
 @torch.no_grad()
