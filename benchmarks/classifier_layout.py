@@ -33,20 +33,22 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from gan_core.metrics.cas import real_subset
     from gan_core.metrics.classifier import accuracy, classifier_steps, fit_classifier
     from pipelines.config import load_config
     from pipelines.config.auto import sized
     from pipelines.config.build import load_data
+    from pipelines.stages.evaluate import protocol_samples
 
     numbers = {}
     for source in args.source or ["mnist5k"]:
         cfg, _ = sized(load_config(None, [f"data.source={source}"]))
-        train, holdout = load_data(cfg).split(cfg.data.holdout_fraction, cfg.seed)
+        data = load_data(cfg)
+        train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
         xt, yt = train.tensors()
         xh, yh = holdout.tensors()
-        n = min(len(xt), cfg.eval.cas_max_samples)
-        picks = [(s, torch.randperm(len(xt), generator=torch.Generator().manual_seed(s))[:n])
-                 for s in range(cfg.seed, cfg.seed + cfg.eval.cas_seeds)]
+        n = min(len(xt), protocol_samples(cfg, data))  # as classification_accuracy_score sizes both sides
+        picks = [(s, real_subset(len(xt), n, s)) for s in range(cfg.seed, cfg.seed + cfg.eval.cas_seeds)]
         steps = classifier_steps(n, cfg.eval.cas_epochs, max_steps=cfg.eval.cas_max_steps)
         seconds: dict[str, list[float]] = {"NCHW": [], "NHWC": []}
         acc = {}

@@ -43,7 +43,7 @@ def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, 
     n = min(len(synth_x), len(real_x))
     synth, real = [], []
     for s in range(int(seed), int(seed) + seeds):
-        pick = torch.randperm(len(real_x), generator=torch.Generator().manual_seed(s))[:n]
+        pick = real_subset(len(real_x), n, s)
         synth.append(hits(fit_classifier(synth_x[:n], synth_y[:n], num_classes, epochs, s, min_steps=min_steps,
                                          max_steps=max_steps), holdout_x, holdout_y))
         real.append(reference_hits(real_x[pick], real_y[pick], holdout_x, holdout_y, num_classes, epochs, s,
@@ -58,6 +58,11 @@ def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, 
             "cas_lo": lo, "cas_hi": hi, "cas_ratio_lo": rlo, "cas_ratio_hi": rhi,
             "cas_per_class": per_class[0], "cas_real_per_class": per_class[1], "cas_samples": int(n),
             "cas_steps": classifier_steps(n, epochs, min_steps, max_steps)}
+
+
+def real_subset(n_real: int, n: int, seed: int) -> torch.Tensor:
+    """The `n` real training images (indices of `n_real`) CAS's real side trains on for a seed."""
+    return torch.randperm(n_real, generator=torch.Generator().manual_seed(seed))[:n]
 
 
 def reference_hits(real_x: torch.Tensor, real_y: torch.Tensor, holdout_x: torch.Tensor, holdout_y: torch.Tensor,
