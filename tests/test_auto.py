@@ -31,7 +31,8 @@ def test_on_mnist5k_and_two_cpus_auto_derives_what_the_preset_fixed_before():
     assert cfg.auto
     cfg, values = derived(cfg, load_data(cfg))
     assert values == {"data.image_size": 28, "model.g_width": 32, "model.d_width": 32, "train.time_budget_s": 420.0,
-                      "train.patience": 10, "train.ema_beta": 0.995, "train.r1": 1.0}
+                      "train.patience": 10, "train.ema_beta": 0.995, "train.r1": 1.0, "train.lr_g": 3e-4,
+                      "train.lr_d": 3e-4}
     assert (cfg.train.time_budget_s, cfg.train.patience, cfg.train.ema_beta) == (420.0, 10, 0.995)
     # derived keys stay open: a second pass (a resumed run) derives them again, to the same values
     assert auto.derive(cfg, fake(5000), TWO_CPUS, 2)[0] == cfg
@@ -48,6 +49,8 @@ def test_the_rule_follows_the_data_size_the_device_and_the_global_batch():
     assert values["train.ema_beta"] == round(0.5 ** (256 / 17700), 4) == 0.99
     assert values["data.image_size"] == 28  # digits are 8x8: the next side the geometry has
     assert values["train.r1"] == 0.09  # R1's gamma 1 x 5,000 / 54,000, to one digit
+    assert values["train.lr_g"] == values["train.lr_d"] == auto.LR_LARGE == 6e-4  # above 5,000 training images
+    assert derived(cfg, fake(5555))[1]["train.lr_g"] == auto.LR  # 5,000 training images: the small data's rate
     _, values = derived(cfg, fake(500_000))
     assert values["train.time_budget_s"] == auto.BUDGET_MAX_S[1] == 720
     # colour images cost the step twice a grey one's time: twice the seconds per 1,000, a larger cap
@@ -59,9 +62,10 @@ def test_the_rule_follows_the_data_size_the_device_and_the_global_batch():
 
 def test_what_a_config_or_set_gives_is_never_derived(tmp_path):
     cfg = load_config(None, ["train.time_budget_s=100", "data.image_size=32", "train.patience=null",
-                             "model.g_width=48", "train.r1=0.5"])
+                             "model.g_width=48", "train.r1=0.5", "train.lr_d=1e-4"])
     cfg, values = derived(cfg, fake(60000))
     assert "train.r1" not in values and cfg.train.r1 == 0.5
+    assert "train.lr_d" not in values and cfg.train.lr_d == 1e-4 and cfg.train.lr_g == values["train.lr_g"] == 6e-4
     assert "train.time_budget_s" not in values and cfg.train.time_budget_s == 100
     assert "data.image_size" not in values and cfg.data.image_size == 32
     assert "train.patience" not in values and cfg.train.patience is None
@@ -100,6 +104,7 @@ def test_ganpipe_config_shows_each_derived_value_with_its_reason():
     assert "# auto: 1,618 training images (up to 5,000: 420 s)" in rows["train.time_budget_s"]
     assert "# auto: the data's side 8, up to the next size" in rows["data.image_size"]
     assert "# auto: 1,618 training images (up to 5,000: 1)" in rows["train.r1"]
+    assert "# auto: 1,618 training images (up to 5,000: 0.0003)" in rows["train.lr_g"]
     assert "auto:" not in rows["train.patience"] and " 3 " in rows["train.patience"]
     assert "reading digits" in out.stderr
 

@@ -406,8 +406,9 @@ class MLflowConfig(Section):
 class Config(Section):
     seed: int = Field(0, description="seeds rank r with seed + r, the split, the probes and the evaluation")
     auto: bool = Field(False, description="derive the keys this config leaves unset among the image size, the "
-                                          "widths, the time budget, the patience and the EMA from the data and "
-                                          "the device (docs/configuration.md); false: the schema's defaults")
+                                          "widths, the time budget, the patience, the EMA, R1's gamma and the "
+                                          "learning rates from the data and the device (docs/configuration.md); "
+                                          "false: the schema's defaults")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
