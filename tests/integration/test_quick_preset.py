@@ -39,7 +39,8 @@ def test_ganpipe_run_on_the_quick_preset_trains_to_its_budget_registers_the_best
     # The preset's auto derives on mnist5k and 2 CPUs what the preset fixed before; the budget given
     # with --set is not derived.
     derived = lines.pop(0)
-    assert derived.startswith("train: auto: image_size 28, g_width 32, d_width 32, patience 10, r1 1, ema_beta 0.995 "
+    assert derived.startswith("train: auto: image_size 28, g_width 32, d_width 32, patience 10, r1 1, lr_g 0.0003, "
+                              "lr_d 0.0003, ema_beta 0.995 "
                               "for 5,000 28x28 grey images in 10 classes on 2 CPUs"), derived
     assert "time_budget_s" not in derived
     # Both splits of the global batch of 2 x 64 were timed; the run trains with the faster one.
