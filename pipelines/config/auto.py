@@ -2,9 +2,9 @@
 
 A config file, a preset or `--set` that gives a key fixes it; every key in AUTO_KEYS that none of them
 gives is derived here, once, on the driver, before the run starts: the image size from the source's
-own side, the budget and the stopping rule from the training split's size, the widths from the
-device, the EMA from the global batch, R1's gamma and the learning rates from the split's size. The rule and the measurements behind each row:
-docs/configuration.md ("Derived defaults").
+own side, the budget, the stopping rule, R1's gamma and the learning rates from the training split's
+size, the widths from the device, the EMA from the global batch. The rule and the measurements behind
+each row: docs/configuration.md ("Derived defaults").
 """
 from __future__ import annotations
 
