@@ -156,7 +156,7 @@ def r1_gamma(n_train: int) -> tuple[float, str]:
 def rates(n_train: int) -> tuple[float, str]:
     if n_train <= BUDGET_IMAGES:
         return LR, f"{n_train:,} training images (up to {BUDGET_IMAGES:,}: {LR:g})"
-    return LR_LARGE, f"{n_train:,} training images (above {BUDGET_IMAGES:,}: {LR_LARGE:g}, a few passes in the budget)"
+    return LR_LARGE, f"{n_train:,} training images (above {BUDGET_IMAGES:,}: {LR_LARGE:g})"
 
 
 def derive(cfg: Config, data, device: Device, workers: int) -> tuple[Config, list[Choice]]:
