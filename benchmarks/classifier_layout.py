@@ -23,6 +23,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import add_outputs, cpu_model, record  # noqa: E402
 
 
+def protocol_sides(source: str):
+    """The protocol's CAS classifiers of `source`: (cfg, train split, its tensors, the holdout's tensors,
+    the images each classifier trains on, (seed, real subset) per classifier of one side, batches each)."""
+    from gan_core.metrics.cas import real_subset
+    from gan_core.metrics.classifier import classifier_steps
+    from pipelines.config import load_config
+    from pipelines.config.auto import sized
+    from pipelines.config.build import load_data
+    from pipelines.stages.evaluate import protocol_samples
+
+    cfg, _ = sized(load_config(None, [f"data.source={source}"]))
+    data = load_data(cfg)
+    train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
+    xt, yt = train.tensors()
+    n = min(len(xt), protocol_samples(cfg, data))  # as classification_accuracy_score sizes both sides
+    picks = [(s, real_subset(len(xt), n, s)) for s in range(cfg.seed, cfg.seed + cfg.eval.cas_seeds)]
+    steps = classifier_steps(n, cfg.eval.cas_epochs, max_steps=cfg.eval.cas_max_steps)
+    return cfg, train, (xt, yt), holdout.tensors(), n, picks, steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", action="append", default=None, help="data.source (repeatable; default mnist5k)")
@@ -33,23 +53,11 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from gan_core.metrics.cas import real_subset
-    from gan_core.metrics.classifier import accuracy, classifier_steps, fit_classifier
-    from pipelines.config import load_config
-    from pipelines.config.auto import sized
-    from pipelines.config.build import load_data
-    from pipelines.stages.evaluate import protocol_samples
+    from gan_core.metrics.classifier import accuracy, fit_classifier
 
     numbers = {}
     for source in args.source or ["mnist5k"]:
-        cfg, _ = sized(load_config(None, [f"data.source={source}"]))
-        data = load_data(cfg)
-        train, holdout = data.split(cfg.data.holdout_fraction, cfg.seed)
-        xt, yt = train.tensors()
-        xh, yh = holdout.tensors()
-        n = min(len(xt), protocol_samples(cfg, data))  # as classification_accuracy_score sizes both sides
-        picks = [(s, real_subset(len(xt), n, s)) for s in range(cfg.seed, cfg.seed + cfg.eval.cas_seeds)]
-        steps = classifier_steps(n, cfg.eval.cas_epochs, max_steps=cfg.eval.cas_max_steps)
+        cfg, train, (xt, yt), (xh, yh), n, picks, steps = protocol_sides(source)
         seconds: dict[str, list[float]] = {"NCHW": [], "NHWC": []}
         acc = {}
         for _ in range(args.rounds):

@@ -2,7 +2,7 @@
 `pipelines.stages.evaluate.protocol_metrics` calls it: every metric, CAS with `eval.cas_seeds`
 classifier pairs of `eval.cas_epochs` epochs) with CAS's real side
 trained in the call, as every evaluation did before it was cached, against the same call reading it
-from `eval.cache_dir` (`gan_core.metrics.cas.reference_hits`). The rounds alternate so that the
+from `eval.cache_dir` (`gan_core.metrics.cas.reference_path`). The rounds alternate so that the
 machine's drift falls on both sides alike; both sides must give the same numbers.
 
 The generated set is what the quick preset's G, freshly initialized with the run's seed, makes: the

@@ -122,8 +122,8 @@ def test_the_real_side_of_cas_is_trained_once_per_data_and_size_and_then_read_ba
     xt, yt = train.tensors()
     xh, yh = holdout.tensors()
     fits = []
-    real_fit = cas.fit_classifier
-    monkeypatch.setattr(cas, "fit_classifier", lambda x, *a, **k: fits.append(len(x)) or real_fit(x, *a, **k))
+    real_fits = cas.fit_classifiers
+    monkeypatch.setattr(cas, "fit_classifiers", lambda f: fits.extend(len(one.x) for one in f) or real_fits(f))
     kw = dict(epochs=1, min_steps=40, cache_dir=tmp_path)
     first = classification_accuracy_score(xt[:300].flip(-1), yt[:300], xt, yt, xh, yh, 10, **kw)
     assert fits == [300, 300] and len(list((tmp_path / "cas_reference").glob("*.npy"))) == 1
@@ -247,10 +247,8 @@ def test_cas_classifiers_train_at_most_max_steps_on_both_sides_and_say_how_long(
     xt, yt = train.tensors()
     xh, yh = holdout.tensors()
     steps = []
-    real = classifier.fit_classifier
-    monkeypatch.setattr(cas, "fit_classifier", lambda x, *a, max_steps=None, min_steps=300, **k: steps.append(
-        classifier.classifier_steps(len(x), a[1], min_steps, max_steps)) or real(x, *a, max_steps=max_steps,
-                                                                                min_steps=min_steps, **k))
+    real = classifier.fit_classifiers
+    monkeypatch.setattr(cas, "fit_classifiers", lambda f: steps.extend(one.steps() for one in f) or real(f))
     out = classification_accuracy_score(xt[:640], yt[:640], xt, yt, xh, yh, 10, epochs=8, min_steps=20, max_steps=30)
     assert steps == [30, 30] and out["cas_steps"] == 30
     assert classifier.classifier_steps(640, 8, 20) == 80  # uncapped: 8 epochs of 10 batches
@@ -286,3 +284,27 @@ def test_a_classifier_trained_channels_last_is_the_same_classifier_in_the_usual_
     with torch.no_grad():
         agree = (nhwc(xh).argmax(1) == nchw(xh).argmax(1)).float().mean()
     assert agree > 0.9, agree
+
+
+def test_classifiers_trained_side_by_side_are_each_the_lone_one_thread_training_of_their_seed(digits_net):
+    """`fit_classifiers` trains several classifiers at once, each on one intra-op thread: every model
+    is bit for bit the one `fit_classifier` trains from its seed on one thread alone (so CAS's numbers
+    do not depend on what trains beside a classifier, nor on the machine's cores), and the process's
+    thread count is back after."""
+    from gan_core.metrics.classifier import SIDE_BY_SIDE_THREADS, Fit, fit_classifier, fit_classifiers
+
+    train, _, _, _, _ = digits_net
+    xt, yt = train.tensors()
+    fits = [Fit(xt[i * 300:(i + 1) * 300], yt[i * 300:(i + 1) * 300], 10, 1, seed, min_steps=30)
+            for i, seed in enumerate((3, 4, 5))]
+    threads = torch.get_num_threads()
+    together = fit_classifiers(fits)
+    assert torch.get_num_threads() == threads
+    torch.set_num_threads(SIDE_BY_SIDE_THREADS)
+    try:
+        alone = fit_classifier(fits[1].x, fits[1].y, 10, 1, 4, min_steps=30)
+    finally:
+        torch.set_num_threads(threads)
+    weights = together[1].state_dict()
+    assert all(torch.equal(v, weights[k]) for k, v in alone.state_dict().items())
+    assert not torch.equal(together[0].state_dict()["head.weight"], weights["head.weight"])

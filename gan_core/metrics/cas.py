@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .bootstrap import ratio_interval, share_interval
-from .classifier import MIN_STEPS, classifier_steps, fit_classifier, hits
+from .classifier import MIN_STEPS, SIDE_BY_SIDE_THREADS, Fit, classifier_steps, fit_classifiers, hits
 
 # Epochs of each CAS classifier's training: at 4 the one trained on real digits is still learning
 # (holdout accuracy 0.933 at 4, 0.951 at 8, 0.950 at 16 on the default's split), at 8 it is done.
@@ -36,18 +36,29 @@ def classification_accuracy_score(synth_x: torch.Tensor, synth_y: torch.Tensor, 
     standard deviation over seeds on the default's generator), as much as the holdout's sampling.
 
     The real side does not depend on the samples: with `cache_dir`, its holdout hits are kept there
-    under a digest of everything they depend on (`reference_hits`), and every later evaluation of the
+    under a digest of everything they depend on (`reference_path`), and every later evaluation of the
     same data at the same size reuses them."""
     if seeds < 1:
         raise ValueError(f"seeds={seeds}: at least one classifier per side")
     n = min(len(synth_x), len(real_x))
-    synth, real = [], []
-    for s in range(int(seed), int(seed) + seeds):
+    seed_list = range(int(seed), int(seed) + seeds)
+    fits = [Fit(synth_x[:n], synth_y[:n], num_classes, epochs, s, min_steps, max_steps) for s in seed_list]
+    real: list[np.ndarray | None] = []
+    paths = []
+    for s in seed_list:
         pick = real_subset(len(real_x), n, s)
-        synth.append(hits(fit_classifier(synth_x[:n], synth_y[:n], num_classes, epochs, s, min_steps=min_steps,
-                                         max_steps=max_steps), holdout_x, holdout_y))
-        real.append(reference_hits(real_x[pick], real_y[pick], holdout_x, holdout_y, num_classes, epochs, s,
-                                   min_steps, cache_dir, max_steps))
+        fit = Fit(real_x[pick], real_y[pick], num_classes, epochs, s, min_steps, max_steps)
+        paths.append(reference_path(fit, holdout_x, holdout_y, cache_dir))
+        real.append(np.load(paths[-1]) if paths[-1] is not None and paths[-1].is_file() else None)
+        if real[-1] is None:
+            fits.append(fit)
+    models = iter(fit_classifiers(fits))  # every classifier still to train, side by side
+    synth = [hits(next(models), holdout_x, holdout_y) for _ in seed_list]
+    for i, path in enumerate(paths):
+        if real[i] is None:
+            real[i] = hits(next(models), holdout_x, holdout_y)
+            if path is not None:
+                keep(path, real[i])
     synth_hits, real_hits = np.mean(synth, 0), np.mean(real, 0)
     cas, ref = float(synth_hits.mean()), float(real_hits.mean())
     (lo, hi), (rlo, rhi) = share_interval(synth_hits, seed=seed), ratio_interval(synth_hits, real_hits, seed=seed)
@@ -65,27 +76,25 @@ def real_subset(n_real: int, n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n_real, generator=torch.Generator().manual_seed(seed))[:n]
 
 
-def reference_hits(real_x: torch.Tensor, real_y: torch.Tensor, holdout_x: torch.Tensor, holdout_y: torch.Tensor,
-                   num_classes: int, epochs: int, seed: int, min_steps: int = MIN_STEPS,
-                   cache_dir: str | Path | None = None, max_steps: int | None = None) -> np.ndarray:
-    """Per holdout row, whether a classifier trained on (`real_x`, `real_y`) gets it right; read from
-    `cache_dir` when a digest of the images, labels, training settings, torch version and thread count
-    is there, else computed and written there (whole, or not at all)."""
-    path = None
-    if cache_dir is not None:
-        digest = hashlib.sha256()
-        for t in (real_x, real_y, holdout_x, holdout_y):
-            digest.update(np.ascontiguousarray(t.detach().cpu().numpy()).tobytes())
-        digest.update(f"{num_classes};{epochs};{seed};{classifier_steps(len(real_x), epochs, min_steps, max_steps)};"
-                      f"{torch.__version__};{torch.get_num_threads()}".encode())
-        path = Path(cache_dir).expanduser() / "cas_reference" / f"{digest.hexdigest()[:32]}.npy"
-        if path.is_file():
-            return np.load(path)
-    out = hits(fit_classifier(real_x, real_y, num_classes, epochs, seed, min_steps=min_steps, max_steps=max_steps),
-               holdout_x, holdout_y)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # writers of the same digest do not mix
-        np.save(tmp, out)
-        tmp.replace(path)
-    return out
+def reference_path(fit: Fit, holdout_x: torch.Tensor, holdout_y: torch.Tensor,
+                   cache_dir: str | Path | None) -> Path | None:
+    """Where the holdout hits of the real side's classifier `fit` are kept in `cache_dir` (None without
+    one): under a digest of its images, labels, training settings, the holdout, torch's version and
+    the intra-op threads it trains on (`SIDE_BY_SIDE_THREADS`: it always trains beside the synthetic
+    side's)."""
+    if cache_dir is None:
+        return None
+    digest = hashlib.sha256()
+    for t in (fit.x, fit.y, holdout_x, holdout_y):
+        digest.update(np.ascontiguousarray(t.detach().cpu().numpy()).tobytes())
+    digest.update(f"{fit.num_classes};{fit.epochs};{fit.seed};{fit.steps()};{torch.__version__};"
+                  f"{SIDE_BY_SIDE_THREADS}".encode())
+    return Path(cache_dir).expanduser() / "cas_reference" / f"{digest.hexdigest()[:32]}.npy"
+
+
+def keep(path: Path, hits_: np.ndarray) -> None:
+    """Write a real side's hits whole, or not at all (writers of the same digest do not mix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, hits_)
+    tmp.replace(path)

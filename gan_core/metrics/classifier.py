@@ -75,14 +75,65 @@ def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: i
     `max_steps` (when given); deterministic for a seed. `channels_last`: the weights and batches in
     NHWC while it trains (oneDNN's convolutions of these small layers run faster so; the same
     arithmetic up to float rounding), the returned model in the usual layout."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    fit = Fit(x, y, num_classes, epochs, seed, min_steps, max_steps, batch, lr)
+    return _train(fit, fit.start(), channels_last)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One classifier training of `fit_classifier`: its images, labels and settings."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    epochs: int = 4
+    seed: int = 0
+    min_steps: int = MIN_STEPS
+    max_steps: int | None = None
+    batch: int = 64
+    lr: float = 3e-3
+
+    def steps(self) -> int:
+        return classifier_steps(len(self.x), self.epochs, self.min_steps, self.max_steps, self.batch)
+
+    def start(self) -> SmallCNN:
+        """The untrained model, initialized from the seed (the global RNG: call it from one thread)."""
+        torch.manual_seed(self.seed)
+        return SmallCNN(self.x.shape[1], self.num_classes)
+
+
+# Several classifiers train side by side, each on one intra-op thread: one training of these small
+# convolutions gains little from a second thread, so trainings side by side finish sooner than one
+# after the other on all threads (BENCHMARKS.md, "The evaluation's classifiers side by side").
+SIDE_BY_SIDE_THREADS = 1
+
+
+def fit_classifiers(fits: list[Fit], channels_last: bool = True) -> list[SmallCNN]:
+    """Every training of `fits`, each the model `fit_classifier` would train from its seed, side by
+    side in threads of `SIDE_BY_SIDE_THREADS` intra-op thread each (the process's count restored
+    after): each one's arithmetic is the same whatever trains beside it, and whatever the machine's
+    core count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    models = [f.start() for f in fits]  # in order, on this thread: each seed's initialization
+    threads = torch.get_num_threads()
+    torch.set_num_threads(SIDE_BY_SIDE_THREADS)
+    try:
+        with ThreadPoolExecutor(max(1, len(fits)), thread_name_prefix="classifier") as pool:
+            return list(pool.map(lambda fm: _train(*fm, channels_last), zip(fits, models)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(fit: Fit, model: SmallCNN, channels_last: bool) -> SmallCNN:
+    gen = torch.Generator().manual_seed(fit.seed)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = SmallCNN(x.shape[1], num_classes).to(memory_format=layout)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = classifier_steps(len(x), epochs, min_steps, max_steps, batch)
-    batch = min(batch, len(x))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    model = model.to(memory_format=layout)
+    opt = torch.optim.Adam(model.parameters(), lr=fit.lr, fused=True)
+    steps = fit.steps()
+    x, y = fit.x, fit.y
+    batch = min(fit.batch, len(x))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, fit.lr, total_steps=steps)
     model.train()
     done = 0
     while done < steps:
