@@ -9,7 +9,12 @@ fresh store, loads the data, builds the game and runs its first iteration) is ti
 run; the rest of `ganpipe train`'s time to its first iteration is Ray's (its node, Train's
 controller, the worker processes).
 
+With `--one-worker`: a one-worker run (two threads) as `ray.layout: auto` lays it out, trained as
+one Ray task (`pipelines.stages.train.driver.in_one_task`), against the same worker set in the config
+(`ray.num_workers=1`), which trains under Ray Train's TorchTrainer; both with ganpipe's settings.
+
     python benchmarks/startup.py --rounds 3
+    python benchmarks/startup.py --rounds 3 --one-worker
 """
 from __future__ import annotations
 
@@ -26,23 +31,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import add_outputs, record  # noqa: E402
+from record import add_outputs, cpu_model, record  # noqa: E402
 
 from pipelines.services.runtime import LOCAL_TRAIN_ENV  # noqa: E402
 
 RAY_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1"}
 ARGS = ["model.g_width=8", "model.d_width=8", "train.iterations=6", "train.log_every=3", "train.checkpoint_every=6",
         "train.batch_size=16", "ray.num_workers=2"]
+ONE_WORKER = {"task": [*ARGS[:-1], "ray.cpus_per_worker=2"],  # auto: 2 CPUs hold one worker of 2 threads
+              "train": [*ARGS[:-1], "ray.cpus_per_worker=2", "ray.num_workers=1"]}
 
 
-def one(env_extra: dict, folder: Path, cache: str) -> tuple[float, float]:
+def one(env_extra: dict, folder: Path, cache: str, args_: list[str] = ARGS) -> tuple[float, float]:
     """(seconds to the first logged iteration, seconds to the end) of one `ganpipe train`."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     env = {**os.environ, **env_extra, "MLFLOW_TRACKING_URI": uri}
     env.pop("RAY_ADDRESS", None)
-    args = [a for item in ARGS + [f"eval.cache_dir={cache}"] for a in ("--set", item)]
+    args = [a for item in args_ + [f"eval.cache_dir={cache}"] for a in ("--set", item)]
     start = time.time()
     out = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", *args], cwd=folder, env=env,
                          capture_output=True, text=True, check=True).stdout
@@ -83,8 +90,11 @@ def bare(folder: Path) -> float:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--one-worker", action="store_true", help="one Ray task against a one-worker TorchTrainer")
     add_outputs(p)
     a = p.parse_args()
+    if a.one_worker:
+        return one_worker(a)
     sides = {"ray": RAY_DEFAULTS, "ganpipe": LOCAL_TRAIN_ENV}
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,6 +114,24 @@ def main() -> None:
            f"| **{r[1] / g[1]:.2f}x** end, {r[0] / g[0]:.2f}x first iteration | {os.uname().machine}, {os.cpu_count()} cores |")
     record(row, a.out, {"ray_defaults_first_s": r[0], "ray_defaults_end_s": r[1], "first_s": g[0], "end_s": g[1],
                         "bare_first_s": b, "ray_share": ray_share}, a.json)
+
+
+def one_worker(a) -> None:
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in ONE_WORKER}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = str(Path(tmp) / "features")
+        one(LOCAL_TRAIN_ENV, Path(tempfile.mkdtemp(dir=tmp)), cache)  # warm-up: trains the feature network once
+        for _ in range(a.rounds):
+            for side, args_ in ONE_WORKER.items():
+                times[side].append(one(LOCAL_TRAIN_ENV, Path(tempfile.mkdtemp(dir=tmp)), cache, args_))
+    mean = {s: (sum(t[0] for t in v) / len(v), sum(t[1] for t in v) / len(v)) for s, v in times.items()}
+    t, k = mean["train"], mean["task"]
+    row = (f"| {datetime.date.today()} | local `ganpipe train` start-up, 6 iterations, one worker of 2 threads, mean "
+           f"of {a.rounds} | Ray Train (ray.num_workers=1): first iteration {t[0]:.1f} s, end {t[1]:.1f} s "
+           f"| one Ray task (ray.layout: auto): first iteration {k[0]:.1f} s, end {k[1]:.1f} s "
+           f"| **{t[1] / k[1]:.2f}x** end, {t[0] / k[0]:.2f}x first iteration | {cpu_model()}, {os.cpu_count()} CPUs |")
+    record(row, a.out, {"train_first_s": t[0], "train_end_s": t[1], "task_first_s": k[0], "task_end_s": k[1]},
+           a.json)
 
 
 if __name__ == "__main__":

@@ -144,3 +144,23 @@ def test_the_cache_key_follows_every_setting_of_the_step(tmp_path, digits):
                    "train.reuse_fake=true", "model.d_width=16"]:
         assert layout.cache_key(_cfg(tmp_path, change), digits, options) != key, change
     assert layout.cache_key(_cfg(tmp_path, "train.lr_g=0.01"), digits, options) == key
+
+
+def test_a_run_laid_out_as_one_worker_trains_as_one_ray_task_and_every_other_under_ray_train(tmp_path):
+    """`in_one_task`: a run `ray.layout: auto` laid out (`applies` before the choice) whose layout is one
+    worker, with local checkpoints and in-memory data, is one Ray task; several workers, workers set in
+    the config, object storage or streamed data go to a TorchTrainer."""
+    from pipelines.stages.train.driver import in_one_task
+    from pipelines.stages.train.layout import with_layout
+
+    cfg = _cfg(tmp_path)
+    one, two = with_layout(cfg, Layout(1, 2, 128)), with_layout(cfg, Layout(2, 1, 64))
+    assert layout.applies(cfg) and in_one_task(one, laid_out=True)
+    assert not in_one_task(two, laid_out=True)
+    set_in_config = _cfg(tmp_path, "ray.num_workers=1")
+    assert not layout.applies(set_in_config) and not in_one_task(set_in_config, laid_out=False)
+    s3 = with_layout(_cfg(tmp_path, "ray.storage_path=s3://bucket/runs"), Layout(1, 2, 128))
+    assert not in_one_task(s3, laid_out=True)
+    streamed = with_layout(_cfg(tmp_path, f"data.source=imagefolder:{tmp_path}", "data.streaming=on"),
+                           Layout(1, 2, 128))
+    assert not in_one_task(streamed, laid_out=True)

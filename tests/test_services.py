@@ -382,11 +382,11 @@ def test_a_one_worker_trial_keeps_its_checkpoints_as_ray_train_keeps_them(tmp_pa
     from ray.train import Checkpoint
 
     from pipelines.stages.train.driver import best_checkpoint
-    from pipelines.stages.tune.trial import TrialSession
+    from pipelines.stages.train.worker import DirSession
 
     from pipelines.config import Config
 
-    session = TrialSession(str(tmp_path / "run"), 2, ("fd", "min"))
+    session = DirSession(str(tmp_path / "run"), 2, ("fd", "min"))
     for it, fd in ((10, 5.0), (20, 2.0), (30, None), (40, 3.0), (50, 9.0)):
         written = _ckpt(tmp_path / f"w{it}", it, world=1)
         checkpoints.persist(written, session.run_dir, it, {"iteration": it, **({"fd": fd} if fd else {})})

@@ -386,8 +386,8 @@ class RayConfig(Section):
     layout: Literal["auto", "per_cpu"] = Field(
         "auto", description="a local run on CPUs with ray.num_workers unset: auto times every split of the "
                             "per-CPU layout's global batch over workers and threads (N x 1 ... 1 x N) and trains "
-                            "with the fastest, cached per machine and model; per_cpu: one worker per "
-                            "ray.cpus_per_worker CPUs")
+                            "with the fastest, cached per machine and model (one worker trains as one Ray task, "
+                            "not a TorchTrainer); per_cpu: one worker per ray.cpus_per_worker CPUs")
     layout_cache: str = Field("~/.cache/ganpipe/layouts.json", description="where ray.layout=auto keeps its "
                                                                            "measurements")
     gpus_per_worker: float = Field(1.0, ge=0, description="GPUs reserved per worker when ray.use_gpu")

@@ -22,7 +22,7 @@ def _worker_pids() -> list[int]:
     return [int(line.split()[0]) for line in out.splitlines() if "RayTrainWorker" in line]
 
 
-def _newest_complete(run, proc, timeout: float = 120) -> int:
+def _newest_complete(run, proc, timeout: float = 120, world: int = 2) -> int:
     """The iteration of the run's newest complete checkpoint, waiting for one to be complete."""
     import warnings
 
@@ -30,7 +30,7 @@ def _newest_complete(run, proc, timeout: float = 120) -> int:
     while True:
         with warnings.catch_warnings():  # a checkpoint being written counts as damaged until it is whole
             warnings.simplefilter("ignore")
-            found = checkpoints.latest_loadable(run, 2)
+            found = checkpoints.latest_loadable(run, world)
         if found is not None:
             return int(found[1]["iteration"])
         assert (proc is None or proc.poll() is None) and time.time() < deadline, "no complete checkpoint"
@@ -85,3 +85,31 @@ def test_killed_worker_is_replaced_and_an_interrupted_run_resumes_with_optimizer
     assert all(int(s["step"]) == k * total for s in state["opt_d"]["state"].values())
     assert all(int(s["step"]) == total for s in state["opt_g"]["state"].values())
     assert torch.isfinite(state["G"]["net.0.weight"]).all()
+
+
+def test_a_one_worker_run_is_one_ray_task_and_a_killed_task_process_is_run_again_from_its_newest_checkpoint(
+        workdir):
+    """`ray.layout: auto` lays a run whose CPUs hold one worker out as one Ray task, not a TorchTrainer
+    (no Train worker process is started); killed (SIGKILL) after a checkpoint, the task's process is
+    replaced by Ray and the run goes on from its newest complete checkpoint to its last iteration, its
+    optimizer state carried over."""
+    every, total, k = 20, 100, 2
+    args = ["train", *set_args(["model.g_width=8", "model.d_width=8", "train.batch_size=32", "ray.cpus_per_worker=2",
+                                f"train.iterations={total}", f"train.checkpoint_every={every}", f"train.k={k}",
+                                f"train.eval_every={every}", "train.log_every=5", "train.run_name=task"])]
+    run = workdir / "ganpipe_runs" / "task"
+    proc = start(workdir, *args)  # a local Ray of its own: the layout is laid out here
+    wait_for(run / f"checkpoint_{every:08d}", proc)
+    at_kill = _newest_complete(run, proc, world=1)
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    tasks = [int(line.split()[0]) for line in ps.splitlines() if "ray::train_one_worker" in line]
+    assert len(tasks) == 1 and "RayTrainWorker" not in ps, ps
+    os.kill(tasks[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert f"finished {total} iterations" in out
+    resumed = [v for _, v in metric_history(workdir, run_id_from(out), "resumed_from")]
+    assert len(resumed) == 2 and resumed[0] == 0 and at_kill <= resumed[1] < total, (at_kill, resumed)
+    state = checkpoints.load_state(run / f"checkpoint_{total:08d}")
+    assert all(int(s["step"]) == k * total for s in state["opt_d"]["state"].values())
+    assert all(int(s["step"]) == total for s in state["opt_g"]["state"].values())

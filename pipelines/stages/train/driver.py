@@ -173,6 +173,53 @@ def fit_and_record(trainer, cfg: Config, uri: str, run_id: str, run_name: str) -
                           kept, result.checkpoint)
 
 
+def record_from_dir(cfg: Config, uri: str, run_id: str, run_name: str, returned: dict, metrics: dict,
+                    run_dir: str) -> TrainOutcome:
+    """A run trained outside Ray Train (`DirSession`) recorded as `fit_and_record` records a
+    TorchTrainer's: its checkpoints are the run directory's, each with the metrics reported at it."""
+    from ray.train import Checkpoint
+
+    folders = checkpoints.checkpoint_folders(run_dir)
+    kept = [(Checkpoint(str(f)), checkpoints.reported_metrics(f)) for f in folders]
+    return record_outcome(cfg, uri, run_id, run_name, returned, metrics, kept,
+                          Checkpoint(str(folders[0])) if folders else None)
+
+
+def in_one_task(cfg: Config, laid_out: bool) -> bool:
+    """Whether a run trains as one Ray task instead of a TorchTrainer: `ray.layout: auto` laid it out
+    (`laid_out`: a local Ray, CPUs only, workers unset) as one worker, its checkpoints on a local path,
+    its data in memory. One worker has no replicas to keep in sync, so Ray Train's controller, worker
+    group and process group would be start-up and nothing else; the task holds the worker's CPUs, and
+    Ray runs it again, resuming from the newest complete checkpoint, when its process dies (up to
+    `ray.max_failures` times). Workers set in the config train under Ray Train, one or many."""
+    from ...config.build import streams
+
+    return laid_out and cfg.ray.num_workers == 1 and names.is_local(cfg.ray.storage_path) and not streams(cfg)
+
+
+def train_one_worker(task: dict, keep: int | None, score: tuple[str, str]) -> tuple[dict, dict]:
+    """A one-worker run's Ray task: the worker's loop on a `DirSession`; returns (its RunEnd as a dict,
+    the last metrics it reported)."""
+    from .worker import DirSession, WorkerTask, run_worker
+
+    session = DirSession(task["run_dir"], keep, score)
+    return run_worker(WorkerTask.from_dict(task), session), session.last
+
+
+def fit_one_task(cfg: Config, uri: str, run_id: str, run_name: str, progress) -> TrainOutcome:
+    """Train a one-worker run as one Ray task (`in_one_task`) and record it as a TorchTrainer's."""
+    import ray
+
+    remote = ray.remote(train_one_worker).options(num_cpus=cfg.ray.cpus_per_worker, max_retries=cfg.ray.max_failures,
+                                                  retry_exceptions=False)
+    task = loop_config(cfg, uri, run_id, run_name, progress)
+    try:
+        returned, metrics = ray.get(remote.remote(task.to_dict(), cfg.train.keep_checkpoints, checkpoint_score(cfg)))
+    except Exception as e:  # the loop's error, or its process lost more often than ray.max_failures
+        raise run_failed(uri, run_id, run_name, e, task.run_dir) from None
+    return record_from_dir(cfg, uri, run_id, run_name, returned, metrics, task.run_dir)
+
+
 def with_latest(kept: list, latest, metrics: dict) -> list:
     """Ray's best checkpoints (the top `keep_checkpoints` by score) and its latest one, which Ray keeps
     besides them, with the metrics it was reported with: the newest checkpoint within the tolerance
@@ -255,6 +302,7 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
     for note in (class_names_note(cfg, data), imbalance_note(cfg, data)):
         if note and not quiet:
             print(f"train: {note}")
+    laid_out = layout.applies(cfg)
     cfg = layout.choose(cfg, data, resolve_num_workers(cfg), f"{cfg.ray.storage_path}/{run_name}",
                         say=(lambda line: None) if quiet else print)
     workers = cfg.ray.num_workers
@@ -269,11 +317,14 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
     run_id = open_mlflow_run(uri, cfg, run_name, data, "train", tags)
 
     progress = Queue(actor_options={"num_cpus": 0})
-    trainer = build_trainer(cfg, uri, run_id, run_name, progress, data=data)
+    one_task = in_one_task(cfg, laid_out)
+    trainer = None if one_task else build_trainer(cfg, uri, run_id, run_name, progress, data=data)
     stop = threading.Event()
     bar = threading.Thread(target=_progress_bar, args=(progress, stop, quiet), daemon=True)
     bar.start()
     try:
+        if one_task:
+            return fit_one_task(cfg, uri, run_id, run_name, progress)
         return fit_and_record(trainer, cfg, uri, run_id, run_name)
     finally:
         stop.set()

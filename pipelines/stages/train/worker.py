@@ -138,6 +138,34 @@ class TrainSession:
                              checkpoint_dir_name=checkpoints.folder_name(step))
 
 
+class DirSession:
+    """Rank 0 of 1 outside Ray Train (a one-worker run's Ray task, a sweep's one-worker trial):
+    checkpoints persisted to the run directory and pruned as Ray Train's CheckpointConfig would (the
+    newest and the `keep` best), each report handed to `tell` (Tune's, for a trial) when given."""
+
+    rank, world = 0, 1
+
+    def __init__(self, run_dir: str, keep: int | None, score: tuple[str, str], tell=None):
+        self.run_dir, self.keep, self.score, self.tell = run_dir, keep, score, tell
+        self.last: dict = {}
+
+    @staticmethod
+    def device(use_gpu: bool) -> torch.device:
+        return torch.device("cuda") if use_gpu else torch.device("cpu")
+
+    @staticmethod
+    def checkpoint():
+        return None  # `restore` finds the newest complete checkpoint in the run directory
+
+    def report(self, metrics: dict, folder: str | None, step: int) -> None:
+        if folder is not None:  # on disk before anyone hears of it: a stop decided on this report keeps it
+            checkpoints.persist(folder, self.run_dir, step, metrics)
+            checkpoints.prune(self.run_dir, self.keep, *self.score)
+        self.last = metrics
+        if self.tell is not None:
+            self.tell(metrics)
+
+
 def restore(game: Game, cfg: Config, run_dir: str | None, rank: int, world: int,
             session) -> tuple[int, float, float]:
     """Load the newest undamaged checkpoint, the session's or a newer complete one on disk; returns its
