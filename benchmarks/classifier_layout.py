@@ -43,12 +43,17 @@ def protocol_sides(source: str):
     return cfg, train, (xt, yt), holdout.tensors(), n, picks, steps
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str) -> argparse.Namespace:
+    """--source (repeatable), --rounds and the outputs of a classifier benchmark described by `doc`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--source", action="append", default=None, help="data.source (repeatable; default mnist5k)")
     parser.add_argument("--rounds", type=int, default=2)
     add_outputs(parser)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__)
 
     import numpy as np
     import torch

@@ -9,7 +9,6 @@ alike; beside the times, each way's mean holdout accuracy.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import sys
@@ -19,16 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from classifier_layout import protocol_sides  # noqa: E402
-from record import add_outputs, cpu_model, record  # noqa: E402
+from classifier_layout import arguments, protocol_sides  # noqa: E402
+from record import cpu_model, record  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", action="append", default=None, help="data.source (repeatable; default mnist5k)")
-    parser.add_argument("--rounds", type=int, default=2)
-    add_outputs(parser)
-    args = parser.parse_args()
+    args = arguments(__doc__)
 
     import numpy as np
     import torch

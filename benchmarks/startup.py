@@ -95,16 +95,7 @@ def main() -> None:
     a = p.parse_args()
     if a.one_worker:
         return one_worker(a)
-    sides = {"ray": RAY_DEFAULTS, "ganpipe": LOCAL_TRAIN_ENV}
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = str(Path(tmp) / "features")
-        one(LOCAL_TRAIN_ENV, Path(tempfile.mkdtemp(dir=tmp)), cache)  # warm-up: trains the feature network once
-        for _ in range(a.rounds):
-            for side, env in sides.items():
-                times[side].append(one(env, Path(tempfile.mkdtemp(dir=tmp)), cache))
-            times.setdefault("bare", []).append((bare(Path(tempfile.mkdtemp(dir=tmp))), 0.0))
-    mean = {s: (sum(t[0] for t in v) / len(v), sum(t[1] for t in v) / len(v)) for s, v in times.items()}
+    mean = alternated({"ray": (RAY_DEFAULTS, ARGS), "ganpipe": (LOCAL_TRAIN_ENV, ARGS)}, a.rounds, with_bare=True)
     r, g, b = mean["ray"], mean["ganpipe"], mean["bare"][0]
     ray_share = (g[0] - b) / g[0]
     row = (f"| {datetime.date.today()} | local `ganpipe train` start-up, 6 iterations, 2 workers, mean of {a.rounds} "
@@ -116,15 +107,23 @@ def main() -> None:
                         "bare_first_s": b, "ray_share": ray_share}, a.json)
 
 
-def one_worker(a) -> None:
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in ONE_WORKER}
+def alternated(sides: dict[str, tuple[dict, list[str]]], rounds: int, with_bare: bool = False) -> dict:
+    """Each side's (environment, settings) run `rounds` times, alternating, after one warm-up run that
+    trains the feature network; the mean (first iteration, end) seconds per side (and of `bare`)."""
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
     with tempfile.TemporaryDirectory() as tmp:
         cache = str(Path(tmp) / "features")
-        one(LOCAL_TRAIN_ENV, Path(tempfile.mkdtemp(dir=tmp)), cache)  # warm-up: trains the feature network once
-        for _ in range(a.rounds):
-            for side, args_ in ONE_WORKER.items():
-                times[side].append(one(LOCAL_TRAIN_ENV, Path(tempfile.mkdtemp(dir=tmp)), cache, args_))
-    mean = {s: (sum(t[0] for t in v) / len(v), sum(t[1] for t in v) / len(v)) for s, v in times.items()}
+        one(LOCAL_TRAIN_ENV, Path(tempfile.mkdtemp(dir=tmp)), cache)
+        for _ in range(rounds):
+            for side, (env, args_) in sides.items():
+                times[side].append(one(env, Path(tempfile.mkdtemp(dir=tmp)), cache, args_))
+            if with_bare:
+                times.setdefault("bare", []).append((bare(Path(tempfile.mkdtemp(dir=tmp))), 0.0))
+    return {s: (sum(t[0] for t in v) / len(v), sum(t[1] for t in v) / len(v)) for s, v in times.items()}
+
+
+def one_worker(a) -> None:
+    mean = alternated({side: (LOCAL_TRAIN_ENV, args_) for side, args_ in ONE_WORKER.items()}, a.rounds)
     t, k = mean["train"], mean["task"]
     row = (f"| {datetime.date.today()} | local `ganpipe train` start-up, 6 iterations, one worker of 2 threads, mean "
            f"of {a.rounds} | Ray Train (ray.num_workers=1): first iteration {t[0]:.1f} s, end {t[1]:.1f} s "
