@@ -17,6 +17,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from record import cpu_model  # noqa: E402
 BENCHMARKS_MD = HERE.parent / "BENCHMARKS.md"
 START, END = "<!-- run_all: start -->", "<!-- run_all: end -->"
 
@@ -30,10 +33,11 @@ RUNS = {
                                                                    "--workers", "auto"]),
     "generate": (["--small", "10000", "--large", "1000000"], ["--small", "2000", "--large", "20000"]),
     "startup": (["--rounds", "3"], ["--rounds", "1"]),
+    "startup_one": (["--rounds", "3", "--one-worker"], ["--rounds", "1", "--one-worker"]),
     "fixed_costs": (["--budget", "60"], ["--budget", "20"]),
 }
 SCRIPT = {"game_step": "game_step.py", "train_1": "train_throughput.py", "train_2": "train_throughput.py",
-          "train_auto": "train_throughput.py", "generate": "generate_throughput.py", "startup": "startup.py",
+          "train_auto": "train_throughput.py", "generate": "generate_throughput.py", "startup": "startup.py", "startup_one": "startup.py",
           "fixed_costs": "fixed_costs.py"}
 
 
@@ -96,12 +100,20 @@ def targets(r: dict) -> list[tuple[str, str, float | None, str, bool | None]]:
                          ">= 0.6x", gen["plain_ratio"] >= 0.6))
     s = r.get("startup")
     if s:
-        rows.append(("1. start-up: `ganpipe train` to its first iteration, Ray's share",
+        rows.append(("1. start-up: `ganpipe train` of 2 workers to its first iteration, Ray's share",
                      f"{s['first_s']:.1f} s, Ray {s['ray_share']:.0%} (without Ray {s['bare_first_s']:.1f} s)",
                      s["first_s"], "<= 10 s", s["first_s"] <= 10))
         rows.append(("5. start-up cut: ganpipe's local Ray settings vs Ray Train's defaults, to the end",
                      f"{s['ray_defaults_end_s'] / s['end_s']:.2f}x", s["ray_defaults_end_s"] / s["end_s"],
                      "reported", None))
+    o = r.get("startup_one")
+    if o:
+        rows.append(("1. start-up of one worker as `ray.layout: auto` lays it out (one Ray task): `ganpipe train` to "
+                     "its first iteration", f"{o['task_first_s']:.1f} s", o["task_first_s"], "<= 10 s",
+                     o["task_first_s"] <= 10))
+        rows.append(("1. one worker as one Ray task vs the same worker under a TorchTrainer, to the end",
+                     f"{o['train_end_s'] / o['task_end_s']:.2f}x", o["train_end_s"] / o["task_end_s"], "reported",
+                     None))
     f = r.get("fixed_costs")
     if f:
         w, c = f["warm"], f["cold"]
@@ -153,7 +165,7 @@ def main() -> None:
     print(summary)
     if a.quick:
         return  # short runs are not measurements: nothing is recorded
-    section = (f"Latest full run, {datetime.date.today()}, {os.uname().machine}, {os.cpu_count()} cores "
+    section = (f"Latest full run, {datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores "
                f"(`python benchmarks/run_all.py`):\n\n{summary}\n\nThe benchmarks' own rows from that run:\n\n"
                f"| date | what | baseline | ganpipe | ratio | machine |\n|---|---|---|---|---|---|\n"
                + "\n".join(r.read_text().replace("# Benchmarks", "").strip()
