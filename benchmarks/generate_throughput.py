@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import add_outputs, record  # noqa: E402
+from record import add_outputs, cpu_model, record  # noqa: E402
 
 
 def _tree_rss_mib(root: int) -> tuple[float, dict[str, float]]:
@@ -79,11 +79,12 @@ def _setup(tmp: Path, *sets: str):
     return cfg, game
 
 
-def job(rows: int, tmp: Path, verifier: bool = True) -> dict:
-    """One `generate` job in this process; its rows/second and the peak memory of its process tree."""
+def job(rows: int, tmp: Path, verifier: bool = True, actors: int | None = None) -> dict:
+    """One `generate` job in this process (`actors`: on a pool of that many, whatever its size); its
+    rows/second and the peak memory of its process tree."""
     from pipelines.stages.generate import generate
 
-    cfg, _ = _setup(tmp, f"generate.verifier={str(verifier).lower()}")
+    cfg, _ = _setup(tmp, f"generate.verifier={str(verifier).lower()}", *([f"generate.actors={actors}"] if actors else []))
     peak, at_peak, done = [0.0], [{}], threading.Event()
 
     def sample():
@@ -96,7 +97,7 @@ def job(rows: int, tmp: Path, verifier: bool = True) -> dict:
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
     start = time.perf_counter()
-    res = generate(cfg, str(tmp / "ckpt"), rows, str(tmp / f"ds{rows}{'' if verifier else '-plain'}"))
+    res = generate(cfg, str(tmp / "ckpt"), rows, str(tmp / f"ds{rows}{'' if verifier else '-plain'}{actors or ''}"))
     wall = time.perf_counter() - start
     done.set()
     watcher.join()
@@ -180,11 +181,14 @@ def main() -> None:
     ap.add_argument("--job", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
     ap.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--actors", type=int, help=argparse.SUPPRESS)
     add_outputs(ap)
     args = ap.parse_args()
     if args.job:
-        print(json.dumps(job(args.job, Path(args.tmp), verifier=not args.plain)))
+        print(json.dumps(job(args.job, Path(args.tmp), verifier=not args.plain, actors=args.actors)))
         return
+    from pipelines.stages.generate import IN_PROCESS_ROWS
+
     tmp = Path(tempfile.mkdtemp())
     cpus = os.cpu_count()
     # The baseline, G alone on the CPUs the job has, is the fastest of three rounds before and three
@@ -193,13 +197,17 @@ def main() -> None:
     bare1 = max(bare_forward(tmp, 20_000, 1) for _ in range(3))
     costs = per_row_costs(tmp)
     runs = {}
-    for rows, plain in ((args.small, False), (args.large, False), (args.large, True)):
+    for rows, plain, actors in ((args.small, False, None), (args.large, False, None), (args.large, True, None),
+                                (args.small, False, cpus)):
         out = subprocess.run([sys.executable, __file__, "--job", str(rows), "--tmp", str(tmp)]
-                             + (["--plain"] if plain else []), check=True, capture_output=True, text=True).stdout
-        runs[(rows, plain)] = json.loads(out.strip().splitlines()[-1])
+                             + (["--plain"] if plain else []) + (["--actors", str(actors)] if actors else []),
+                             check=True, capture_output=True, text=True).stdout
+        runs[(rows, plain, actors)] = json.loads(out.strip().splitlines()[-1])
     rounds += [bare_forward(tmp, 20_000, cpus) for _ in range(3)]
     bare = max(rounds)
-    s, big, plain = runs[(args.small, False)], runs[(args.large, False)], runs[(args.large, True)]
+    s, big, plain = runs[(args.small, False, None)], runs[(args.large, False, None)], runs[(args.large, True, None)]
+    pool = runs[(args.small, False, cpus)]
+    here = args.small <= IN_PROCESS_ROWS  # the small job written in the command's own process
     row = (f"| {datetime.date.today()} | generate, conditional DCGAN width 32 (quick preset), "
            f"{cpus} actors x 1 CPU | bare G forward (eval mode), 256-row blocks, {cpus} threads, fastest of 6 "
            f"rounds: {bare:.0f} rows/s (slowest {min(rounds):.0f}; 1 thread: {bare1:.0f}) | "
@@ -214,21 +222,27 @@ def main() -> None:
     # What the actors' arithmetic allows: `cpus` one-thread actors writing shards at the measured rate,
     # with no Ray, no start-up and no card; and the fixed cost of a job (the small job's time beyond it).
     ceiling = cpus * 1e6 / costs["shard_us"]
-    fixed = s["wall"] - s["rows"] / ceiling
+    fixed = s["wall"] - s["rows"] * costs["shard_us"] / 1e6 if here else s["wall"] - s["rows"] / ceiling
     row += (f"\n| {datetime.date.today()} | generate: where an actor's time goes, per row at one thread (fastest of "
             f"3) | bare G forward, {cpus} threads: {bare:.0f} rows/s | G {costs['g_us']:.0f} us, verifier "
             f"{costs['verifier_us']:.0f} us, PNG {costs['png_us']:.0f} us, Parquet and the rest "
             f"{costs['rest_us']:.0f} us: a {costs['shard_us']:.0f} us row, so {cpus} actors can write at most "
-            f"{ceiling:.0f} rows/s; fixed cost of a job about {fixed:.0f} s (Ray, actors, card, MLflow) | "
+            f"{ceiling:.0f} rows/s; fixed cost of a job about {fixed:.0f} s ("
+            f"{'written in its own process: model, data, card, MLflow' if here else 'Ray, actors, card, MLflow'}) | "
             f"**{ceiling / bare:.2f}x** ceiling of the compute alone | {os.cpu_count()} cores |")
     row += (f"\n| {datetime.date.today()} | generate without the verifier (generate.verifier=false), {args.large:,} "
             f"rows | bare G forward, {cpus} threads: {bare:.0f} rows/s | {plain['rows_per_s']:.0f} rows/s "
             f"({plain['wall']:.0f} s) against {big['rows_per_s']:.0f} with it | "
             f"**{plain['rows_per_s'] / bare:.2f}x** of the bare forward pass (target 0.6x) | {os.cpu_count()} cores |")
+    row += (f"\n| {datetime.date.today()} | generate, {args.small:,} rows: in the command's own process (up to "
+            f"{IN_PROCESS_ROWS:,} rows) vs on a pool of {cpus} actors (generate.actors={cpus}) | the pool: "
+            f"{pool['wall']:.1f} s | its own process: {s['wall']:.1f} s | **{pool['wall'] / s['wall']:.2f}x** | "
+            f"{cpu_model()}, {os.cpu_count()} CPUs |")
     record(row, args.out, {"bare": bare, "bare_rounds": rounds, "bare_1_thread": bare1, "large": big, "small": s,
                            "plain": plain, "plain_ratio": plain["rows_per_s"] / bare,
                            "ratio": big["rows_per_s"] / bare, "memory_ratio": big["peak_mib"] / s["peak_mib"],
-                           "per_row_us": costs, "ceiling": ceiling / bare, "fixed_s": fixed}, args.json)
+                           "per_row_us": costs, "ceiling": ceiling / bare, "fixed_s": fixed,
+                           "small_pool": pool, "small_here": here}, args.json)
 
 
 if __name__ == "__main__":

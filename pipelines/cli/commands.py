@@ -78,7 +78,7 @@ def generate(args: argparse.Namespace) -> int:
                        _verbose(args), args.rejection, args.min_confidence)
     print(table(res.metrics))
     counts = ", ".join(str(c) for c in res.counts)
-    print(f"generate: {res.rows} rows ({counts} per class) in {len(res.files)} files, {res.written} written now; "
+    print(f"generate: {res.rows} rows ({counts} per class) in {len(res.files)} files, {res.written_now()}; "
           f"card {res.out}/README.md; MLflow run {res.run_id}")
     return 0
 

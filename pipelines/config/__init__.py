@@ -316,7 +316,8 @@ class GenerateConfig(Section):
                                       f"fewer where that gives a dataset at least 8 files, so that a small job "
                                       f"is shared among its actors")
     actors: int | None = Field(None, ge=1, description="generator replicas (Ray Data actors); unset: as many "
-                                                       "as the cluster's CPUs fit")
+                                                       "as the cluster's CPUs fit, and a small local job is "
+                                                       "written in the command's own process (docs/generation.md)")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per generator replica")
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs reserved per generator replica; above 0 the "
                                                          "replicas compute on their GPU (their bytes differ from a "

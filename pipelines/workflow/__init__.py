@@ -238,7 +238,7 @@ def _generate(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dic
         return done
     res = generate(cfg, model, w.rows, dest, w.labels, cfg.seed, verbose=verbose, tags=flow.tags(inputs))
     say(table(res.metrics))
-    say(f"generate: {res.rows} rows in {len(res.files)} files, {res.written} written now; dataset {res.out}; "
+    say(f"generate: {res.rows} rows in {len(res.files)} files, {res.written_now()}; dataset {res.out}; "
         f"card {res.out}/README.md")
     made = {"dataset": str(res.out), "rows": res.rows, "generate_run_id": res.run_id}
     flow.record("generate", inputs, made)

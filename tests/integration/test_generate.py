@@ -57,7 +57,8 @@ def test_dataset_layout_counts_readers_and_reproducibility(workdir, capsys, ray_
     code, stdout, err = _gen(capsys, registry, out, "--rows", "600", "--set", "generate.rows_per_file=256",
                              "--set", "generate.actors=2")
     assert code == 0, err[-3000:]
-    assert "generate: 600 rows (60, 60, 60, 60, 60, 60, 60, 60, 60, 60 per class) in 3 files" in stdout
+    assert "generate: 600 rows (60, 60, 60, 60, 60, 60, 60, 60, 60, 60 per class) in 3 files, 3 written now by 2 " \
+           "actors;" in stdout
     files = sorted(p.name for p in (out / "data").glob("*.parquet"))
     assert files == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -88,12 +89,16 @@ def test_dataset_layout_counts_readers_and_reproducibility(workdir, capsys, ray_
         assert f"| {c} | 60 | {agree:.3f} |" in card, (c, agree)
     assert re.search(r"## Evaluation \(\d+ rows against the real holdout\)", card)  # says how many it used
     assert not (out / ".ganpipe" / "weights.pt").exists(), "a shared dataset must not carry the model"
-    # The same request on 1 actor with larger files: the same bytes for every row.
+    # The same request with larger files and the pool left to ganpipe: a job this small is written in
+    # the command's own process, with the same bytes for every row, the verifier's columns too.
     again = workdir / "ds1"
-    code, _, err = _gen(capsys, registry, again, "--rows", "600", "--set", "generate.rows_per_file=512",
-                        "--set", "generate.actors=1")
+    code, stdout, err = _gen(capsys, registry, again, "--rows", "600", "--set", "generate.rows_per_file=512")
     assert code == 0, err[-3000:]
+    assert "in 2 files, 2 written now in this process;" in stdout
     assert _rows(again) == _rows(out)
+    verdicts = [pd.read_parquet(d / "data").sort_values("id")[["verifier_label", "verifier_confidence"]].to_numpy()
+                for d in (out, again)]
+    assert (verdicts[0] == verdicts[1]).all()
     # Without the verifier: the same rows, neither verifier column, no agreement on the card.
     plain = workdir / "plain"
     code, _, err = _gen(capsys, registry, plain, "--rows", "600", "--set", "generate.verifier=false")
@@ -219,9 +224,11 @@ def test_a_generation_killed_for_real_resumes_to_the_same_bytes(workdir, capsys,
     proc.wait()
     at_kill = sum(file_complete(p) for p in data.glob("train-*.parquet"))
     assert 1 <= at_kill < 8 and not (killed / "manifest.json").exists(), at_kill
-    code, stdout, err = _gen(capsys, registry, killed, *args)  # the same command again
+    # The same command again, the pool left to ganpipe: the missing files are written in this process.
+    here = args[:-2]
+    code, stdout, err = _gen(capsys, registry, killed, *here)
     assert code == 0, err[-3000:]
-    written = int(re.search(r"(\d+) written now", stdout)[1])
+    written = int(re.search(r"(\d+) written now in this process", stdout)[1])
     assert 1 <= written <= 8 - at_kill, (written, at_kill)
     whole = workdir / "whole"  # the same request, never interrupted
     code, stdout, err = _gen(capsys, registry, whole, *args)

@@ -11,6 +11,8 @@ absent, so a rerun of the same request writes only what is missing and ends with
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 from dataclasses import dataclass
@@ -39,6 +41,11 @@ class GenerateResult:
     node_ids: list[str]
     metrics: dict
     run_id: str | None
+    by: str = ""  # who wrote this call's files: "in this process" or "by N actors"
+
+    def written_now(self) -> str:
+        """How many files this call wrote, and where."""
+        return f"{self.written} written now" + (f" {self.by}" if self.written and self.by else "")
 
 
 def _version() -> str:
@@ -247,11 +254,12 @@ def _write(cfg, folder: DatasetFolder, request, overwrite, loaded, g, net, gcfg,
     verifier = {"state": net.model.state_dict(), "channels": data.image_shape[0], "num_classes": data.num_classes}
     run_id = _open_run(cfg, uri, request, provenance, folder.location, tags)  # its duration is the job's
     try:
-        written, nodes = _write_shards(cfg, missing, generator, verifier, request, folder, provenance, verbose)
+        written, nodes, by = _write_shards(cfg, missing, generator, verifier, request, folder, provenance, verbose)
         folder.pull_shards([folder.shard(s["index"], n_files).name for s in missing])
         files = _collect(folder, shards, n_files, request.verifier)
-        return _finish(cfg, folder, request, files, written, nodes, gcfg, data, uri, provenance, run_id,
-                       rows_cas(loaded, gcfg, data, uri, request), g, net)
+        res = _finish(cfg, folder, request, files, written, nodes, gcfg, data, uri, provenance, run_id,
+                      rows_cas(loaded, gcfg, data, uri, request), g, net)
+        return dataclasses.replace(res, by=by)
     except BaseException as e:
         tracking.client(uri).set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
@@ -308,12 +316,65 @@ def _model_version(model: str, uri: str) -> str | None:
     return str(tracking.client(uri).get_model_version_by_alias(name, alias).version) if alias else version
 
 
+# A job of up to this many rows on the local machine is written in the command's own process: a pool
+# of actors (a local Ray, each actor importing torch and loading the models) costs seconds before its
+# first row, one process writes a row in about 0.15 ms on one thread (BENCHMARKS.md, "Small batches in
+# the command's own process").
+IN_PROCESS_ROWS = 50_000
+
+
+def in_process(cfg: Config, folder: DatasetFolder, rows: int) -> bool:
+    """Whether the missing shards (`rows` rows) are written in this process instead of on Ray Data: a
+    local Ray (or none yet), a local folder, CPU replicas of the default pool (`generate.actors` unset)
+    and at most IN_PROCESS_ROWS rows. The bytes are the same either way: every row is computed on one
+    thread from its own seed."""
+    from ...services.runtime import requested_address
+
+    return (rows <= IN_PROCESS_ROWS and not requested_address(cfg.ray.address) and not folder.remote
+            and not cfg.generate.actors and not cfg.generate.gpus_per_actor)
+
+
+def _write_here(missing: list[dict], generator: dict, verifier: dict, request, folder: DatasetFolder,
+                provenance: dict) -> tuple[int, list[str], str]:
+    """The missing shards written one after the other by one ShardWriter in this process, on one
+    intra-op thread as an actor's (the process's count restored after)."""
+    import torch
+    from tqdm import tqdm
+
+    threads = torch.get_num_threads()
+    done = []
+    bar = tqdm(total=sum(sh["stop"] - sh["start"] for sh in missing), unit="row", dynamic_ncols=True, disable=None,
+               desc="generate")
+    try:
+        writer = ShardWriter(generator, verifier, request.to_dict(), str(folder.data), provenance)
+        for sh in missing:
+            done.append(writer.outcome(sh["index"], sh["count"], sh["start"], sh["stop"], local_node()))
+            bar.update(done[-1]["rows"])
+            if done[-1]["error"]:
+                break
+    finally:
+        bar.close()
+        torch.set_num_threads(threads)
+    return (*_outcomes(done, folder), "in this process")
+
+
+def local_node() -> str:
+    """This machine's Ray node id when Ray runs here, else its host name: where in-process rows were written."""
+    import platform
+
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else platform.node()
+
+
 def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: dict, request: dict,
-                  folder: DatasetFolder, provenance: dict, verbose: bool) -> tuple[int, list[str]]:
+                  folder: DatasetFolder, provenance: dict, verbose: bool) -> tuple[int, list[str], str]:
     """The missing shards, written on Ray Data by a pool of generator actors (uploaded by them to the
     bucket when the dataset lives in object storage)."""
     if not missing:
-        return 0, []
+        return 0, [], ""
+    if in_process(cfg, folder, sum(sh["stop"] - sh["start"] for sh in missing)):
+        return _write_here(missing, generator, verifier, request, folder, provenance)
     import logging
 
     import ray
@@ -367,6 +428,12 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     finally:
         bar.close()
         weights.unlink(missing_ok=True)  # a shared dataset must not carry the model
+    return (*_outcomes(done, folder), f"by {actors} actor{'s' if actors > 1 else ''}")
+
+
+def _outcomes(done: list[dict], folder: DatasetFolder) -> tuple[int, list[str]]:
+    """(shards written, nodes they were written on) of the writers' outcome rows; a filter that found
+    too few rows, or a shard that failed, as one error."""
     failed = [d for d in done if d["error"]]
     for d in failed:
         if d["unmet"]:  # the quality filter's own message (writer.FilterUnmet), not a failure

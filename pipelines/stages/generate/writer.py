@@ -218,18 +218,22 @@ class ShardWriter:
         import ray
 
         node = ray.get_runtime_context().get_node_id()
-        out = []
-        for i, n, a, b in zip(batch["index"], batch["count"], batch["start"], batch["stop"]):
-            try:
-                out.append({**self.write(int(i), int(n), int(a), int(b)), "error": "", "unmet": ""})
-            except Exception as e:  # reported as data, so that the pipeline ends and its actors are released
-                out.append({"file": shard_name(int(i), int(n)), "rows": 0, "sha256": "", "counts": [],
-                            "error": f"{e.__class__.__name__}: {e}", "unmet": str(e) if isinstance(e, FilterUnmet)
-                            else ""})
-        return {"file": [o["file"] for o in out], "rows": [o["rows"] for o in out],
-                "sha256": [o["sha256"] for o in out], "counts": [json.dumps(o["counts"]) for o in out],
-                "error": [o["error"] for o in out], "unmet": [o["unmet"] for o in out],
-                "node_id": [node] * len(out)}
+        out = [self.outcome(int(i), int(n), int(a), int(b), node)
+               for i, n, a, b in zip(batch["index"], batch["count"], batch["start"], batch["stop"])]
+        return {key: [o[key] for o in out] for key in out[0]} if out else {}
+
+    def outcome(self, index: int, count: int, start: int, stop: int, node: str) -> dict:
+        """`write`'s manifest entry as a row of the pipeline's output (its class counts as JSON, the node
+        it was written on), or the row of its error: reported as data, so that the pipeline ends and its
+        actors are released."""
+        try:
+            done = self.write(index, count, start, stop)
+            return {"file": done["file"], "rows": done["rows"], "sha256": done["sha256"],
+                    "counts": json.dumps(done["counts"]), "error": "", "unmet": "", "node_id": node}
+        except Exception as e:
+            return {"file": shard_name(index, count), "rows": 0, "sha256": "", "counts": "[]",
+                    "error": f"{e.__class__.__name__}: {e}", "unmet": str(e) if isinstance(e, FilterUnmet) else "",
+                    "node_id": node}
 
 
 def file_tries(path: Path) -> list[int]:
