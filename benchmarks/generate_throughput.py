@@ -214,10 +214,11 @@ def main() -> None:
            f"ganpipe generate end to end (Ray start, PNG, verifier, Parquet, card, MLflow): "
            f"{args.large:,} rows {big['rows_per_s']:.0f} rows/s ({big['wall']:.0f} s), "
            f"{args.small:,} rows {s['rows_per_s']:.0f} rows/s ({s['wall']:.0f} s); peak memory of the job's "
-           f"processes {big['peak_mib']:.0f} MiB vs {s['peak_mib']:.0f} MiB | "
+           f"processes {big['peak_mib']:.0f} MiB vs {pool['peak_mib']:.0f} MiB for {args.small:,} rows on the same "
+           f"pool | "
            f"**{big['rows_per_s'] / bare:.2f}x** of the bare forward pass on {cpus} threads "
            f"({big['rows_per_s'] / bare1:.2f}x of one thread), at {args.large:,} rows; memory "
-           f"**{big['peak_mib'] / s['peak_mib']:.2f}x** ({args.large:,} vs {args.small:,} rows) | "
+           f"**{big['peak_mib'] / pool['peak_mib']:.2f}x** ({args.large:,} vs {args.small:,} rows) | "
            f"{os.cpu_count()} cores |")
     # What the actors' arithmetic allows: `cpus` one-thread actors writing shards at the measured rate,
     # with no Ray, no start-up and no card; and the fixed cost of a job (the small job's time beyond it).
@@ -240,7 +241,7 @@ def main() -> None:
             f"{cpu_model()}, {os.cpu_count()} CPUs |")
     record(row, args.out, {"bare": bare, "bare_rounds": rounds, "bare_1_thread": bare1, "large": big, "small": s,
                            "plain": plain, "plain_ratio": plain["rows_per_s"] / bare,
-                           "ratio": big["rows_per_s"] / bare, "memory_ratio": big["peak_mib"] / s["peak_mib"],
+                           "ratio": big["rows_per_s"] / bare, "memory_ratio": big["peak_mib"] / pool["peak_mib"],
                            "per_row_us": costs, "ceiling": ceiling / bare, "fixed_s": fixed,
                            "small_pool": pool, "small_here": here}, args.json)
 
