@@ -376,9 +376,10 @@ def test_a_trial_stopped_by_the_scheduler_is_tagged_however_the_stop_reached_it(
     assert runs.tags == {} and runs.status == "FINISHED"
 
 
-def test_a_one_worker_trial_keeps_its_checkpoints_as_ray_train_keeps_them(tmp_path):
-    """Persisted under the iteration's name with the metrics reported at it; pruned to the newest and the
-    `keep` best (a folder without the score counts as worst); the best is what the trial hands on."""
+def test_a_run_outside_ray_train_keeps_its_checkpoints_as_ray_train_keeps_them(tmp_path):
+    """A one-worker run's task or sweep trial (`DirSession`): checkpoints persisted under the iteration's
+    name with the metrics reported at it; pruned to the newest and the `keep` best (a folder without the
+    score counts as worst); the best is what the run hands on."""
     from ray.train import Checkpoint
 
     from pipelines.stages.train.driver import best_checkpoint
