@@ -11,11 +11,9 @@ absent, so a rerun of the same request writes only what is missing and ends with
 """
 from __future__ import annotations
 
-import dataclasses
-
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -259,7 +257,7 @@ def _write(cfg, folder: DatasetFolder, request, overwrite, loaded, g, net, gcfg,
         files = _collect(folder, shards, n_files, request.verifier)
         res = _finish(cfg, folder, request, files, written, nodes, gcfg, data, uri, provenance, run_id,
                       rows_cas(loaded, gcfg, data, uri, request), g, net)
-        return dataclasses.replace(res, by=by)
+        return replace(res, by=by)
     except BaseException as e:
         tracking.client(uri).set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
@@ -346,9 +344,9 @@ def _write_here(missing: list[dict], generator: dict, verifier: dict, request, f
     bar = tqdm(total=sum(sh["stop"] - sh["start"] for sh in missing), unit="row", dynamic_ncols=True, disable=None,
                desc="generate")
     try:
-        writer = ShardWriter(generator, verifier, request.to_dict(), str(folder.data), provenance)
+        writer, node = ShardWriter(generator, verifier, request.to_dict(), str(folder.data), provenance), local_node()
         for sh in missing:
-            done.append(writer.outcome(sh["index"], sh["count"], sh["start"], sh["stop"], local_node()))
+            done.append(writer.outcome(sh["index"], sh["count"], sh["start"], sh["stop"], node))
             bar.update(done[-1]["rows"])
             if done[-1]["error"]:
                 break

@@ -197,12 +197,13 @@ def in_one_task(cfg: Config, laid_out: bool) -> bool:
     return laid_out and cfg.ray.num_workers == 1 and names.is_local(cfg.ray.storage_path) and not streams(cfg)
 
 
-def train_one_worker(task: dict, keep: int | None, score: tuple[str, str]) -> tuple[dict, dict]:
-    """A one-worker run's Ray task: the worker's loop on a `DirSession`; returns (its RunEnd as a dict,
-    the last metrics it reported)."""
+def train_one_worker(task: dict, keep: int | None, score: tuple[str, str], tell=None) -> tuple[dict, dict]:
+    """A run of one worker outside Ray Train (a Ray task, a sweep's trial): the worker's loop on a
+    `DirSession` (`tell`: where each report also goes); returns (its RunEnd as a dict, the last metrics
+    it reported)."""
     from .worker import DirSession, WorkerTask, run_worker
 
-    session = DirSession(task["run_dir"], keep, score)
+    session = DirSession(task["run_dir"], keep, score, tell)
     return run_worker(WorkerTask.from_dict(task), session), session.last
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 from ...config import Config
 from ...config.build import streams
 from ...services import names
-from ..train.driver import TrainOutcome, checkpoint_score, loop_config, record_from_dir, run_failed
+from ..train.driver import (TrainOutcome, checkpoint_score, loop_config, record_from_dir, run_failed,
+                            train_one_worker)
 
 
 def in_trial_process(cfg: Config) -> bool:
@@ -27,12 +28,10 @@ def run_in_trial(cfg: Config, uri: str, run_id: str, run_name: str, deadline: fl
     """Train one trial in this process and record its end as `fit_and_record` records a TorchTrainer's."""
     from ray import tune
 
-    from ..train.worker import DirSession, run_worker
-
     task = loop_config(cfg, uri, run_id, run_name, deadline=deadline)
-    session = DirSession(task.run_dir, cfg.train.keep_checkpoints, checkpoint_score(cfg), tell=tune.report)
     try:
-        outcome = run_worker(task, session)
+        outcome, last = train_one_worker(task.to_dict(), cfg.train.keep_checkpoints, checkpoint_score(cfg),
+                                         tell=tune.report)
     except Exception as e:
         raise run_failed(uri, run_id, run_name, e) from None
-    return record_from_dir(cfg, uri, run_id, run_name, outcome, session.last, task.run_dir)
+    return record_from_dir(cfg, uri, run_id, run_name, outcome, last, task.run_dir)
