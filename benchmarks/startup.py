@@ -13,8 +13,12 @@ With `--one-worker`: a one-worker run (two threads) as `ray.layout: auto` lays i
 one Ray task (`pipelines.stages.train.driver.in_one_task`), against the same worker set in the config
 (`ray.num_workers=1`), which trains under Ray Train's TorchTrainer; both with ganpipe's settings.
 
+With `--against REV`: the one-task start-up of the code at git revision REV (a copy of its tree)
+against the working tree's, alternated in one run.
+
     python benchmarks/startup.py --rounds 3
     python benchmarks/startup.py --rounds 3 --one-worker
+    python benchmarks/startup.py --rounds 4 --against 0dce231
 """
 from __future__ import annotations
 
@@ -42,12 +46,13 @@ ONE_WORKER = {"task": [*ARGS[:-1], "ray.cpus_per_worker=2"],  # auto: 2 CPUs hol
               "train": [*ARGS[:-1], "ray.cpus_per_worker=2", "ray.num_workers=1"]}
 
 
-def one(env_extra: dict, folder: Path, cache: str, args_: list[str] = ARGS) -> tuple[float, float]:
-    """(seconds to the first logged iteration, seconds to the end) of one `ganpipe train`."""
+def one(env_extra: dict, folder: Path, cache: str, args_: list[str] = ARGS, tree: Path = ROOT) -> tuple[float, float]:
+    """(seconds to the first logged iteration, seconds to the end) of one `ganpipe train` of the code
+    in `tree`."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    env = {**os.environ, **env_extra, "MLFLOW_TRACKING_URI": uri}
+    env = {**os.environ, **env_extra, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(tree)}
     env.pop("RAY_ADDRESS", None)
     args = [a for item in args_ + [f"eval.cache_dir={cache}"] for a in ("--set", item)]
     start = time.time()
@@ -91,8 +96,11 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--one-worker", action="store_true", help="one Ray task against a one-worker TorchTrainer")
+    p.add_argument("--against", metavar="REV", help="the one-task start-up of git revision REV against this tree's")
     add_outputs(p)
     a = p.parse_args()
+    if a.against:
+        return against(a)
     if a.one_worker:
         return one_worker(a)
     mean = alternated({"ray": (RAY_DEFAULTS, ARGS), "ganpipe": (LOCAL_TRAIN_ENV, ARGS)}, a.rounds, with_bare=True)
@@ -107,16 +115,17 @@ def main() -> None:
                         "bare_first_s": b, "ray_share": ray_share}, a.json)
 
 
-def alternated(sides: dict[str, tuple[dict, list[str]]], rounds: int, with_bare: bool = False) -> dict:
-    """Each side's (environment, settings) run `rounds` times, alternating, after one warm-up run that
-    trains the feature network; the mean (first iteration, end) seconds per side (and of `bare`)."""
+def alternated(sides: dict[str, tuple], rounds: int, with_bare: bool = False) -> dict:
+    """Each side's (environment, settings[, code tree]) run `rounds` times, alternating, after one
+    warm-up run that trains the feature network; the mean (first iteration, end) seconds per side (and
+    of `bare`)."""
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
     with tempfile.TemporaryDirectory() as tmp:
         cache = str(Path(tmp) / "features")
         one(LOCAL_TRAIN_ENV, Path(tempfile.mkdtemp(dir=tmp)), cache)
         for _ in range(rounds):
-            for side, (env, args_) in sides.items():
-                times[side].append(one(env, Path(tempfile.mkdtemp(dir=tmp)), cache, args_))
+            for side, (env, args_, *tree) in sides.items():
+                times[side].append(one(env, Path(tempfile.mkdtemp(dir=tmp)), cache, args_, *tree))
             if with_bare:
                 times.setdefault("bare", []).append((bare(Path(tempfile.mkdtemp(dir=tmp))), 0.0))
     return {s: (sum(t[0] for t in v) / len(v), sum(t[1] for t in v) / len(v)) for s, v in times.items()}
@@ -131,6 +140,21 @@ def one_worker(a) -> None:
            f"| **{t[1] / k[1]:.2f}x** end, {t[0] / k[0]:.2f}x first iteration | {cpu_model()}, {os.cpu_count()} CPUs |")
     record(row, a.out, {"train_first_s": t[0], "train_end_s": t[1], "task_first_s": k[0], "task_end_s": k[1]},
            a.json)
+
+
+def against(a) -> None:
+    with tempfile.TemporaryDirectory() as old:
+        subprocess.run(f"git -C {ROOT} archive {a.against} | tar -x -C {old}", shell=True, check=True)
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", a.against], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        mean = alternated({"before": (LOCAL_TRAIN_ENV, ONE_WORKER["task"], Path(old)),
+                           "now": (LOCAL_TRAIN_ENV, ONE_WORKER["task"], ROOT)}, a.rounds)
+    b, n = mean["before"], mean["now"]
+    row = (f"| {datetime.date.today()} | local `ganpipe train` start-up, 6 iterations, one Ray task of 2 threads, "
+           f"mean of {a.rounds} | {commit}: first iteration {b[0]:.1f} s, end {b[1]:.1f} s "
+           f"| this tree: first iteration {n[0]:.1f} s, end {n[1]:.1f} s "
+           f"| **{b[0] / n[0]:.2f}x** first iteration, {b[1] / n[1]:.2f}x end | {cpu_model()}, {os.cpu_count()} CPUs |")
+    record(row, a.out, {"before_first_s": b[0], "before_end_s": b[1], "first_s": n[0], "end_s": n[1]}, a.json)
 
 
 if __name__ == "__main__":

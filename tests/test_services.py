@@ -310,6 +310,45 @@ def test_the_eval_keys_of_cas_reach_its_classifiers_and_name_the_protocol(monkey
     assert evaluate.protocol(cfg, 100) != evaluate.protocol(load_config(None, ["eval.cas_seeds=2"]), 100)
 
 
+def test_a_new_sqlite_store_is_seeded_from_the_schema_template_and_an_old_one_is_left_alone(tmp_path, monkeypatch):
+    """A fresh folder's store is a copy of an empty store with MLflow's schema (made once, by MLflow):
+    MLflow's migrations do not run again, and the copy makes its own default experiment (its artifact
+    root from the working directory, its time its own). An existing store is never replaced."""
+    import os
+
+    import mlflow.store.db.utils as db_utils
+
+    from pipelines.services import tracking
+
+    migrated = []
+    initialize = db_utils._initialize_tables
+    monkeypatch.setattr(db_utils, "_initialize_tables", lambda engine: (migrated.append(engine.url), initialize(engine)))
+    monkeypatch.setattr(tracking, "SCHEMA_CACHE", tmp_path / "cache")
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    tracking.experiment_id(f"sqlite:///{first / 'mlflow.db'}", "made")
+    template = next((tmp_path / "cache").glob("schema-*.db"))
+    assert len(migrated) == 1 and str(template.parent) not in str(first)  # once, for the template
+    os.utime(template, (1_000_000_000, 1_000_000_000))
+    monkeypatch.chdir(second)  # MLflow's default artifact root: ./mlruns of the working directory
+    uri = f"sqlite:///{second / 'mlflow.db'}"
+    exp = tracking.experiment_id(uri, "copied")
+    c = tracking.client(uri)
+    run = c.create_run(exp)
+    c.log_metric(run.info.run_id, "x", 1.0)
+    assert len(migrated) == 1
+    default = c.get_experiment("0")
+    assert default.artifact_location.startswith(str(second)) and default.creation_time > 1_000_000_000_000
+    assert [e.name for e in c.search_experiments()] == ["copied", "Default"]
+    assert c.get_metric_history(run.info.run_id, "x")[0].value == 1.0
+    before = (second / "mlflow.db").read_bytes()
+    tracking.seed_sqlite(uri)
+    assert (second / "mlflow.db").read_bytes() == before
+    tracking.seed_sqlite(f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}")
+    assert not (tmp_path / "absent").exists()
+    assert not [p for p in second.iterdir() if p.name.endswith(".part")]
+
+
 def test_a_name_is_held_by_one_live_process_and_a_dead_holder_blocks_nothing(tmp_path):
     import os
     import signal

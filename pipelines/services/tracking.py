@@ -1,10 +1,14 @@
 """MLflow tracking: the tracking URI, a reachability check before any work, and a client whose every
-call retries when SQLite reports "database is locked" (several processes writing one file)."""
+call retries when SQLite reports "database is locked" (several processes writing one file). A new
+SQLite store starts as a copy of an empty store with this MLflow's schema (`seed_sqlite`)."""
 from __future__ import annotations
 
 import os
 import random
+import shutil
+import sqlite3
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -60,12 +64,56 @@ def with_retry(fn: Callable[[], T], attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
+SCHEMA_CACHE = Path.home() / ".cache" / "ganpipe" / "mlflow"
+
+
+def _schema_template() -> Path:
+    """An empty SQLite store with this MLflow version's schema and no experiment, made once per version
+    under SCHEMA_CACHE by MLflow itself (its migrations take seconds; copying the result, milliseconds)."""
+    import mlflow
+
+    template = SCHEMA_CACHE / f"schema-{mlflow.__version__}.db"
+    if template.is_file():
+        return template
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SCHEMA_CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=SCHEMA_CACHE) as tmp:
+        db = Path(tmp) / "store.db"
+        SqlAlchemyStore(f"sqlite:///{db}", str(Path(tmp) / "artifacts")).engine.dispose()
+        with sqlite3.connect(db) as con:  # the store a copy opens makes its own default experiment, here
+            con.execute("DELETE FROM experiments")
+        con.close()
+        os.replace(db, template)  # whole or absent, whichever process made it
+    return template
+
+
+def seed_sqlite(uri: str) -> None:
+    """A SQLite tracking store that does not exist yet starts as a copy of `_schema_template()`, never
+    over a store another process made meanwhile; any other URI, or an existing file, is left alone."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):])
+    if path.exists() or not path.parent.is_dir():
+        return
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        shutil.copyfile(_schema_template(), part)
+        os.link(part, path)
+    except OSError:  # made meanwhile, or a file system without hard links: MLflow makes the store itself
+        pass
+    finally:
+        part.unlink(missing_ok=True)
+
+
 class Client:
-    """MlflowClient with retries built in: every method call goes through `with_retry`."""
+    """MlflowClient with retries built in: every method call goes through `with_retry`; a new SQLite
+    store is seeded first (`seed_sqlite`)."""
 
     def __init__(self, uri: str):
         from mlflow.tracking import MlflowClient
 
+        seed_sqlite(uri)
         self.uri = uri
         self._client = MlflowClient(tracking_uri=uri)
 

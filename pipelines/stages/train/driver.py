@@ -207,10 +207,36 @@ def train_one_worker(task: dict, keep: int | None, score: tuple[str, str], tell=
     return run_worker(WorkerTask.from_dict(task), session), session.last
 
 
-def fit_one_task(cfg: Config, uri: str, run_id: str, run_name: str, progress) -> TrainOutcome:
-    """Train a one-worker run as one Ray task (`in_one_task`) and record it as a TorchTrainer's."""
+def warm_worker() -> int:
+    """What a one-task run's worker imports first (torch, the worker's loop, MLflow), imported in an
+    idle process of Ray's pool while the driver opens the run's MLflow record (`start_warming`); the
+    process id."""
+    import os
+
+    import mlflow  # noqa: F401
+
+    from . import worker  # noqa: F401
+
+    return os.getpid()
+
+
+def start_warming():
+    """A zero-CPU task that imports the worker's modules (`warm_worker`) in one of Ray's idle worker
+    processes. Ray hands a job's next task to the idle worker that ran its last one, so the run's task,
+    submitted once this one is done (`fit_one_task`), starts in a process that has torch loaded: about
+    2 s of imports overlap the driver's own work instead of following it."""
     import ray
 
+    return ray.remote(warm_worker).options(num_cpus=0).remote()
+
+
+def fit_one_task(cfg: Config, uri: str, run_id: str, run_name: str, progress, warmed=None) -> TrainOutcome:
+    """Train a one-worker run as one Ray task (`in_one_task`) and record it as a TorchTrainer's;
+    `warmed`: the `start_warming` task, whose end the run's task waits for (see there)."""
+    import ray
+
+    if warmed is not None:
+        ray.wait([warmed])
     remote = ray.remote(train_one_worker).options(num_cpus=cfg.ray.cpus_per_worker, max_retries=cfg.ray.max_failures,
                                                   retry_exceptions=False)
     task = loop_config(cfg, uri, run_id, run_name, progress)
@@ -308,28 +334,29 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
                         say=(lambda line: None) if quiet else print)
     workers = cfg.ray.num_workers
     check_fits(cfg, workers)
-    resumed = check_resumable(f"{cfg.ray.storage_path}/{run_name}", workers)
-    if resumed is not None and not quiet:
-        from ...config.plan import plan_run
-
-        at = checkpoints.iteration_of(resumed)
-        print(f"train: resuming training run {run_name} from checkpoint {at}, iteration {at:,} of "
-              f"{plan_run(cfg, data, workers).iterations:,}")
-    run_id = open_mlflow_run(uri, cfg, run_name, data, "train", tags)
-
-    progress = Queue(actor_options={"num_cpus": 0})
     one_task = in_one_task(cfg, laid_out)
-    trainer = None if one_task else build_trainer(cfg, uri, run_id, run_name, progress, data=data)
+    progress = Queue(actor_options={"num_cpus": 0})  # its actor has a process before the warming task takes one
     stop = threading.Event()
     bar = threading.Thread(target=_progress_bar, args=(progress, stop, quiet), daemon=True)
-    bar.start()
     try:
+        warmed = start_warming() if one_task else None  # after the layout's probe: never beside its timings
+        resumed = check_resumable(f"{cfg.ray.storage_path}/{run_name}", workers)
+        if resumed is not None and not quiet:
+            from ...config.plan import plan_run
+
+            at = checkpoints.iteration_of(resumed)
+            print(f"train: resuming training run {run_name} from checkpoint {at}, iteration {at:,} of "
+                  f"{plan_run(cfg, data, workers).iterations:,}")
+        run_id = open_mlflow_run(uri, cfg, run_name, data, "train", tags)
+        trainer = None if one_task else build_trainer(cfg, uri, run_id, run_name, progress, data=data)
+        bar.start()
         if one_task:
-            return fit_one_task(cfg, uri, run_id, run_name, progress)
+            return fit_one_task(cfg, uri, run_id, run_name, progress, warmed)
         return fit_and_record(trainer, cfg, uri, run_id, run_name)
     finally:
         stop.set()
-        bar.join(timeout=5)
+        if bar.is_alive():
+            bar.join(timeout=5)
         ray.kill(progress.actor)
 
 
