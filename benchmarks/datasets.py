@@ -64,7 +64,8 @@ def sources(args) -> dict[str, str]:
 
 
 def timeline(folder: Path, run_id: str, start: float) -> dict:
-    """Where the wall time went: the training loop (its first to its last logged loss), the time before
+    """Where the wall time went: the training loop (its first to its last logged loss, and the
+    iterations before the first log at the loop's mean pace), the time before
     it (data, Ray, the feature network, the layout probe, the workers' start), the span from the loop's
     end to the evaluation's run, and each later stage's MLflow run."""
     from mlflow.tracking import MlflowClient
@@ -75,7 +76,10 @@ def timeline(folder: Path, run_id: str, start: float) -> dict:
     hist = c.get_metric_history(run_id, "loss_d")
     times = [m.timestamp / 1000 for m in hist]
     first, last = min(times), max(times)
-    out = {"loop_s": last - first, "iterations": max(m.step for m in hist), "before_loop_s": first - start}
+    first_step, last_step = min(m.step for m in hist), max(m.step for m in hist)
+    # The first loss is logged after train.log_every iterations: those are the loop's, at its mean pace.
+    early = first_step * (last - first) / (last_step - first_step) if last_step > first_step else 0.0
+    out = {"loop_s": last - first + early, "iterations": last_step, "before_loop_s": first - early - start}
     exp = c.get_run(run_id).info.experiment_id
     for stage in ("evaluate", "register", "generate"):
         runs = c.search_runs([exp], contract.filter_eq(contract.STAGE, stage), max_results=1)
