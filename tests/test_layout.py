@@ -146,10 +146,11 @@ def test_the_cache_key_follows_every_setting_of_the_step(tmp_path, digits):
     assert layout.cache_key(_cfg(tmp_path, "train.lr_g=0.01"), digits, options) == key
 
 
-def test_a_run_laid_out_as_one_worker_trains_as_one_ray_task_and_every_other_under_ray_train(tmp_path):
+def test_a_run_laid_out_as_one_worker_trains_as_one_ray_task_and_every_other_under_ray_train(tmp_path, monkeypatch):
     """`in_one_task`: a run `ray.layout: auto` laid out (`applies` before the choice) whose layout is one
     worker, with local checkpoints and in-memory data, is one Ray task; several workers, workers set in
-    the config, object storage or streamed data go to a TorchTrainer."""
+    the config, object storage or streamed data go to a TorchTrainer (and a workflow starts no Ray and
+    no imports ahead for them: `warm_start`)."""
     from pipelines.stages.train.driver import in_one_task
     from pipelines.stages.train.layout import with_layout
 
@@ -164,3 +165,14 @@ def test_a_run_laid_out_as_one_worker_trains_as_one_ray_task_and_every_other_und
     streamed = with_layout(_cfg(tmp_path, f"data.source=imagefolder:{tmp_path}", "data.streaming=on"),
                            Layout(1, 2, 128))
     assert not in_one_task(streamed, laid_out=True)
+    # A workflow starts Ray and the worker's imports early only for a run that can be one task.
+    from pipelines.services import runtime
+    from pipelines.stages.train.driver import warm_start
+
+    started = []
+    monkeypatch.setattr(runtime, "init_ray", lambda *a, **k: started.append(a))
+    for other in ("ray.num_workers=1", "ray.storage_path=s3://bucket/runs", "ray.use_gpu=true",
+                  "ray.address=10.0.0.1:6379", f"data.source=imagefolder:{tmp_path}"):
+        extra = ["data.streaming=on"] if other.startswith("data.source") else []
+        assert warm_start(_cfg(tmp_path, other, *extra)) is None, other
+    assert started == []

@@ -42,6 +42,7 @@ class Workflow:
     def __init__(self, cfg: Config, uri: str, name: str):
         from ..services import contract, tracking
 
+        self.warmed = None  # a training stage's warming task (`warm_start`), when the workflow began one
         self.c, self.contract, self.uri, self.name = tracking.client(uri), contract, uri, name
         exp = tracking.experiment_id(uri, cfg.mlflow.experiment)
         found = self.c.search_runs([exp], f"{contract.filter_eq(contract.WORKFLOW, name)} and "
@@ -115,7 +116,13 @@ def _run_workflow(cfg: Config, name: str, verbose: bool, say) -> dict:
 
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
+    warmed = None
+    if cfg.workflow.stages[:1] == ["train"] and not cfg.workflow.name:  # a new workflow that trains first
+        from ..stages.train.driver import warm_start
+
+        warmed = warm_start(cfg, verbose)  # Ray and the worker's imports while the workflow's run opens
     flow = Workflow(cfg, uri, name)
+    flow.warmed = warmed
     out: dict = {"workflow": name, "workflow_run_id": flow.run_id}
     try:
         for stage in cfg.workflow.stages:
@@ -142,7 +149,7 @@ def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
         return done
     run_name = cfg.train.run_name or f"{flow.name}-train-{inputs[:8]}"  # the same inputs resume this run
     tcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"run_name": run_name})})
-    res = run_training(tcfg, verbose=verbose, tags=flow.tags(inputs))
+    res = run_training(tcfg, verbose=verbose, tags=flow.tags(inputs), warmed=flow.warmed)
     say_training(res, say)
     made = {"run_id": res.run_id, "checkpoint": res.checkpoint, "train_metrics": _headline(res.metrics)}
     if res.end.ended_on_budget:

@@ -230,6 +230,20 @@ def start_warming():
     return ray.remote(warm_worker).options(num_cpus=0).remote()
 
 
+def warm_start(cfg: Config, verbose: bool = False):
+    """For a workflow that trains first: a local Ray started, and the worker's imports begun
+    (`start_warming`), before the workflow opens its own MLflow run, so that the imports overlap that
+    work; the warming task, or None when the run could not be one task (`in_one_task` before the
+    layout: a cluster, GPUs, workers set, object storage, streamed data)."""
+    from ...config.build import streams
+    from ...services.runtime import init_ray
+
+    if not layout.applies(cfg) or not names.is_local(cfg.ray.storage_path) or streams(cfg):
+        return None
+    init_ray(cfg.ray.address, verbose, cfg.ray.connect_timeout_s)
+    return start_warming()
+
+
 def fit_one_task(cfg: Config, uri: str, run_id: str, run_name: str, progress, warmed=None) -> TrainOutcome:
     """Train a one-worker run as one Ray task (`in_one_task`) and record it as a TorchTrainer's;
     `warmed`: the `start_warming` task, whose end the run's task waits for (see there)."""
@@ -310,16 +324,19 @@ def best_checkpoint(kept: list, cfg: Config):
     return max(good, key=lambda pair: pair[0])[1]
 
 
-def run_training(cfg: Config, verbose: bool = False, quiet: bool = False, tags: dict | None = None) -> TrainOutcome:
+def run_training(cfg: Config, verbose: bool = False, quiet: bool = False, tags: dict | None = None,
+                 warmed=None) -> TrainOutcome:
     """`ganpipe train`: a config in; one Ray Train run (resumed when `train.run_name` exists) out, as
     its MLflow run id, run name, best (else newest) checkpoint folder, final metrics and the workers'
-    result. `tags` go on a new MLflow run (a workflow's parent run and input hash)."""
+    result. `tags` go on a new MLflow run (a workflow's parent run and input hash); `warmed`: the
+    workflow's `warm_start`."""
     run_name = cfg.train.run_name or time.strftime("train-%Y%m%d-%H%M%S")
     with names.hold("run", run_name, cfg.ray.storage_path, "train.run_name"):  # refused at once when held
-        return _run_training(cfg, run_name, verbose, quiet, tags)
+        return _run_training(cfg, run_name, verbose, quiet, tags, warmed)
 
 
-def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: dict | None) -> TrainOutcome:
+def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: dict | None,
+                  warmed=None) -> TrainOutcome:
     import ray
     from ray.util.queue import Queue
 
@@ -330,6 +347,8 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
         if note and not quiet:
             print(f"train: {note}")
     laid_out = layout.applies(cfg)
+    if warmed is not None:
+        ray.wait([warmed])  # the layout's probe, when it runs, never beside the imports
     cfg = layout.choose(cfg, data, resolve_num_workers(cfg), f"{cfg.ray.storage_path}/{run_name}",
                         say=(lambda line: None) if quiet else print)
     workers = cfg.ray.num_workers
@@ -339,7 +358,8 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
     stop = threading.Event()
     bar = threading.Thread(target=_progress_bar, args=(progress, stop, quiet), daemon=True)
     try:
-        warmed = start_warming() if one_task else None  # after the layout's probe: never beside its timings
+        if one_task and warmed is None:  # after the layout's probe: never beside its timings
+            warmed = start_warming()
         resumed = check_resumable(f"{cfg.ray.storage_path}/{run_name}", workers)
         if resumed is not None and not quiet:
             from ...config.plan import plan_run
