@@ -129,6 +129,11 @@ def table(rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+def table_rows(md: str) -> list[str]:
+    """The measured rows of a benchmark's output file, without its headings and table headers."""
+    return [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| date ")]
+
+
 def replace_section(md: str, section: str) -> str:
     """`md` with the text between the run_all markers replaced (the section appended if absent)."""
     block = f"{START}\n{section}\n{END}"
@@ -169,8 +174,8 @@ def main() -> None:
     section = (f"Latest full run, {datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores "
                f"(`python benchmarks/run_all.py`):\n\n{summary}\n\nThe benchmarks' own rows from that run:\n\n"
                f"| date | what | baseline | ganpipe | ratio | machine |\n|---|---|---|---|---|---|\n"
-               + "\n".join(r.read_text().replace("# Benchmarks", "").strip()
-                           for r in (tmp / f"{n}.md" for n in RUNS) if r.exists()))
+               + "\n".join(row for r in (tmp / f"{n}.md" for n in RUNS) if r.exists()
+                           for row in table_rows(r.read_text())))
     path = Path(a.out)
     path.write_text(replace_section(path.read_text() if path.exists() else "# Benchmarks\n", section))
 
