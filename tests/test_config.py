@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -63,6 +64,31 @@ def test_console_wiring_help_and_one_line_errors():
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "unknown key 'train.nope'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_command_ends_without_module_teardown_after_all_a_normal_exit_does(tmp_path):
+    """`pipelines.cli.run` (the `ganpipe` script) skips the interpreter's module teardown: everything a
+    normal exit does comes first (all output, the threads Python waits for, the exit handlers, temporary
+    folders removed), and main's exit code is the process's."""
+    script = f"""
+import atexit, sys, tempfile, threading, time
+from pathlib import Path
+import pipelines.cli as cli
+keep = tempfile.TemporaryDirectory(dir={str(tmp_path)!r})
+print(keep.name)
+threading.Thread(target=lambda: (time.sleep(0.5), Path({str(tmp_path / 'joined')!r}).write_text('yes'))).start()
+atexit.register(lambda: print("handler ran"))
+sys.argv = ["ganpipe", *sys.argv[1:]]
+cli.run()
+"""
+    ok = subprocess.run([sys.executable, "-c", script, "config"], capture_output=True, text=True)
+    lines = ok.stdout.splitlines()
+    assert ok.returncode == 0 and lines[-1] == "handler ran"
+    assert "\n".join(lines[1:-1]).strip() == _cli("config").stdout.strip()  # the whole output, as piped
+    assert (tmp_path / "joined").read_text() == "yes" and not os.path.exists(lines[0])
+    bad = subprocess.run([sys.executable, "-c", script, "train", "--set", "train.nope=1"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "unknown key 'train.nope'" in bad.stderr and bad.stdout.endswith("handler ran\n")
 
 
 @pytest.mark.parametrize("key,value", [("train.run_name", "a'b"), ("train.run_name", "../escape"),
