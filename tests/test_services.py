@@ -346,6 +346,11 @@ def test_a_new_sqlite_store_is_seeded_from_the_schema_template_and_an_old_one_is
     assert (second / "mlflow.db").read_bytes() == before
     tracking.seed_sqlite(f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}")
     assert not (tmp_path / "absent").exists()
+    monkeypatch.chdir(tmp_path / "cache")
+    for other in (f"sqlite:///{second / 'with.db'}?timeout=30", "sqlite:///:memory:", "http://127.0.0.1:1"):
+        tracking.seed_sqlite(other)
+    assert sorted(p.name for p in second.iterdir() if p.is_file()) == ["mlflow.db"]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [template.name]
     assert not [p for p in second.iterdir() if p.name.endswith(".part")]
 
 

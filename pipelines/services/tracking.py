@@ -90,8 +90,9 @@ def _schema_template() -> Path:
 
 def seed_sqlite(uri: str) -> None:
     """A SQLite tracking store that does not exist yet starts as a copy of `_schema_template()`, never
-    over a store another process made meanwhile; any other URI, or an existing file, is left alone."""
-    if not uri.startswith("sqlite:///"):
+    over a store another process made meanwhile; any other URI (a server, SQLite in memory or with
+    connection options), or an existing file, is left alone."""
+    if not uri.startswith("sqlite:///") or "?" in uri or uri.endswith(":memory:"):  # options, or no file
         return
     path = Path(uri[len("sqlite:///"):])
     if path.exists() or not path.parent.is_dir():
