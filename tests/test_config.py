@@ -69,7 +69,7 @@ def test_console_wiring_help_and_one_line_errors():
 def test_the_command_ends_without_module_teardown_after_all_a_normal_exit_does(tmp_path):
     """`pipelines.cli.run` (the `ganpipe` script) skips the interpreter's module teardown: everything a
     normal exit does comes first (all output, the threads Python waits for, the exit handlers, temporary
-    folders removed), and main's exit code is the process's."""
+    folders removed), and main's exit code is the process's; under a profiler it exits the normal way."""
     script = f"""
 import atexit, sys, tempfile, threading, time
 from pathlib import Path
@@ -89,6 +89,10 @@ cli.run()
     bad = subprocess.run([sys.executable, "-c", script, "train", "--set", "train.nope=1"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "unknown key 'train.nope'" in bad.stderr and bad.stdout.endswith("handler ran\n")
+    # Under a profiler the command exits the normal way, so that the profiler writes its results.
+    profiled = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(tmp_path / "prof"), "-m", "pipelines.cli",
+                               "config"], capture_output=True, text=True)
+    assert profiled.returncode == 0 and (tmp_path / "prof").stat().st_size > 0
 
 
 @pytest.mark.parametrize("key,value", [("train.run_name", "a'b"), ("train.run_name", "../escape"),

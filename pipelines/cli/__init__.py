@@ -119,8 +119,11 @@ def run() -> None:
     BENCHMARKS.md). First everything a normal exit does before that: output flushed, the threads
     Python waits for joined (`threading._shutdown`, as the interpreter calls it), every exit handler
     run (Ray's shutdown, logging's flush, temporary folders removed); then `os._exit` with main's code.
-    An exception leaves the normal way, with its traceback."""
+    An exception leaves the normal way, with its traceback, and so does a process under a tracer or
+    profiler (coverage, a debugger, `python -m cProfile`), which writes its results after the program."""
     code = main()
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        sys.exit(code)
     sys.stdout.flush()
     sys.stderr.flush()
     threading._shutdown()
