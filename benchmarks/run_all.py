@@ -34,8 +34,8 @@ RUNS = {
     "fixed_costs": (["--budget", "60"], ["--budget", "20"]),
 }
 SCRIPT = {"game_step": "game_step.py", "train_1": "train_throughput.py", "train_2": "train_throughput.py",
-          "train_auto": "train_throughput.py", "generate": "generate_throughput.py", "startup": "startup.py", "startup_one": "startup.py",
-          "fixed_costs": "fixed_costs.py"}
+          "train_auto": "train_throughput.py", "generate": "generate_throughput.py", "startup": "startup.py",
+          "startup_one": "startup.py", "fixed_costs": "fixed_costs.py"}
 
 
 def targets(r: dict) -> list[tuple[str, str, float | None, str, bool | None]]:

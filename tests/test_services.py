@@ -592,3 +592,18 @@ def test_one_parser_reads_every_registered_model_uri():
     assert model_ref("runs:/abc/checkpoint") is None and model_ref("ganpipe_runs/x") is None
     assert model_uri("g", "3") == "models:/g/3" and model_uri("g", "3", "champion") == "models:/g@champion"
     assert len(param_value("x" * 7000)) == 6000 and len(tag_value("y" * 7000)) == 5000
+
+
+def test_a_job_refuses_a_relative_sqlite_store_and_takes_an_absolute_one(tmp_path):
+    """A cluster job's tracking store must be one every node sees: a relative SQLite file is one error
+    naming the key; an absolute one and a server pass."""
+    from pipelines.config import load_config
+    from pipelines.errors import UserError
+    from pipelines.jobs import check_shared
+
+    shared = [f"ray.storage_path={tmp_path / 'runs'}", f"workflow.out={tmp_path / 'out'}",
+              f"workflow.reports={tmp_path / 'reports'}"]
+    with pytest.raises(UserError, match="mlflow.tracking_uri='sqlite:///mlflow.db' is a relative file"):
+        check_shared(load_config(None, [*shared, "mlflow.tracking_uri=sqlite:///mlflow.db"]))
+    for uri in (f"sqlite:///{tmp_path / 'mlflow.db'}", "http://127.0.0.1:5000"):
+        check_shared(load_config(None, [*shared, f"mlflow.tracking_uri={uri}"]))

@@ -16,7 +16,8 @@ from typing import Callable, TypeVar
 from ..errors import UserError
 from . import contract
 
-DEFAULT_URI = "sqlite:///mlflow.db"
+SQLITE = "sqlite:///"
+DEFAULT_URI = f"{SQLITE}mlflow.db"
 T = TypeVar("T")
 
 
@@ -24,12 +25,18 @@ class TrackingError(UserError):
     """The tracking store cannot be used; the message names the URI."""
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The file of a SQLite tracking URI; None for any other URI."""
+    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+
+
 def resolve_tracking_uri(configured: str | None) -> str:
     """config value > MLFLOW_TRACKING_URI > sqlite:///mlflow.db; relative SQLite paths made absolute
     so that Ray workers, whose working directory differs, write to the same file."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    path = sqlite_file(uri)
+    if path is not None and not path.is_absolute():
+        uri = f"{SQLITE}{path.resolve()}"
     return uri
 
 
@@ -43,8 +50,8 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         except requests.RequestException as e:
             raise TrackingError(f"MLflow tracking server {uri} is unreachable ({e.__class__.__name__}); "
                                 f"start it or set mlflow.tracking_uri / MLFLOW_TRACKING_URI") from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
+    elif sqlite_file(uri) is not None:
+        folder = sqlite_file(uri).parent
         if not folder.is_dir():
             raise TrackingError(f"MLflow tracking store {uri}: folder {folder} does not exist")
     elif uri.startswith("file:") or "://" not in uri:
@@ -92,9 +99,9 @@ def seed_sqlite(uri: str) -> None:
     """A SQLite tracking store that does not exist yet starts as a copy of `_schema_template()`, never
     over a store another process made meanwhile; any other URI (a server, SQLite in memory or with
     connection options), or an existing file, is left alone."""
-    if not uri.startswith("sqlite:///") or "?" in uri or uri.endswith(":memory:"):  # options, or no file
+    path = sqlite_file(uri)
+    if path is None or "?" in uri or path.name == ":memory:":  # options, or no file
         return
-    path = Path(uri[len("sqlite:///"):])
     if path.exists() or not path.parent.is_dir():
         return
     part = path.with_name(f".{path.name}.{os.getpid()}.part")

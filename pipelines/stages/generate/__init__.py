@@ -316,8 +316,8 @@ def _model_version(model: str, uri: str) -> str | None:
 
 # A job of up to this many rows on the local machine is written in the command's own process: a pool
 # of actors (a local Ray, each actor importing torch and loading the models) costs seconds before its
-# first row, one process writes a row in about 0.15 ms on one thread (BENCHMARKS.md, "Small batches in
-# the command's own process").
+# first row, which one process on one thread spends writing rows (BENCHMARKS.md, "Batch stage": a
+# 10,000-row job in its own process against a pool of actors, and the cost of a row).
 IN_PROCESS_ROWS = 50_000
 
 

@@ -192,9 +192,14 @@ def in_one_task(cfg: Config, laid_out: bool) -> bool:
     group and process group would be start-up and nothing else; the task holds the worker's CPUs, and
     Ray runs it again, resuming from the newest complete checkpoint, when its process dies (up to
     `ray.max_failures` times). Workers set in the config train under Ray Train, one or many."""
+    return laid_out and cfg.ray.num_workers == 1 and _local_in_memory(cfg)
+
+
+def _local_in_memory(cfg: Config) -> bool:
+    """Checkpoints on a local path and the data in memory: what a run trained as one task needs."""
     from ...config.build import streams
 
-    return laid_out and cfg.ray.num_workers == 1 and names.is_local(cfg.ray.storage_path) and not streams(cfg)
+    return names.is_local(cfg.ray.storage_path) and not streams(cfg)
 
 
 def train_one_worker(task: dict, keep: int | None, score: tuple[str, str], tell=None) -> tuple[dict, dict]:
@@ -235,10 +240,9 @@ def warm_start(cfg: Config, verbose: bool = False):
     (`start_warming`), before the workflow opens its own MLflow run, so that the imports overlap that
     work; the warming task, or None when the run could not be one task (`in_one_task` before the
     layout: a cluster, GPUs, workers set, object storage, streamed data)."""
-    from ...config.build import streams
     from ...services.runtime import init_ray
 
-    if not layout.applies(cfg) or not names.is_local(cfg.ray.storage_path) or streams(cfg):
+    if not layout.applies(cfg) or not _local_in_memory(cfg):
         return None
     init_ray(cfg.ray.address, verbose, cfg.ray.connect_timeout_s)
     return start_warming()
