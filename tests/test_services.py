@@ -122,6 +122,36 @@ def test_an_empty_address_starts_a_fresh_local_ray_never_a_stale_one(monkeypatch
     assert calls[-1]["address"] == "local"
 
 
+def test_the_command_stops_its_local_ray_with_the_monitor_killed_first():
+    """`runtime.stop_ray` (the command's end) kills the autoscaler's monitor while the rest of the
+    local Ray still runs (Ray's own shutdown would wait a second for it to exit on SIGTERM), and with
+    the workers' logs on the terminal (-v) leaves the rest to Ray's exit handler; without them it
+    shuts the whole node down itself."""
+    script = """
+import json
+import ray
+import ray._private.worker as w
+from pipelines.services import runtime
+runtime.init_ray("")
+procs = {kind: [i.process for i in infos] for kind, infos in w._global_node.all_processes.items()}
+runtime.stop_ray(logs_to_driver=True)
+first = {"up": ray.is_initialized(), "monitor": procs["monitor"][0].returncode,
+         "others": sorted(k for k, ps in procs.items() if k != "monitor" and any(p.poll() is None for p in ps))}
+runtime.stop_ray()
+print(json.dumps({"first": first, "up": ray.is_initialized(),
+                  "left": sorted(k for k, ps in procs.items() if any(p.poll() is None for p in ps))}))
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["first"]["up"] and got["first"]["monitor"] == -9
+    assert {"raylet", "gcs_server"} <= set(got["first"]["others"])
+    assert not got["up"] and got["left"] == []
+
+
 def _dead_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

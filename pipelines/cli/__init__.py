@@ -89,9 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Whether the command runs with -v (its Ray then prints the workers' logs until the end).
+_verbose = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _verbose
     parser = build_parser()
     args = parser.parse_args(argv)
+    _verbose = bool(getattr(args, "verbose", False))
     if args.command is None:
         parser.print_help()
         return 2
@@ -119,9 +125,13 @@ def run() -> None:
     BENCHMARKS.md). First everything a normal exit does before that: output flushed, the threads
     Python waits for joined (`threading._shutdown`, as the interpreter calls it), every exit handler
     run (Ray's shutdown, logging's flush, temporary folders removed); then `os._exit` with main's code.
+    Ray is shut down first, promptly (`runtime.stop_ray`).
     An exception leaves the normal way, with its traceback, and so does a process under a tracer or
     profiler (coverage, a debugger, `python -m cProfile`), which writes its results after the program."""
     code = main()
+    from ..services.runtime import stop_ray
+
+    stop_ray(logs_to_driver=_verbose)
     if sys.gettrace() is not None or sys.getprofile() is not None:
         sys.exit(code)
     sys.stdout.flush()
