@@ -637,3 +637,36 @@ def test_a_job_refuses_a_relative_sqlite_store_and_takes_an_absolute_one(tmp_pat
         check_shared(load_config(None, [*shared, "mlflow.tracking_uri=sqlite:///mlflow.db"]))
     for uri in (f"sqlite:///{tmp_path / 'mlflow.db'}", "http://127.0.0.1:5000"):
         check_shared(load_config(None, [*shared, f"mlflow.tracking_uri={uri}"]))
+
+
+def test_the_progress_bar_draws_every_message_and_ends_without_waiting_out_its_poll():
+    """At a run's end the driver wakes the bar's wait for the next message (a poll of 0.5 s) instead of
+    letting it run out: no wait after the stop ends by its timeout, and every message sent is drawn."""
+    import queue
+    import threading
+
+    from pipelines.stages.train import driver
+
+    stop = threading.Event()
+    drawn, late = [], []
+
+    class Messages(queue.Queue):
+        def get(self, timeout=None):
+            try:
+                msg = super().get(timeout=timeout)
+            except queue.Empty:
+                late.append(stop.is_set())
+                raise
+            drawn.append(msg)
+            return msg
+
+    q = Messages()
+    bar = threading.Thread(target=driver._progress_bar, args=(q, stop, True), daemon=True)
+    bar.start()
+    q.put({"total": 10, "iteration": 0})
+    q.put({"total": 10, "iteration": 10, "loss_d": 1.0, "loss_g": 1.0, "d_real": 0.5, "d_fake": 0.5, "epoch": 1})
+    time.sleep(0.1)  # the bar is waiting for a third message
+    driver.stop_progress_bar(bar, stop, q)
+    assert not bar.is_alive()
+    assert [m and m["iteration"] for m in drawn] == [0, 10, None]
+    assert True not in late

@@ -6,6 +6,7 @@ logs the final checkpoint as an artifact.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -73,6 +74,8 @@ def _progress_bar(queue, stop: threading.Event, quiet: bool) -> None:
             msg = queue.get(timeout=0.5)
         except Exception:
             continue
+        if msg is None:  # the driver's wake-up at the run's end
+            continue
         if bar is None:  # the first message is the run's start (a resumed run's part way): the rate counts from it
             bar = tqdm(total=msg["total"], initial=msg["iteration"], unit="it", disable=quiet, dynamic_ncols=True)
         bar.n = msg["iteration"]
@@ -84,6 +87,16 @@ def _progress_bar(queue, stop: threading.Event, quiet: bool) -> None:
                         **({"fd": f"{msg['fd']:.2f}"} if "fd" in msg else {}))
     if bar is not None:
         bar.close()
+
+
+def stop_progress_bar(bar: threading.Thread, stop: threading.Event, queue) -> None:
+    """End `_progress_bar` once the messages it has are drawn: a None message wakes its wait for the
+    next one (up to 0.5 s) at once."""
+    stop.set()
+    if bar.is_alive():
+        with contextlib.suppress(Exception):
+            queue.put_nowait(None)
+        bar.join(timeout=5)
 
 
 def prepare_features(cfg: Config, data) -> None:
@@ -378,9 +391,7 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
             return fit_one_task(cfg, uri, run_id, run_name, progress, warmed)
         return fit_and_record(trainer, cfg, uri, run_id, run_name)
     finally:
-        stop.set()
-        if bar.is_alive():
-            bar.join(timeout=5)
+        stop_progress_bar(bar, stop, progress)
         ray.kill(progress.actor)
 
 
