@@ -49,8 +49,7 @@ def test_the_rule_follows_the_data_size_the_device_and_the_global_batch():
     assert values["train.ema_beta"] == round(0.5 ** (256 / 17700), 4) == 0.99
     assert values["data.image_size"] == 28  # digits are 8x8: the next side the geometry has
     assert values["train.r1"] == 0.09  # R1's gamma 1 x 5,000 / 54,000, to one digit
-    assert values["train.lr_g"] == values["train.lr_d"] == auto.LR_LARGE == 6e-4  # above 5,000 training images
-    assert derived(cfg, fake(5555))[1]["train.lr_g"] == auto.LR  # 5,000 training images: the small data's rate
+    assert values["train.lr_g"] == values["train.lr_d"] == auto.LR == 3e-4  # grey images, whatever their number
     _, values = derived(cfg, fake(500_000))
     assert values["train.time_budget_s"] == auto.BUDGET_MAX_S[1] == 720
     # colour images cost the step twice a grey one's time: twice the seconds per 1,000, a larger cap
@@ -58,6 +57,10 @@ def test_the_rule_follows_the_data_size_the_device_and_the_global_batch():
                           "c", "x")
     assert derived(cfg, colour)[1]["train.time_budget_s"] == pytest.approx(420 + 12 * 40)  # 45,000 training images
     assert derived(cfg, colour)[1]["train.r1"] == 0.1
+    # colour images above 5,000 training images train at the faster rates; up to it at the small data's
+    assert derived(cfg, colour)[1]["train.lr_g"] == derived(cfg, colour)[1]["train.lr_d"] == auto.LR_LARGE == 6e-4
+    few = ImageDataset(np.zeros((5555, 3, 32, 32), np.uint8), np.arange(5555) % 10, [str(c) for c in range(10)], "c", "x")
+    assert derived(cfg, few)[1]["train.lr_g"] == auto.LR  # 5,000 training images
 
 
 def test_what_a_config_or_set_gives_is_never_derived(tmp_path):
@@ -65,7 +68,7 @@ def test_what_a_config_or_set_gives_is_never_derived(tmp_path):
                              "model.g_width=48", "train.r1=0.5", "train.lr_d=1e-4"])
     cfg, values = derived(cfg, fake(60000))
     assert "train.r1" not in values and cfg.train.r1 == 0.5
-    assert "train.lr_d" not in values and cfg.train.lr_d == 1e-4 and cfg.train.lr_g == values["train.lr_g"] == 6e-4
+    assert "train.lr_d" not in values and cfg.train.lr_d == 1e-4 and cfg.train.lr_g == values["train.lr_g"] == auto.LR
     assert "train.time_budget_s" not in values and cfg.train.time_budget_s == 100
     assert "data.image_size" not in values and cfg.data.image_size == 32
     assert "train.patience" not in values and cfg.train.patience is None

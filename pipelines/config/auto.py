@@ -3,8 +3,9 @@
 A config file, a preset or `--set` that gives a key fixes it; every key in AUTO_KEYS that none of them
 gives is derived here, once, on the driver, before the run starts: the image size from the source's
 own side, the budget, the stopping rule, R1's gamma and the learning rates from the training split's
-size, the widths from the device, the EMA from the global batch. The rule and the measurements behind
-each row: docs/configuration.md ("Derived defaults").
+size (the budget and the rates from its channels too), the widths from the device, the EMA from the
+global batch. The rule and the measurements behind each row: docs/configuration.md ("Derived
+defaults").
 """
 from __future__ import annotations
 
@@ -38,9 +39,11 @@ WIDTH_CPU, WIDTH_GPU = 32, 64
 # leaves less of that; at gamma 1 on 54,000 Fashion-MNIST images D's outputs sink to 0.5 on real and
 # generated alike and the samples lose variety after about 15 minutes (docs/configuration.md).
 R1_GAMMA = 1.0
-# Both Adam rates: LR for a split of up to BUDGET_IMAGES images; LR_LARGE above it, where the budget buys
-# a few passes over the data instead of a hundred (Fashion-MNIST 15, CIFAR-10 8 in 15 minutes on 2 cores)
-# and the faster pace carries the CAS ratio and recall further in the same iterations (docs/configuration.md).
+# Both Adam rates: LR, but LR_LARGE for colour images above BUDGET_IMAGES, where the budget buys the
+# fewest passes over the data (a colour step costs twice a grey one's time: CIFAR-10 about a dozen in 15
+# minutes on 2 cores) and the faster pace carries the CAS ratio and recall further in those iterations;
+# grey data of that size trains two dozen passes in its budget, where 6e-4 falls behind 3e-4 and
+# Fashion-MNIST collapsed for a while at 22,000 iterations (docs/configuration.md).
 LR, LR_LARGE = 3e-4, 6e-4
 
 AUTO_KEYS = ("data.image_size", "model.g_width", "model.d_width", "train.time_budget_s", "train.patience",
@@ -153,10 +156,12 @@ def r1_gamma(n_train: int) -> tuple[float, str]:
     return value, f"{n_train:,} training images: {R1_GAMMA:g} x {BUDGET_IMAGES:,} / {n_train:,}, to one digit"
 
 
-def rates(n_train: int) -> tuple[float, str]:
+def rates(n_train: int, channels: int = 1) -> tuple[float, str]:
     if n_train <= BUDGET_IMAGES:
         return LR, f"{n_train:,} training images (up to {BUDGET_IMAGES:,}: {LR:g})"
-    return LR_LARGE, f"{n_train:,} training images (above {BUDGET_IMAGES:,}: {LR_LARGE:g})"
+    if channels == 1:
+        return LR, f"{n_train:,} grey training images ({LR:g}; {LR_LARGE:g} for colour above {BUDGET_IMAGES:,})"
+    return LR_LARGE, f"{n_train:,} colour training images (above {BUDGET_IMAGES:,}: {LR_LARGE:g})"
 
 
 def derive(cfg: Config, data, device: Device, workers: int) -> tuple[Config, list[Choice]]:
@@ -177,7 +182,8 @@ def derive(cfg: Config, data, device: Device, workers: int) -> tuple[Config, lis
                                                                  f"(above {BUDGET_IMAGES:,}: the budget ends the run)")))
     if "train.r1" in open_keys:
         choices.append(Choice("train.r1", *r1_gamma(n_train)))
-    choices += [Choice(k, *rates(n_train)) for k in ("train.lr_g", "train.lr_d") if k in open_keys]
+    choices += [Choice(k, *rates(n_train, data.image_shape[0])) for k in ("train.lr_g", "train.lr_d")
+                if k in open_keys]
     if "train.ema_beta" in open_keys:
         batch = cfg.train.batch_size * workers
         beta = round(0.5 ** (batch / EMA_HALF_LIFE_IMAGES), 4)
