@@ -56,7 +56,7 @@ def check_shared(cfg: Config) -> None:
             raise UserError(f"{key}={path!r} is relative: on a cluster it would land in the job's temporary "
                             f"working folder, which Ray removes; give an absolute path every node sees"
                             + (" or s3://BUCKET/PATH" if "out" in key else ""))
-    if tracking.sqlite_file(uri) is not None and not tracking.sqlite_file(uri).is_absolute():
+    if (store := tracking.sqlite_file(uri)) is not None and not store.is_absolute():
         raise UserError(f"mlflow.tracking_uri={uri!r} is a relative file; give an MLflow server "
                         f"(http://HOST:5000) or an absolute path every node sees")
 

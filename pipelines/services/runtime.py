@@ -128,16 +128,18 @@ def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.
 
 
 def stop_ray(logs_to_driver: bool = False) -> None:
-    """Shut down the Ray this process started or joined, at once, where Ray's exit handler would take
-    about 1.5 s longer: that handler first sleeps half a second for worker logs still on their way to
-    the terminal (kept when `logs_to_driver`: with -v they are printed), then gives each process of a
-    local Ray a second to exit on SIGTERM, and the autoscaler's monitor never does (Ray then kills
-    it): here the monitor is killed first. Nothing when Ray is not running."""
+    """Shut down the Ray this process started or joined, at once, where Ray's exit handler first
+    sleeps half a second for worker logs still on their way to the terminal (kept when
+    `logs_to_driver`: with -v they are printed), then gives each process of a local Ray a second to
+    exit on SIGTERM, which the autoscaler's monitor never does (Ray then kills it): here the monitor is
+    killed first (BENCHMARKS.md, "The command's end"). Nothing when Ray is not running."""
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return
+    from ray._private import ray_constants
+
     node = getattr(sys.modules.get("ray._private.worker"), "_global_node", None)
-    for info in (getattr(node, "all_processes", None) or {}).get("monitor", []):
+    for info in (getattr(node, "all_processes", None) or {}).get(ray_constants.PROCESS_TYPE_MONITOR, []):
         process = getattr(info, "process", None)
         if process is not None and process.poll() is None:
             process.kill()

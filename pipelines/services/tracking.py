@@ -50,8 +50,8 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         except requests.RequestException as e:
             raise TrackingError(f"MLflow tracking server {uri} is unreachable ({e.__class__.__name__}); "
                                 f"start it or set mlflow.tracking_uri / MLFLOW_TRACKING_URI") from None
-    elif sqlite_file(uri) is not None:
-        folder = sqlite_file(uri).parent
+    elif (path := sqlite_file(uri)) is not None:
+        folder = path.parent
         if not folder.is_dir():
             raise TrackingError(f"MLflow tracking store {uri}: folder {folder} does not exist")
     elif uri.startswith("file:") or "://" not in uri:
