@@ -44,82 +44,95 @@ def targets(r: dict) -> list[tuple[str, str, float | None, str, bool | None]]:
     g = r.get("game_step")
     if g:
         for w in ("w32", "w64"):
-            rows.append((f"1. `Game.step` vs the plain DCGAN loop, width {w[1:]} ({g[w]['best']})",
-                         f"{g[w]['ratio']:.2f}x", g[w]["ratio"], ">= 1.3x", g[w]["ratio"] >= 1.3))
+            rows.append((f"Step: `Game.step` at equal arithmetic ({g[w]['best']}) vs the plain DCGAN loop, width {w[1:]}, "
+                         "batch 64, 2 threads",
+                         f"{g[w]['ratio']:.2f}x", g[w]["ratio"], ">= 1.3x (or where it goes, recorded)", g[w]["ratio"] >= 1.3))
         rate = g["w64"]["img_s"]
         if "game_nhwc" in rate:
             shipped = rate["game_nhwc"] / rate["plain"]
-            rows.append(("5. the shipped step (fresh batch, channels-last) vs the plain DCGAN loop, width 64, batch "
-                         "64, 2 threads", f"{shipped:.2f}x", shipped, ">= 1.3x (or where it goes, recorded)",
-                         shipped >= 1.3))
+            rows.append(("Step: the shipped step (a fresh batch for G's update, channels-last) vs the plain DCGAN "
+                         "loop, width 64", f"{shipped:.2f}x", shipped, "reported", None))
         share = g["w64"]["flop_share"][g["w64"]["best"]]
-        rows.append((f"2. width 64: share of the {g['matmul_gflops']:.0f} GFLOP/s fp32 matmul rate",
+        rows.append((f"Step: width 64, share of the {g['matmul_gflops']:.0f} GFLOP/s fp32 matmul rate",
                      f"{share:.0%}", share, ">= 60%", share >= 0.6))
         if g["w64"].get("compile_s") is not None:
             c = g["w64"]["img_s"]["game_compiled"] / g["w64"]["img_s"]["game_reuse_nhwc"]
-            rows.append(("1. torch.compile vs the same step eager, width 64 (compile time apart)",
+            rows.append(("Step: torch.compile vs the same step eager, width 64 (compile time apart)",
                          f"{c:.2f}x after {g['w64']['compile_s']:.0f} s", c, "pays within a default run", None))
     t1 = r.get("train_1")
     if t1:
-        rows.append(("3. TorchTrainer, 1 worker, steady vs the bare step", f"{t1['ratio']:.2f}x", t1["ratio"],
+        rows.append(("Workers: TorchTrainer, 1 worker, steady vs the bare step", f"{t1['ratio']:.2f}x", t1["ratio"],
                      ">= 0.95x", t1["ratio"] >= 0.95))
     t2 = r.get("train_2")
     if t2:
-        rows.append(("3. 2 workers x 1 thread vs 1 process x 2 threads, same global batch", f"{t2['ratio']:.2f}x",
+        rows.append(("Workers: 2 workers x 1 thread vs 1 process x 2 threads, same global batch", f"{t2['ratio']:.2f}x",
                      t2["ratio"], ">= 0.95x", t2["ratio"] >= 0.95))
     ta = r.get("train_auto")
     if ta:
         picked = f"{ta['ran']['num_workers']} worker(s) x {ta['ran']['cpus_per_worker']} thread(s)"
-        rows.append((f"3. the local default layout (`ray.layout: auto` picked {picked}) vs 1 process x "
+        rows.append((f"Workers: the local default layout (`ray.layout: auto` picked {picked}) vs 1 process x "
                      f"{ta['ran']['num_workers'] * ta['ran']['cpus_per_worker']} threads, same global batch",
                      f"{ta['ratio']:.2f}x", ta["ratio"], ">= 0.95x", ta["ratio"] >= 0.95))
     gen = r.get("generate")
     if gen:
-        rows.append((f"4. generate rows/s vs the bare G forward on the same CPUs ({gen['large']['rows']:,} rows)",
+        rows.append((f"Batch stage: generate rows/s vs the bare G forward on the same CPUs ({gen['large']['rows']:,} rows)",
                      f"{gen['ratio']:.2f}x", gen["ratio"], ">= 0.6x", gen["ratio"] >= 0.6))
-        rows.append((f"4. generate peak memory, {gen['large']['rows']:,} vs {gen['small']['rows']:,} rows",
+        rows.append((f"Batch stage: generate peak memory, {gen['large']['rows']:,} vs {gen['small']['rows']:,} rows",
                      f"{gen['memory_ratio']:.2f}x", gen["memory_ratio"], "<= 1.2x", gen["memory_ratio"] <= 1.2))
         if "ceiling" in gen:
             c = gen["per_row_us"]
-            rows.append(("4. generate: what the actors' arithmetic allows (one-thread actors at their measured cost "
+            rows.append(("Batch stage: what the actors' arithmetic allows (one-thread actors at their measured cost "
                          "a row, no Ray, no fixed cost) vs the bare G forward",
                          f"{gen['ceiling']:.2f}x (a row: G {c['g_us']:.0f} us, verifier {c['verifier_us']:.0f} us, "
                          f"PNG {c['png_us']:.0f} us, Parquet and the rest {c['rest_us']:.0f} us; a job's fixed cost "
                          f"{gen['fixed_s']:.0f} s)", gen["ceiling"], "reported", None))
             of = gen["ratio"] / gen["ceiling"]
-            rows.append(("2. generate rows/s vs that per-row ceiling, measured in the same run", f"{of:.2f}x", of,
+            rows.append(("Batch stage: generate rows/s vs that per-row ceiling, measured in the same run", f"{of:.2f}x", of,
                          ">= 0.8x", of >= 0.8))
-            rows.append((f"2. generate: a {gen['small']['rows']:,}-row job's fixed cost (model, data, evaluation, card, "
+            rows.append((f"Batch stage: a {gen['small']['rows']:,}-row job's fixed cost (model, data, evaluation, card, "
                          f"run; {'written in its own process' if gen.get('small_here') else 'its Ray and actors'})",
                          f"{gen['fixed_s']:.0f} s", gen["fixed_s"], "<= 5 s", gen["fixed_s"] <= 5))
         if "plain_ratio" in gen:
-            rows.append((f"4. generate without the verifier (generate.verifier=false) vs the bare G forward "
+            rows.append((f"Batch stage: generate without the verifier (generate.verifier=false) vs the bare G forward "
                          f"({gen['plain']['rows']:,} rows)", f"{gen['plain_ratio']:.2f}x", gen["plain_ratio"],
                          ">= 0.6x", gen["plain_ratio"] >= 0.6))
     s = r.get("startup")
     if s:
-        rows.append(("1. start-up: `ganpipe train` of 2 workers to its first iteration, Ray's share",
+        rows.append(("Start-up: `ganpipe train` of 2 workers to its first iteration, Ray's share",
                      f"{s['first_s']:.1f} s, Ray {s['ray_share']:.0%} (without Ray {s['bare_first_s']:.1f} s)",
                      s["first_s"], "<= 10 s", s["first_s"] <= 10))
-        rows.append(("5. start-up cut: ganpipe's local Ray settings vs Ray Train's defaults, to the end",
+        rows.append(("Start-up: ganpipe's local Ray settings vs Ray Train's defaults, to the end",
                      f"{s['ray_defaults_end_s'] / s['end_s']:.2f}x", s["ray_defaults_end_s"] / s["end_s"],
                      "reported", None))
     o = r.get("startup_one")
     if o:
-        rows.append(("1. start-up of one worker as `ray.layout: auto` lays it out (one Ray task): `ganpipe train` to "
+        rows.append(("Start-up: one worker as `ray.layout: auto` lays it out (one Ray task): `ganpipe train` to "
                      "its first iteration", f"{o['task_first_s']:.1f} s", o["task_first_s"], "<= 10 s",
                      o["task_first_s"] <= 10))
-        rows.append(("1. one worker as one Ray task vs the same worker under a TorchTrainer, to the end",
+        rows.append(("Start-up: one worker as one Ray task vs the same worker under a TorchTrainer, to the end",
                      f"{o['train_end_s'] / o['task_end_s']:.2f}x", o["train_end_s"] / o["task_end_s"], "reported",
                      None))
     f = r.get("fixed_costs")
     if f:
         w, c = f["warm"], f["cold"]
-        rows.append(("1. `ganpipe run` on mnist5k outside its training loop, warm home (before / evaluate / "
+        rows.append(("Fixed costs: `ganpipe run` on mnist5k outside its training loop, warm home (before / evaluate / "
                      "register / generate)", f"{w['outside_s']:.0f} s ({w['before_loop_s']:.0f} / {w['evaluate_s']:.0f} / "
                      f"{w['register_s']:.0f} / {w['generate_s']:.0f}); fresh home {c['outside_s']:.0f} s",
                      w["outside_s"], "<= 30 s", w["outside_s"] <= 30))
     return rows
+
+
+def hardware_rows(amx: bool, cuda: bool) -> list[tuple[str, str, float | None, str, bool | None]]:
+    """The targets on hardware of their own, which this run does not time: each row names the command
+    that measures it and says whether this machine has the hardware."""
+    return [("Time to quality in bfloat16 on an AMX CPU (`python benchmarks/time_to_target.py`, about 20 minutes)",
+             "run it on this CPU (AMX: `train.precision: auto` takes bf16)" if amx
+             else "not measured: this CPU has no AMX (`train.precision: auto` takes fp32)", None,
+             "recorded beside fp32's", None),
+            ("GPU path: the step, one Ray Train worker, `ganpipe run` and the batch stage on the GPU "
+             "(`bash benchmarks/gpu_check.sh`, under 8 minutes)",
+             "run it on this machine (a CUDA device)" if cuda else "not measured: no CUDA device here", None,
+             "batch stage >= 0.6x the bare forward pass on the GPU", None)]
 
 
 def table(rows: list[tuple]) -> str:
@@ -167,7 +180,11 @@ def main() -> None:
                            check=True)
         if out.exists():
             results[name] = json.loads(out.read_text())
-    summary = table(targets(results))
+    import torch
+
+    from pipelines.config.build import precision
+
+    summary = table(targets(results) + hardware_rows(precision("auto", "cpu") == "bf16", torch.cuda.is_available()))
     print(summary)
     if a.quick:
         return  # short runs are not measurements: nothing is recorded
