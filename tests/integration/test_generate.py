@@ -280,6 +280,14 @@ def test_generate_bad_input(workdir, capsys, registry, ray_local):
     assert_one_line(*fails("--rows", "10", "--set", "generate.gpus_per_actor=1", out=workdir / "gpu"),
                     "generate.gpus_per_actor=1.0: the Ray cluster has 0 GPUs")
     assert not (workdir / "gpu" / "manifest.json").exists() and not list((workdir / "gpu").rglob("*.parquet"))
+    # more actors than the cluster holds, with a file for each: refused at once, not a pool waiting for
+    # actors that never start (fewer files than actors: as many actors as files)
+    cpus = int(ray_local.cluster_resources()["CPU"])
+    began = time.monotonic()
+    assert_one_line(*fails("--rows", str(256 * (cpus + 1)), "--set", "generate.rows_per_file=256", "--set",
+                           "generate.actors=64", out=workdir / "many"), "generate.actors=64: the Ray cluster",
+                    f"holds {cpus} actor(s) of 1 CPU; lower generate.actors")
+    assert time.monotonic() - began < 60 and not list((workdir / "many").rglob("*.parquet"))
     import os
     import signal
 

@@ -405,6 +405,12 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
                             f"{have.get('GPU', 0):g} GPUs")
         fits = min(fits, int(have["GPU"] // cfg.generate.gpus_per_actor))
     actors = max(1, min(cfg.generate.actors or fits, len(missing)))
+    if actors > fits:  # else the pool waits for actors that never start
+        per = f"{cfg.generate.cpus_per_actor:g} CPU" + (f" and {cfg.generate.gpus_per_actor:g} GPU"
+                                                         if cfg.generate.gpus_per_actor else "")
+        raise UserError(f"generate.actors={cfg.generate.actors}: the Ray cluster ({have.get('CPU', 0):g} CPUs, "
+                        f"{have.get('GPU', 0):g} GPUs) holds {fits} actor(s) of {per}; lower generate.actors "
+                        f"or generate.cpus_per_actor, or add nodes")
     import warnings
 
     with warnings.catch_warnings():  # max_restarts has no named parameter; it must go as a remote arg
