@@ -91,15 +91,17 @@ def timeline(folder: Path, run_id: str, start: float) -> dict:
     return out
 
 
-def one(name: str, source: str, folder: Path) -> dict:
-    """`ganpipe run --set data.source=SOURCE` in `folder` with HOME there too; its numbers."""
+def one(name: str, source: str, folder: Path, sets: tuple[str, ...] = (), img: Path | None = None) -> dict:
+    """`ganpipe run --set data.source=SOURCE` (and `sets`) in `folder` with HOME there too; its numbers.
+    The champion's per-class grid is copied to `img` (docs/img by default) as datasets-NAME.png."""
     home = folder / "home"
     home.mkdir(parents=True)
     env = {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
            "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--set", f"data.source={source}"],
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--set", f"data.source={source}",
+                           *(a for kv in sets for a in ("--set", kv))],
                           cwd=folder, env=env, capture_output=True, text=True)
     wall = time.time() - start
     (folder / "run.log").write_text(proc.stdout + proc.stderr)
@@ -115,8 +117,9 @@ def one(name: str, source: str, folder: Path) -> dict:
     auto_line = next((ln for ln in out.splitlines() if ln.startswith("train: auto:")), "")
     notes = [ln.removeprefix("train: ") for ln in out.splitlines() if ln.startswith("train: data ")]
     stop = next((ln for ln in out.splitlines() if ln.startswith("train: stopped") or ln.startswith("train: finished")), "")
-    IMG.mkdir(parents=True, exist_ok=True)
-    shutil.copy(report / "samples_per_class.png", IMG / f"datasets-{name}.png")
+    img = IMG if img is None else img
+    img.mkdir(parents=True, exist_ok=True)
+    shutil.copy(report / "samples_per_class.png", img / f"datasets-{name}.png")
     return {"name": name, "source": source, "wall_s": wall, **times, "metrics": metrics, "auto": auto_line.removeprefix("train: "), "stop": stop.removeprefix("train: "), "notes": notes}
 
 

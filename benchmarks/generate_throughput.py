@@ -79,12 +79,13 @@ def _setup(tmp: Path, *sets: str):
     return cfg, game
 
 
-def job(rows: int, tmp: Path, verifier: bool = True, actors: int | None = None) -> dict:
-    """One `generate` job in this process (`actors`: on a pool of that many, whatever its size); its
-    rows/second and the peak memory of its process tree."""
+def job(rows: int, tmp: Path, verifier: bool = True, actors: int | None = None, gpus: float = 0.0) -> dict:
+    """One `generate` job in this process (`actors`: on a pool of that many, whatever its size; `gpus`:
+    generate.gpus_per_actor); its rows/second and the peak memory of its process tree."""
     from pipelines.stages.generate import generate
 
-    cfg, _ = _setup(tmp, f"generate.verifier={str(verifier).lower()}", *([f"generate.actors={actors}"] if actors else []))
+    cfg, _ = _setup(tmp, f"generate.verifier={str(verifier).lower()}", *([f"generate.actors={actors}"] if actors else []),
+                    *([f"generate.gpus_per_actor={gpus}"] if gpus else []))
     peak, at_peak, done = [0.0], [{}], threading.Event()
 
     def sample():
@@ -105,19 +106,26 @@ def job(rows: int, tmp: Path, verifier: bool = True, actors: int | None = None) 
             "peak_by_process_mib": {k: round(v) for k, v in sorted(at_peak[0].items(), key=lambda kv: -kv[1])}}
 
 
-def bare_forward(tmp: Path, rows: int, threads: int) -> float:
-    """Rows/second of G alone (plain eval mode, NCHW) on FORWARD_BLOCK-row blocks with `threads` threads."""
+def bare_forward(tmp: Path, rows: int, threads: int, device: str = "cpu") -> float:
+    """Rows/second of G alone (plain eval mode, NCHW) on FORWARD_BLOCK-row blocks with `threads` threads,
+    on `device` (each row's noise drawn on the CPU from its own seed, as the batch stage draws it)."""
     import torch
 
-    from gan_core import aligned_blocks, labels_for_rows, render_rows
+    from gan_core import FORWARD_BLOCK, aligned_blocks, labels_for_rows, render_rows
 
     _, game = _setup(tmp)
-    g = game.G.eval()
+    g = game.G.eval().to(device)
     torch.set_num_threads(threads)
     counts = [rows // 10 + (1 if c < rows % 10 else 0) for c in range(10)]
+    if device == "cuda":  # the device's first calls (its kernels' set-up) are not the pass
+        for ids, _ in aligned_blocks(0, 2 * FORWARD_BLOCK, rows):
+            render_rows(g, ids, 0, labels_for_rows(ids, counts, 0))
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for ids, _ in aligned_blocks(0, rows, rows):
         render_rows(g, ids, 0, labels_for_rows(ids, counts, 0))
+    if device == "cuda":
+        torch.cuda.synchronize()
     return rows / (time.perf_counter() - start)
 
 
@@ -182,10 +190,11 @@ def main() -> None:
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
     ap.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--actors", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--gpus", type=float, default=0.0, help=argparse.SUPPRESS)
     add_outputs(ap)
     args = ap.parse_args()
     if args.job:
-        print(json.dumps(job(args.job, Path(args.tmp), verifier=not args.plain, actors=args.actors)))
+        print(json.dumps(job(args.job, Path(args.tmp), verifier=not args.plain, actors=args.actors, gpus=args.gpus)))
         return
     from pipelines.stages.generate import IN_PROCESS_ROWS
 

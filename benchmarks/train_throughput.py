@@ -16,6 +16,9 @@ same training on N cores. With `--workers auto` the TorchTrainer side is the loc
 as many threads as the machine has cores.
 
     python benchmarks/train_throughput.py --iterations 200 --workers auto
+
+With `--set ray.use_gpu=true` both sides train on the GPU: one Ray Train GPU worker against the bare
+step on the same GPU.
 """
 from __future__ import annotations
 
@@ -49,11 +52,15 @@ def bare_game(cfg, rank: int = 0, world: int = 1):
     torch.manual_seed(cfg.seed)
     cfg, _ = auto.sized(cfg)
     data = load_data(cfg)
-    cfg, _ = auto.derive(cfg, data, auto.Device.of(cfg), world)
+    device = auto.Device.of(cfg)
+    if cfg.ray.use_gpu:  # what a GPU worker's driver sees in its Ray cluster
+        device = auto.Device(device.cpus, torch.cuda.device_count())
+    cfg, _ = auto.derive(cfg, data, device, world)
     train, _ = data.split(cfg.data.holdout_fraction, cfg.seed)
     x, y = train.tensors()
-    game, _ = build_game(cfg, train)
-    return game, BatchStream(x, y, cfg.train.batch_size, world, rank, seed=cfg.seed)
+    on = "cuda" if cfg.ray.use_gpu else "cpu"
+    game, _ = build_game(cfg, train, on)
+    return game, BatchStream(x, y, cfg.train.batch_size, world, rank, seed=cfg.seed, device=on)
 
 
 def bare_loop(cfg, iterations: int, warmup: int, threads: int = 1) -> float:
@@ -112,15 +119,20 @@ def main() -> None:
     steady, end_to_end, ran = ray_trainer(cfg, args.iterations, args.warmup, workers=None if auto else n)
     second = bare_loop(bare_cfg, args.iterations, args.warmup, threads=n)  # before and after: drift averages out
     bare = (first + second) / 2
+    gpu = cfg.ray.use_gpu
     side = (f"TorchTrainer, the local default (`ray.layout: auto`) picked {ran['num_workers']} worker(s) x "
-            f"{ran['cpus_per_worker']} thread(s)" if auto else f"TorchTrainer {n} worker(s) x 1 thread")
+            f"{ran['cpus_per_worker']} thread(s)" if auto
+            else f"TorchTrainer {n} worker(s) x {'1 GPU' if gpu else '1 thread'}")
+    machine = (f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}" if gpu
+               else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     row = (f"| {datetime.date.today()} | train throughput, {cfg.model.arch} "
            f"{'conditional ' if cfg.model.conditional else ''}{cfg.data.source}, global batch "
-           f"{cfg.train.batch_size * n}, {args.iterations} it | bare loop, 1 process x {n} thread(s) {bare:.0f} img/s "
+           f"{cfg.train.batch_size * n}, {args.iterations} it | bare loop, 1 process x "
+           f"{'1 GPU' if gpu else f'{n} thread(s)'} {bare:.0f} img/s "
            f"({first:.0f} before, {second:.0f} after) | {side} {steady:.0f} img/s "
            f"(end to end incl. Ray start{' and the layout probe' if auto else ''} {end_to_end:.0f} img/s) | "
            f"**{steady / bare:.2f}x** steady, {end_to_end / bare:.2f}x end to end | "
-           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores |")
+           f"{machine} |")
     record(row, args.out, {"workers": args.workers, "ran": ran, "bare": bare, "steady": steady,
                            "end_to_end": end_to_end, "ratio": steady / bare}, args.json)
 

@@ -144,3 +144,93 @@ def test_a_recorded_row_goes_before_the_generated_section_never_after_it():
     assert twice.index(RECENT) < twice.index("| 2026-12-06 | one |") < twice.index("| 2026-12-06 | two |") \
         < twice.index(GENERATED)
     assert add_row("# Benchmarks\n\n", "| r |").rstrip().endswith("| r |")
+
+
+def _wheel(folder: Path, name: str, files: dict[str, tuple[bytes, int]]) -> Path:
+    import zipfile
+
+    path = folder / name
+    with zipfile.ZipFile(path, "w") as z:
+        for inside, (data, mode) in files.items():
+            info = zipfile.ZipInfo(inside)
+            info.external_attr = mode << 16
+            z.writestr(info, data)
+    return path
+
+
+def test_the_gpu_bundle_packs_what_the_gpu_machine_lacks_with_programs_still_executable(tmp_path):
+    import re
+    import tarfile
+    from importlib.metadata import version
+
+    import pytest
+
+    import gpu_bundle
+
+    reqs = gpu_bundle.requirements()  # pyproject's dependencies at the versions the tests run with, but PyTorch's
+    assert not {"torch", "torchvision"} & {re.split(r"[\[=]", r)[0] for r in reqs}
+    assert f"ray[train,tune,data,default]=={version('ray')}" in reqs and f"mlflow=={version('mlflow')}" in reqs
+    ray = _wheel(tmp_path, "ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl",
+                 {"ray/__init__.py": (b"", 0o644), "ray/core/src/ray/raylet/raylet": (b"#!/bin/sh\n", 0o755),
+                  "ray/jars/ray_dist.jar": (b"java", 0o644), "ray/rllib/__init__.py": (b"", 0o644)})
+    others = [_wheel(tmp_path, n, {"x/__init__.py": (b"", 0o644)}) for n in
+              ("numpy-2.5.2-cp312-cp312-manylinux_2_28_x86_64.whl", "torch-2.11.0-cp312-cp312-linux_x86_64.whl",
+               "nvidia_cublas-13.0-py3-none-manylinux_2_27_x86_64.whl")]
+    kept = gpu_bundle.keep([ray, *others], gpu_bundle.present(str(gpu_bundle.PRESENT)))
+    assert kept == [ray]  # numpy is on the GPU machine's list; PyTorch and CUDA's libraries always are
+    out = tmp_path / "out" / "site.tar.xz"
+    assert gpu_bundle.pack(kept, tmp_path / "site", out, 1.0) < 1.0
+    with tarfile.open(out) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["./ray/core/src/ray/raylet/raylet"].mode & 0o111  # Ray starts it as a program
+    assert "./ray/__init__.py" in members and not [m for m in members if "/jars" in m or "/rllib" in m]
+    with pytest.raises(SystemExit, match=r"over --limit-mib 0.0001; its largest packages: ray-2.60.0"):
+        gpu_bundle.pack(kept, tmp_path / "site2", tmp_path / "out2" / "site.tar.xz", 0.0001)
+    assert list((tmp_path / "out2").iterdir()) == []  # nothing half-written left behind
+
+
+def test_a_gpu_check_part_past_its_limit_is_killed_with_its_children_and_recorded(tmp_path):
+    import os
+    import time
+
+    import gpu_check
+
+    child = tmp_path / "child.pid"
+    script = (f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); "
+              f"open({str(child)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    began = time.monotonic()
+    ok, why = gpu_check._run("step", [sys.executable, "-c", script], 3, tmp_path / "step.log", stop_ray=False)
+    assert not ok and why == "ran out of its 3 s; its log: step.log" and time.monotonic() - began < 10
+    time.sleep(0.5)
+    pid = int(child.read_text())
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:  # killed: at most a zombie until its new parent reaps it
+            assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except ProcessLookupError:
+        pass
+    ok, why = gpu_check._run("worker", [sys.executable, "-c", "raise SystemExit(3)"], 10, tmp_path / "w.log",
+                             stop_ray=False)
+    assert not ok and why == "exit 3; its log: w.log"
+
+
+def test_the_gpu_check_summary_marks_each_part_against_its_target():
+    import gpu_check
+
+    rates = {"plain loop, fp32": 1000.0, "Game.step shipped (fresh batch), fp32": 1100.0,
+             "Game.step reuse_fake (the plain loop arithmetic), fp32, channels-last": 1300.0,
+             "Game.step shipped (fresh batch), bf16": 1500.0,
+             "Game.step reuse_fake (the plain loop arithmetic), bf16": 2000.0}
+    r = {"date": "2026-12-07", "machine": "NVIDIA H100, 16 CPUs, torch 2.11", "wall_s": 401.0,
+         "failed": {"worker": "ran out of its 90 s; its log: worker.log"}, "step": {"28": rates},
+         "run": {"source": "mnist5k", "iterations": 30000, "loop_s": 120.0, "wall_s": 190.0, "bars_met": 6, "bars": 6},
+         "batch": {"bare": 100000.0, "rows": 100000, "jobs": {"1 actor, verifier": {"rows_per_s": 55000.0},
+                                                              "4 actors, verifier": {"rows_per_s": 70000.0}}}}
+    text = gpu_check.summary(r)
+    assert text.startswith("GPU check, 2026-12-07, NVIDIA H100, 16 CPUs, torch 2.11, 401 s in all")
+    assert "| worker | failed: ran out of its 90 s; its log: worker.log | runs | **not met** |" in text
+    assert "step 28x28, fp32:" in text and "| 1.30x, shipped 1.10x | reported | - |" in text
+    assert "| 2.00x, shipped 1.50x | reported | - |" in text
+    assert "(30,000 iterations in 120 s; 70 s outside the loop) | 6 of 6 bars in 190 s | the quality bar | met |" in text
+    assert "1 actor, verifier, vs the bare G forward on the device (100000 rows/s) | 0.55x (55000 rows/s) | >= 0.6x | **not met** |" in text
+    assert "| 0.70x (70000 rows/s) | >= 0.6x | met |" in text
