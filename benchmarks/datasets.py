@@ -91,20 +91,27 @@ def timeline(folder: Path, run_id: str, start: float) -> dict:
     return out
 
 
+def ganpipe_run(folder: Path, home: Path, sets: tuple[str, ...]) -> tuple[subprocess.CompletedProcess, float, float]:
+    """`ganpipe run --set KEY=VALUE ...` in `folder` (created), its HOME `home`, its MLflow store
+    folder/mlflow.db, its output kept in folder/run.log; (the process, its wall time, its start)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *(a for kv in sets for a in ("--set", kv))],
+                          cwd=folder, env=env, capture_output=True, text=True)
+    wall = time.time() - start
+    (folder / "run.log").write_text(proc.stdout + proc.stderr)
+    return proc, wall, start
+
+
 def one(name: str, source: str, folder: Path, sets: tuple[str, ...] = (), img: Path | None = None) -> dict:
     """`ganpipe run --set data.source=SOURCE` (and `sets`) in `folder` with HOME there too; its numbers.
     The champion's per-class grid is copied to `img` (docs/img by default) as datasets-NAME.png."""
     home = folder / "home"
     home.mkdir(parents=True)
-    env = {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-           "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--set", f"data.source={source}",
-                           *(a for kv in sets for a in ("--set", kv))],
-                          cwd=folder, env=env, capture_output=True, text=True)
-    wall = time.time() - start
-    (folder / "run.log").write_text(proc.stdout + proc.stderr)
+    proc, wall, start = ganpipe_run(folder, home, (f"data.source={source}", *sets))
     if proc.returncode:
         raise SystemExit(f"{name}: ganpipe run failed (exit {proc.returncode}); its output: {folder / 'run.log'}")
     out = proc.stdout

@@ -13,32 +13,21 @@ import argparse
 import datetime
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from datasets import timeline  # noqa: E402
+from datasets import ganpipe_run, timeline  # noqa: E402
 from record import add_outputs, cpu_model, record  # noqa: E402
 
 PARTS = ("before_loop_s", "after_loop_s", "evaluate_s", "register_s", "generate_s")
 
 
 def one(source: str, folder: Path, home: Path, budget: int) -> dict:
-    folder.mkdir(parents=True)
-    env = {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-           "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--set", f"data.source={source}",
-                           "--set", f"train.time_budget_s={budget}"], cwd=folder, env=env, capture_output=True,
-                          text=True)
-    wall = time.time() - start
-    (folder / "run.log").write_text(proc.stdout + proc.stderr)
+    proc, wall, start = ganpipe_run(folder, home, (f"data.source={source}", f"train.time_budget_s={budget}"))
     if proc.returncode:
         raise SystemExit(f"ganpipe run failed (exit {proc.returncode}); its output: {folder / 'run.log'}")
     times = timeline(folder, re.search(r"train: MLflow run (\w+)", proc.stdout).group(1), start)
