@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # part -> seconds it may take on a GPU (the four: 450 s) and in the CPU check of the script
-LIMITS = {"step": (60, 90), "worker": (90, 150), "run": (210, 300), "batch": (90, 200)}
+LIMITS = {"step": (60, 90), "worker": (90, 150), "run": (200, 300), "batch": (100, 200)}
 
 
 def _run(name: str, cmd: list[str], limit: int, log: Path, stop_ray: bool = True) -> tuple[bool, str]:
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--quick", action="store_true", help="short parts, to check that the script works")
     ap.add_argument("--budget", type=int, default=None, help="part 3's training budget in seconds "
-                                                             "(default 120; 20 with --quick)")
+                                                             "(default 100; 20 with --quick)")
     ap.add_argument("--source", default="mnist5k")
     ap.add_argument("--only", default=",".join(LIMITS), help="comma-separated subset of " + ",".join(LIMITS))
     ap.add_argument("--out", default="gpu_results.md")
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--img", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    a.budget = a.budget or (20 if a.quick else 120)
+    a.budget = a.budget or (20 if a.quick else 100)
     sys.path[:0] = [str(HERE.parent), str(HERE)]  # ganpipe, and the other benchmarks
     if a.part:  # one part, in the process the check started for it
         part = {"run": part_run, "batch": part_batch}[a.part]

@@ -22,8 +22,9 @@ if [ -f "$bundle" ]; then
 else
   export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 fi
-if ! "$python" -c "import ray, mlflow, pipelines.cli" 2>"$out/gpu_check-imports.log"; then
-  echo "gpu_check.sh: ganpipe does not import here ($(tail -1 "$out/gpu_check-imports.log")); no bundle at" \
+errors="$(mktemp)"
+if ! "$python" -c "import ray, mlflow, pipelines.cli" 2>"$errors"; then
+  echo "gpu_check.sh: ganpipe does not import here ($(tail -1 "$errors")); no bundle at" \
        "$bundle? make one with: python benchmarks/gpu_bundle.py" >&2
   exit 1
 fi
