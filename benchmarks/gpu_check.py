@@ -65,7 +65,11 @@ def part_run(a, folder: Path) -> dict:
     from gan_core.metrics import quality_bar
 
     sets = ("ray.use_gpu=true",) if a.device == "cuda" else ()
-    r = one("gpu-mnist5k", a.source, folder / "run", (*sets, f"train.time_budget_s={a.budget}"), img=Path(a.img))
+    try:
+        r = one("gpu-mnist5k", a.source, folder / "run", (*sets, f"train.time_budget_s={a.budget}"), img=Path(a.img))
+    except SystemExit:  # the run's own output is what tells why: into this part's log, which travels
+        print((folder / "run" / "run.log").read_text()[-20_000:])
+        raise
     bar = quality_bar(r["metrics"])
     r["bars_met"], r["bars"] = sum(met for _, _, met in bar.values()), len(bar)
     return r
@@ -86,6 +90,8 @@ def main() -> None:
     ap.add_argument("--img", help=argparse.SUPPRESS)
     a = ap.parse_args()
     a.budget = a.budget or (20 if a.quick else 100)
+    if set(a.only.split(",")) - set(LIMITS):
+        sys.exit(f"gpu_check.py: --only {a.only}: the parts are {', '.join(LIMITS)}")
     sys.path[:0] = [str(HERE.parent), str(HERE)]  # ganpipe, and the other benchmarks
     if a.part:  # one part, in the process the check started for it
         part = {"run": part_run, "batch": part_batch}[a.part]
