@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import add_outputs, record  # noqa: E402
+from record import add_outputs, cpu_model, record  # noqa: E402
 
 from pipelines.config import load_config  # noqa: E402
 from pipelines.stages.train.layout import steady_rate  # noqa: E402
@@ -80,7 +79,7 @@ def main() -> None:
            f"({spread['ddp']}); 1 process x 2 threads: {mean['one']:.0f} img/s ({spread['one']}) | "
            f"**{mean['ddp'] / mean['independent']:.2f}x** DDP vs independent, "
            f"{mean['ddp'] / mean['one']:.2f}x DDP vs 1 process x 2 threads | "
-           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores |")
+           f"{cpu_model()}, {os.cpu_count()} cores |")
     record(row, a.out, {"sides": sides, "mean": mean}, a.json)
 
 

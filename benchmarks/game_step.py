@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from plain_dcgan import plain_loop, with_torch_layers  # noqa: E402
-from record import add_outputs, record  # noqa: E402
+from record import add_outputs, cpu_model, record  # noqa: E402
 
 from gan_core import Game, GameOptions, adam_pair  # noqa: E402
 from gan_core.data.stream import BatchStream  # noqa: E402
@@ -213,7 +213,7 @@ def main() -> None:
                     f"{rate['game_reuse_nhwc']:.0f} img/s{compiled}; {flops[best] / 1e9:.2f} GFLOP "
                     f"per iteration, {share[best]:.0%} of the {peak / 1e9:.0f} GFLOP/s matmul rate "
                     f"| **{rate[best] / rate['plain']:.2f}x** ({best}), shipped {rate['game_nhwc'] / rate['plain']:.2f}x "
-                    f"| {os.uname().machine}, {os.cpu_count()} cores |")
+                    f"| {cpu_model()}, {os.cpu_count()} cores |")
     for i, row in enumerate(rows):
         record(row, a.out, numbers, a.json if i == len(rows) - 1 else None)
 

@@ -110,7 +110,7 @@ def main() -> None:
            f"| Ray Train defaults: first iteration {r[0]:.1f} s, end {r[1]:.1f} s "
            f"| ganpipe local settings: first iteration {g[0]:.1f} s, end {g[1]:.1f} s; the same first iteration "
            f"without Ray {b:.1f} s, so Ray's share {ray_share:.0%} "
-           f"| **{r[1] / g[1]:.2f}x** end, {r[0] / g[0]:.2f}x first iteration | {os.uname().machine}, {os.cpu_count()} cores |")
+           f"| **{r[1] / g[1]:.2f}x** end, {r[0] / g[0]:.2f}x first iteration | {cpu_model()}, {os.cpu_count()} cores |")
     record(row, a.out, {"ray_defaults_first_s": r[0], "ray_defaults_end_s": r[1], "first_s": g[0], "end_s": g[1],
                         "bare_first_s": b, "ray_share": ray_share}, a.json)
 

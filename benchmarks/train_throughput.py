@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import add_outputs, record  # noqa: E402
+from record import add_outputs, cpu_model, record  # noqa: E402
 
 from gan_core.data.stream import BatchStream  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
@@ -124,7 +123,7 @@ def main() -> None:
             f"{ran['cpus_per_worker']} thread(s)" if auto
             else f"TorchTrainer {n} worker(s) x {'1 GPU' if gpu else '1 thread'}")
     machine = (f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}" if gpu
-               else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+               else f"{cpu_model()}, {os.cpu_count()} cores")
     row = (f"| {datetime.date.today()} | train throughput, {cfg.model.arch} "
            f"{'conditional ' if cfg.model.conditional else ''}{cfg.data.source}, global batch "
            f"{cfg.train.batch_size * n}, {args.iterations} it | bare loop, 1 process x "
