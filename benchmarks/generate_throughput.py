@@ -228,7 +228,7 @@ def main() -> None:
            f"**{big['rows_per_s'] / bare:.2f}x** of the bare forward pass on {cpus} threads "
            f"({big['rows_per_s'] / bare1:.2f}x of one thread), at {args.large:,} rows; memory "
            f"**{big['peak_mib'] / pool['peak_mib']:.2f}x** ({args.large:,} vs {args.small:,} rows) | "
-           f"{os.cpu_count()} cores |")
+           f"{cpu_model()}, {os.cpu_count()} cores |")
     # What the actors' arithmetic allows: `cpus` one-thread actors writing shards at the measured rate,
     # with no Ray, no start-up and no card; and the fixed cost of a job (the small job's time beyond it).
     ceiling = cpus * 1e6 / costs["shard_us"]
@@ -239,11 +239,11 @@ def main() -> None:
             f"{costs['rest_us']:.0f} us: a {costs['shard_us']:.0f} us row, so {cpus} actors can write at most "
             f"{ceiling:.0f} rows/s; fixed cost of a job about {fixed:.0f} s ("
             f"{'written in its own process: model, data, card, MLflow' if here else 'Ray, actors, card, MLflow'}) | "
-            f"**{ceiling / bare:.2f}x** ceiling of the compute alone | {os.cpu_count()} cores |")
+            f"**{ceiling / bare:.2f}x** ceiling of the compute alone | {cpu_model()}, {os.cpu_count()} cores |")
     row += (f"\n| {datetime.date.today()} | generate without the verifier (generate.verifier=false), {args.large:,} "
             f"rows | bare G forward, {cpus} threads: {bare:.0f} rows/s | {plain['rows_per_s']:.0f} rows/s "
             f"({plain['wall']:.0f} s) against {big['rows_per_s']:.0f} with it | "
-            f"**{plain['rows_per_s'] / bare:.2f}x** of the bare forward pass (target 0.6x) | {os.cpu_count()} cores |")
+            f"**{plain['rows_per_s'] / bare:.2f}x** of the bare forward pass (target 0.6x) | {cpu_model()}, {os.cpu_count()} cores |")
     row += (f"\n| {datetime.date.today()} | generate, {args.small:,} rows: in the command's own process (up to "
             f"{IN_PROCESS_ROWS:,} rows) vs on a pool of {cpus} actors (generate.actors={cpus}) | the pool: "
             f"{pool['wall']:.1f} s | its own process: {s['wall']:.1f} s | **{pool['wall'] / s['wall']:.2f}x** | "

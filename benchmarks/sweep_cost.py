@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import record  # noqa: E402
+from record import cpu_model, record  # noqa: E402
 
 from pipelines.config import load_config  # noqa: E402
 from pipelines.stages.tune import run_sweep  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> None:
            f"{cfg.tune.cost} (grace {cfg.tune.grace:g}, rf {cfg.tune.reduction_factor}), 1 worker/trial | {full} trial-iterations to the end "
            f"| {run} run, {sum(bool(t['stopped_early']) for t in out.trials)} trials stopped early, "
            f"{wall / 60:.1f} min | **{run / full:.2f}x** of the work | best {out.metric}="
-           f"{best.get(out.metric, float('nan')):.1f} ({arch}) | {os.cpu_count()} cores |")
+           f"{best.get(out.metric, float('nan')):.1f} ({arch}) | {cpu_model()}, {os.cpu_count()} cores |")
     record(row, args.out)
 
 

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import add_outputs, record  # noqa: E402
+from record import add_outputs, cpu_model, record  # noqa: E402
 
 OLD_DEFAULT = ["train.epochs=10", "train.target=null", "train.patience=null", "train.time_budget_s=null",
                "train.ema_beta=null", "train.r1=0", "train.tolerance=0", "train.eval_every=50",
@@ -212,7 +212,7 @@ def main() -> None:
            f"{side('old', 'fixed 10 epochs, plain G')} | "
            f"{side('new', new)}"
            f"{f' (a checkpoint judged every {args.stride} it)' if args.stride else ''} | {ratio} | "
-           f"{os.cpu_count()} cores |")
+           f"{cpu_model()}, {os.cpu_count()} cores |")
     record(row, args.out, {"fd_bound": fd_bound, "floor": floor, "runs": {k: {**v, "checkpoints": None}
                                                                           for k, v in runs.items()},
                            "judged": judged}, args.json)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import add_outputs, record  # noqa: E402
+from record import add_outputs, cpu_model, record  # noqa: E402
 
 
 def child(mode: str, trials: int, iterations: int) -> None:
@@ -72,7 +72,7 @@ def main() -> None:
     row = (f"| {datetime.date.today()} | sweep of {args.trials} one-worker trials x {args.iterations} it (width 8, "
            f"FIFO, 2 at a time), wall of the sweep incl. Ray start | every trial a TorchTrainer run: "
            f"{trainer['wall']:.1f} s | trials in their own process: {process['wall']:.1f} s; final fd of every "
-           f"trial {'identical' if same else 'DIFFERENT'} | **{ratio:.2f}x** | {os.cpu_count()} cores |")
+           f"trial {'identical' if same else 'DIFFERENT'} | **{ratio:.2f}x** | {cpu_model()}, {os.cpu_count()} cores |")
     record(row, args.out, {"trainer_s": trainer["wall"], "process_s": process["wall"], "ratio": ratio,
                            "same_fd": same}, args.json)
     if not same:
