@@ -35,33 +35,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import add_outputs, cpu_model, record  # noqa: E402
 
 
-def _tree_rss_mib(root: int) -> tuple[float, dict[str, float]]:
-    """Resident memory of `root` and all its descendants (Linux /proc), in all and by process name."""
+def _descendants(root: int) -> list[int]:
+    """`root` and every process below it (Linux /proc)."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/statm") as f:
-                rss[int(entry)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
         except (OSError, ValueError, IndexError):
             continue
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo, by_name = 0, [root], {}
+    found, todo = [], [root]
     while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
+        found.append(todo.pop())
+        todo.extend(children.get(found[-1], []))
+    return found
+
+
+def _tree_rss_mib(root: int) -> tuple[float, dict[str, float]]:
+    """Resident memory of `root` and all its descendants (Linux /proc), in all and by process name."""
+    total, by_name = 0.0, {}
+    for pid in _descendants(root):
         try:
+            with open(f"/proc/{pid}/statm") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 name = f.read().split(b"\0")[0].decode(errors="replace").rsplit("/", 1)[-1][:40] or str(pid)
-        except OSError:
-            name = str(pid)
-        by_name[name] = by_name.get(name, 0.0) + rss.get(pid, 0) / 2**20
-        todo.extend(children.get(pid, []))
-    return total / 2**20, by_name
+        except (OSError, ValueError, IndexError):
+            continue
+        total += rss
+        by_name[name] = by_name.get(name, 0.0) + rss
+    return total, by_name
 
 
 def _setup(tmp: Path, *sets: str):
@@ -203,17 +206,7 @@ def cpu_split(tmp: Path, rows: int, cpus: int) -> dict:
                             stdout=subprocess.PIPE, text=True)
     used: dict[int, tuple[float, str]] = {}
     while proc.poll() is None:
-        children: dict[int, list[int]] = {}
-        for entry in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
-        todo = [proc.pid]
-        while todo:
-            pid = todo.pop()
-            todo += children.get(pid, [])
+        for pid in _descendants(proc.pid):
             try:
                 seconds, name = _cpu_seconds(pid)
             except (OSError, ValueError, IndexError):
