@@ -51,10 +51,7 @@ def bare_game(cfg, rank: int = 0, world: int = 1):
     torch.manual_seed(cfg.seed)
     cfg, _ = auto.sized(cfg)
     data = load_data(cfg)
-    device = auto.Device.of(cfg)
-    if cfg.ray.use_gpu:  # what a GPU worker's driver sees in its Ray cluster
-        device = auto.Device(device.cpus, torch.cuda.device_count())
-    cfg, _ = auto.derive(cfg, data, device, world)
+    cfg, _ = auto.derive(cfg, data, auto.Device.of(cfg), world)
     train, _ = data.split(cfg.data.holdout_fraction, cfg.seed)
     x, y = train.tensors()
     on = "cuda" if cfg.ray.use_gpu else "cpu"

@@ -135,3 +135,15 @@ def test_a_folder_source_is_decoded_once_and_again_when_a_file_changes(tmp_path)
     changed = cached(source, options, cache, load)
     assert len(loads) == 2 and changed.fingerprint != first.fingerprint
     assert cached(source, {"size": 28}, cache, load).images.shape[-1] == 16 and len(loads) == 3  # other options
+
+
+def test_without_ray_the_device_is_this_machines_cpus_and_with_ray_use_gpu_its_gpus(monkeypatch):
+    import torch
+
+    import ray
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the suite's own Ray may be up: not this case
+    assert auto.Device.of(load_config(None, [])).gpus == 0  # CPU workers: the GPUs are not the run's
+    gpu = auto.Device.of(load_config(None, ["ray.use_gpu=true"]))
+    assert gpu.gpus == 2 and gpu.cpus >= 1 and gpu.describe() == "2 GPUs"

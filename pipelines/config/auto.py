@@ -58,7 +58,7 @@ class Device:
 
     @classmethod
     def of(cls, cfg: Config) -> "Device":
-        """The Ray cluster's resources when Ray is up, else this machine's."""
+        """The Ray cluster's resources when Ray is up, else this machine's (its GPUs with ray.use_gpu)."""
         try:
             import ray
 
@@ -68,7 +68,11 @@ class Device:
         except ImportError:  # the config command on a machine without Ray's extras
             pass
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return cls(cpus, 0)
+        if not cfg.ray.use_gpu:
+            return cls(cpus, 0)
+        import torch
+
+        return cls(cpus, torch.cuda.device_count())
 
     def describe(self) -> str:
         return f"{self.gpus} GPU{'s' * (self.gpus != 1)}" if self.gpus else f"{self.cpus} CPU{'s' * (self.cpus != 1)}"
@@ -204,8 +208,8 @@ def line(choices: list[Choice], data, device: Device) -> str:
 
 def preview(cfg: Config) -> tuple[Config, list[Choice]]:
     """What a run of `cfg` would derive on this machine (`ganpipe config`): the data is loaded to
-    read its size and classes; the device is this machine's CPUs (a cluster's are read when the run
-    starts)."""
+    read its size and classes; the device is this machine's CPUs, and its GPUs with ray.use_gpu (a
+    cluster's are read when the run starts)."""
     from .build import load_data
 
     cfg, sized_ = sized(cfg)
