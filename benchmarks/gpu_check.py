@@ -124,7 +124,7 @@ def main() -> None:
     total = time.perf_counter()
     for name in a.only.split(","):
         cmd = cmds[name] + (["--out", str(work / f"{name}.md")] if name in ("step", "worker") else [])
-        ok, why = _run(name, cmd, LIMITS[name][1 if not gpu else 0], work / f"{name}.log")
+        ok, why = _run(name, cmd, LIMITS[name][0 if gpu else 1], work / f"{name}.log")
         if not ok:
             results["failed"][name] = why
             continue

@@ -18,7 +18,6 @@ if [ -f "$bundle" ]; then
   mkdir -p "$site"
   tar -xJf "$bundle" -C "$site"
   export PYTHONPATH="$root:$site${PYTHONPATH:+:$PYTHONPATH}"
-  export PATH="$site/bin:$PATH"
 else
   export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 fi
