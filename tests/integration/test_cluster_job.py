@@ -108,7 +108,7 @@ def test_the_workflow_runs_as_a_job_on_two_nodes(tmp_path, capsys, monkeypatch, 
             "ray.num_workers=2", "data.source=digits", "model.g_width=8", "model.d_width=8", "train.iterations=20",
             "train.eval_every=10", "train.checkpoint_every=10", "train.batch_size=32", "train.eval_samples=100",
             "eval.samples=200", "eval.cas=false", "generate.eval_samples=100", "generate.rows_per_file=256",
-            "generate.actors=2", "workflow.rows=600", f"workflow.out={tmp_path / 'ds'}", "workflow.name=job",
+            "generate.actors=2", "workflow.rows=512", f"workflow.out={tmp_path / 'ds'}", "workflow.name=job",
             f"workflow.reports={tmp_path / 'reports'}"])
         code, out, err = run_cli(capsys, "submit", "--address", address, *overrides)
         assert code == 0, (out[-4000:], err[-2000:])
@@ -118,14 +118,15 @@ def test_the_workflow_runs_as_a_job_on_two_nodes(tmp_path, capsys, monkeypatch, 
         assert code == 0 and status.strip() == f"submit: job {job_id} SUCCEEDED"
         code, logs, _ = run_cli(capsys, "submit", "--address", address, "--logs", job_id)
         assert "run:   dataset " in logs
-        # From the recorded node ids: training ranks and generation actors ran on both nodes.
+        # From the recorded node ids: training ranks and generation actors ran on both nodes (two files,
+        # one for each actor: neither actor takes both while the other waits).
         c = MlflowClient(tracking_uri=db)
         runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
         by_stage = {r.data.tags.get("ganpipe.stage"): r for r in runs}
         train_nodes = json.loads(by_stage["train"].data.tags["ganpipe.nodes"])
         actor_nodes = json.loads(by_stage["generate"].data.tags["ganpipe.nodes"])
         assert len(set(train_nodes)) == 2 and set(actor_nodes) == set(train_nodes), (train_nodes, actor_nodes)
-        assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["rows"] == 600
+        assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["rows"] == 512
     # A relative storage path would land in the job's temporary folder on the cluster: refused first.
     code, _, err = run_cli(capsys, "submit", "--address", address, "--set", "ray.storage_path=runs")
     assert code == 2 and "ray.storage_path='runs' is relative" in err

@@ -365,6 +365,9 @@ def local_node() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else platform.node()
 
 
+SHARDS_IN_FLIGHT = 2  # shards an actor of the pool holds at once: the one it writes and the next
+
+
 def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: dict, request: dict,
                   folder: DatasetFolder, provenance: dict, verbose: bool) -> tuple[int, list[str], str]:
     """The missing shards, written on Ray Data by a pool of generator actors (uploaded by them to the
@@ -374,6 +377,7 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
     if in_process(cfg, folder, sum(sh["stop"] - sh["start"] for sh in missing)):
         return _write_here(missing, generator, verifier, request, folder, provenance)
     import logging
+    import warnings
 
     import ray
     import ray.data
@@ -394,9 +398,16 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # errors reach the user as one line below
-    # Every actor is up before the first shard is handed out, and each holds one shard at a time, so
-    # shards spread over the whole pool (and its nodes) instead of queueing on the first actor ready.
+    # Every actor is up before the first shard is handed out, so shards spread over the whole pool
+    # (and its nodes) instead of queueing on the first actor ready. Each actor holds its next shard
+    # while it writes one (SHARDS_IN_FLIGHT): between two shards Ray Data takes about 0.17 s to see one
+    # done and hand out the next, 6% of an actor's time on a default shard (BENCHMARKS.md, "Batch
+    # stage"). Shards go to the least busy actor: locality would send the first two to the driver's
+    # node (where the shard list lives) before another node got one.
     ctx.wait_for_min_actors_s = 600
+    with warnings.catch_warnings():  # a deprecated setter, the only way to turn it off
+        warnings.simplefilter("ignore")
+        ctx.execution_options.actor_locality_enabled = False
     have = ray.cluster_resources()
     fits = int(have.get("CPU", 1) // cfg.generate.cpus_per_actor)
     if cfg.generate.gpus_per_actor:
@@ -411,12 +422,10 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
         raise UserError(f"generate.actors={cfg.generate.actors}: the Ray cluster ({have.get('CPU', 0):g} CPUs, "
                         f"{have.get('GPU', 0):g} GPUs) holds {fits} actor(s) of {per}; lower generate.actors "
                         f"or generate.cpus_per_actor, or add nodes")
-    import warnings
-
     with warnings.catch_warnings():  # max_restarts has no named parameter; it must go as a remote arg
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         ds = ray.data.from_items(missing).map_batches(
-            ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+            ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=SHARDS_IN_FLIGHT),
             num_cpus=cfg.generate.cpus_per_actor, max_restarts=0,  # a lost actor's shard is rewritten by a rerun
             **({"num_gpus": cfg.generate.gpus_per_actor} if cfg.generate.gpus_per_actor else {}),
             fn_constructor_kwargs={"request": request.to_dict(), "data_dir": str(folder.data), "provenance": provenance, **kwargs})
