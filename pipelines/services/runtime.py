@@ -2,6 +2,7 @@
 group; refuse what cannot fit."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -98,7 +99,8 @@ def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.
 
     A local Ray starts its dashboard only when asked (`dashboard`, for sweeps): it serves the state
     API, which Ray Train uses to release the resources of a run whose driver died (a trial stopped
-    by Tune's scheduler), and costs about a third of a core while it runs."""
+    by Tune's scheduler), and costs about a third of a core while it runs. Without it, a local Ray
+    starts no API server process at all (`_without_api_server`)."""
     import ray
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -124,7 +126,31 @@ def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.
         # (BENCHMARKS.md, start-up).
         for key, value in LOCAL_TRAIN_ENV.items():
             os.environ.setdefault(key, value)
-    ray.init(address=resolved, **kwargs)
+    if resolved == "local" and not dashboard:
+        with _without_api_server():
+            ray.init(address=resolved, **kwargs)
+    else:
+        ray.init(address=resolved, **kwargs)
+
+
+@contextlib.contextmanager
+def _without_api_server():
+    """A local Ray started without its API server process. Without the dashboard, Ray still starts
+    that process with its usage-statistics module alone and waits for it to publish its address before
+    it starts the raylet: about 1.4 s of every local `ray.init` on 2 cores (BENCHMARKS.md, "Start-up").
+    Nothing a local run uses is served there (the state API and the jobs API are dashboard modules)."""
+    from ray._private.node import Node
+
+    original = Node.start_api_server
+
+    def start_api_server(self, *, include_dashboard, raise_on_failure):
+        self._webui_url = None
+
+    Node.start_api_server = start_api_server
+    try:
+        yield
+    finally:
+        Node.start_api_server = original
 
 
 def stop_ray(logs_to_driver: bool = False) -> None:
