@@ -44,3 +44,32 @@ def test_a_local_ray_starts_its_api_server_only_with_the_dashboard(tmp_path):
                              text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout.split("\n")[-2] == expected, out.stdout  # Ray's own method is back afterwards
+
+
+def test_a_run_imports_its_callers_next_modules_once_it_trains(tmp_path, ray_local, monkeypatch, feature_cache):
+    """`later_imports` are imported in the driver after the worker's first progress message (once the
+    run trains, not while the driver still prepares it) and before `run_training` returns."""
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.config import load_config
+    from pipelines.services import contract
+    from pipelines.stages.train import run_training
+
+    (tmp_path / "next_stage_module.py").write_text("import time\nIMPORTED_AT = time.time()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "next_stage_module", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(None, ["model.g_width=8", "model.d_width=8", "train.iterations=6", "train.log_every=3",
+                             "train.checkpoint_every=6", "train.batch_size=16", "ray.num_workers=1",
+                             f"eval.cache_dir={feature_cache}", f"ray.storage_path={tmp_path / 'runs'}",
+                             f"mlflow.tracking_uri={uri}"])
+    out = run_training(cfg, quiet=True, later_imports=("next_stage_module",))
+    returned = time.time()
+    assert "next_stage_module" in sys.modules
+    imported = sys.modules["next_stage_module"].IMPORTED_AT
+    # The worker logs where it starts just before its first progress message.
+    started = MlflowClient(uri).get_metric_history(out.run_id, contract.RESUMED_FROM)[0].timestamp / 1000
+    assert started <= imported <= returned, (started, imported, returned)

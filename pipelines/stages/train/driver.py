@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -64,8 +65,8 @@ def open_mlflow_run(uri: str, cfg: Config, run_name: str, data, stage: str, extr
     return run.info.run_id
 
 
-def _progress_bar(queue, stop: threading.Event, quiet: bool) -> None:
-    """Drains rank 0's progress messages into one tqdm bar."""
+def _progress_bar(queue, stop: threading.Event, quiet: bool, started: threading.Event | None = None) -> None:
+    """Drains rank 0's progress messages into one tqdm bar; sets `started` at the first."""
     from tqdm import tqdm
 
     bar = None
@@ -76,6 +77,8 @@ def _progress_bar(queue, stop: threading.Event, quiet: bool) -> None:
             continue
         if msg is None:  # the driver's wake-up at the run's end
             continue
+        if started is not None:
+            started.set()
         if bar is None:  # the first message is the run's start (a resumed run's part way): the rate counts from it
             bar = tqdm(total=msg["total"], initial=msg["iteration"], unit="it", disable=quiet, dynamic_ncols=True)
         bar.n = msg["iteration"]
@@ -87,6 +90,21 @@ def _progress_bar(queue, stop: threading.Event, quiet: bool) -> None:
                         **({"fd": f"{msg['fd']:.2f}"} if "fd" in msg else {}))
     if bar is not None:
         bar.close()
+
+
+def _import_once_started(started: threading.Event, stop: threading.Event, modules: tuple[str, ...]) -> None:
+    """Import `modules` once the run trains (its first progress message), unless it ends first: what the
+    caller's next stages import, imported while the driver only waits."""
+    import importlib
+
+    while not started.wait(0.5):
+        if stop.is_set():
+            return
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:  # a later torch without it: the stage imports what it needs itself
+            logging.getLogger(__name__).debug("not imported ahead: %s (%s)", name, e)
 
 
 def stop_progress_bar(bar: threading.Thread, stop: threading.Event, queue) -> None:
@@ -342,18 +360,19 @@ def best_checkpoint(kept: list, cfg: Config):
 
 
 def run_training(cfg: Config, verbose: bool = False, quiet: bool = False, tags: dict | None = None,
-                 warmed=None) -> TrainOutcome:
+                 warmed=None, later_imports: tuple[str, ...] = ()) -> TrainOutcome:
     """`ganpipe train`: a config in; one Ray Train run (resumed when `train.run_name` exists) out, as
     its MLflow run id, run name, best (else newest) checkpoint folder, final metrics and the workers'
     result. `tags` go on a new MLflow run (a workflow's parent run and input hash); `warmed`: the
-    workflow's `warm_start`."""
+    workflow's `warm_start`; `later_imports`: modules the caller imports next, imported in the driver
+    once the run trains (done before this returns)."""
     run_name = cfg.train.run_name or time.strftime("train-%Y%m%d-%H%M%S")
     with names.hold("run", run_name, cfg.ray.storage_path, "train.run_name"):  # refused at once when held
-        return _run_training(cfg, run_name, verbose, quiet, tags, warmed)
+        return _run_training(cfg, run_name, verbose, quiet, tags, warmed, later_imports)
 
 
 def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: dict | None,
-                  warmed=None) -> TrainOutcome:
+                  warmed=None, later_imports: tuple[str, ...] = ()) -> TrainOutcome:
     import ray
     from ray.util.queue import Queue
 
@@ -372,8 +391,9 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
     check_fits(cfg, workers)
     one_task = in_one_task(cfg, laid_out)
     progress = Queue(actor_options={"num_cpus": 0})  # its actor has a process before the warming task takes one
-    stop = threading.Event()
-    bar = threading.Thread(target=_progress_bar, args=(progress, stop, quiet), daemon=True)
+    stop, started = threading.Event(), threading.Event()
+    bar = threading.Thread(target=_progress_bar, args=(progress, stop, quiet, started), daemon=True)
+    imports = threading.Thread(target=_import_once_started, args=(started, stop, later_imports), daemon=True)
     try:
         if one_task and warmed is None:  # after the layout's probe: never beside its timings
             warmed = start_warming()
@@ -387,12 +407,16 @@ def _run_training(cfg: Config, run_name: str, verbose: bool, quiet: bool, tags: 
         run_id = open_mlflow_run(uri, cfg, run_name, data, "train", tags)
         trainer = None if one_task else build_trainer(cfg, uri, run_id, run_name, progress, data=data)
         bar.start()
+        if later_imports:
+            imports.start()
         if one_task:
             return fit_one_task(cfg, uri, run_id, run_name, progress, warmed)
         return fit_and_record(trainer, cfg, uri, run_id, run_name)
     finally:
         stop_progress_bar(bar, stop, progress)
         ray.kill(progress.actor)
+        if imports.is_alive():
+            imports.join()  # the caller's own imports never run beside these
 
 
 def check_resumable(run_dir: str, world: int) -> Path | None:
