@@ -100,12 +100,15 @@ def test_the_drs_effect_is_the_acceptance_weighted_expectation():
     assert drs_effect._auc(np.array([0.0, 1.0, 2.0, 3.0]), target) == 0.0
 
 
-def test_the_datasets_table_has_every_bar_metric_with_its_interval_and_the_bars_met(tmp_path):
+def test_the_datasets_table_has_every_bar_metric_with_its_interval_and_the_bars_met(tmp_path, monkeypatch):
     import importlib.util
 
     from PIL import Image
 
-    # by its path: `import datasets` may be Hugging Face's, imported by another test
+    # by its path: `import datasets` may be Hugging Face's, imported by another test; and with sys.path
+    # restored after, since the script puts benchmarks/ first, where a later `import datasets` (Hugging
+    # Face's, in the README's example) would find the benchmark
+    monkeypatch.setattr(sys, "path", list(sys.path))
     spec = importlib.util.spec_from_file_location("bench_datasets", Path(run_all.__file__).parent / "datasets.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
