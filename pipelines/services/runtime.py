@@ -137,7 +137,7 @@ def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.
 def _without_api_server():
     """A local Ray started without its API server process. Without the dashboard, Ray still starts
     that process with its usage-statistics module alone and waits for it to publish its address before
-    it starts the raylet: about 1.4 s of every local `ray.init` on 2 cores (BENCHMARKS.md, "Start-up").
+    it starts the raylet (BENCHMARKS.md, "A local Ray without its API server process").
     Nothing a local run uses is served there (the state API and the jobs API are dashboard modules)."""
     from ray._private.node import Node
 

@@ -140,7 +140,8 @@ def _skip(say, stage: str, flow: Workflow) -> None:
 
 
 # What the evaluation (the first torch.optim step of CAS's classifiers) and the registration
-# (torch.export) import first: torch._dynamo, 1.1-1.4 s on 2 cores, imported while the run trains.
+# (torch.export) import first, imported while the run trains (BENCHMARKS.md, "The evaluation's first
+# imports made while the run trains").
 LATER_IMPORTS = ("torch._dynamo", "torch.export")
 
 

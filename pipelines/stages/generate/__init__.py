@@ -400,10 +400,10 @@ def _write_shards(cfg: Config, missing: list[dict], generator: dict, verifier: d
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # errors reach the user as one line below
     # Every actor is up before the first shard is handed out, so shards spread over the whole pool
     # (and its nodes) instead of queueing on the first actor ready. Each actor holds its next shard
-    # while it writes one (SHARDS_IN_FLIGHT): between two shards Ray Data takes about 0.17 s to see one
-    # done and hand out the next, 6% of an actor's time on a default shard (BENCHMARKS.md, "Batch
-    # stage"). Shards go to the least busy actor: locality would send the first two to the driver's
-    # node (where the shard list lives) before another node got one.
+    # while it writes one (SHARDS_IN_FLIGHT), so it never waits for Ray Data to see one done and hand
+    # out the next (BENCHMARKS.md, "The pool's actors"). Shards go to the least busy actor: locality
+    # would send the first two to the driver's node (where the shard list lives) before another node
+    # got one.
     ctx.wait_for_min_actors_s = 600
     with warnings.catch_warnings():  # a deprecated setter, the only way to turn it off
         warnings.simplefilter("ignore")
