@@ -14,17 +14,20 @@ one Ray task (`pipelines.stages.train.driver.in_one_task`), against the same wor
 (`ray.num_workers=1`), which trains under Ray Train's TorchTrainer; both with ganpipe's settings.
 
 With `--against REV`: the one-task start-up of the code at git revision REV (a copy of its tree)
-against the working tree's, alternated in one run.
+against the working tree's, alternated in one run. With `--ray-init` besides: the local Ray's own
+start alone, `init_ray("")` and a first task in a fresh process, of each tree.
 
     python benchmarks/startup.py --rounds 3
     python benchmarks/startup.py --rounds 3 --one-worker
     python benchmarks/startup.py --rounds 4 --against 0dce231
+    python benchmarks/startup.py --rounds 8 --against 0dce231 --ray-init
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,11 +95,36 @@ def bare(folder: Path) -> float:
     return float(out.strip().splitlines()[-1])
 
 
+RAY_INIT = """
+import sys, time
+from pipelines.services.runtime import init_ray, stop_ray
+import ray
+start = time.time()
+init_ray("")
+ready = time.time()
+ray.get(ray.remote(lambda: 0).options(num_cpus=0).remote())
+print(ready - start, time.time() - ready)
+stop_ray()
+"""
+
+
+def ray_init(tree: Path) -> tuple[float, float]:
+    """(seconds of `init_ray("")`, seconds of a first task after it) in a fresh process of `tree`'s code."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env.pop("RAY_ADDRESS", None)
+    with tempfile.TemporaryDirectory() as cwd:
+        out = subprocess.run([sys.executable, "-c", RAY_INIT], cwd=cwd, env=env, capture_output=True, text=True,
+                             check=True).stdout
+    init, task = out.strip().splitlines()[-1].split()
+    return float(init), float(task)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--one-worker", action="store_true", help="one Ray task against a one-worker TorchTrainer")
     p.add_argument("--against", metavar="REV", help="the one-task start-up of git revision REV against this tree's")
+    p.add_argument("--ray-init", action="store_true", help="with --against: the local Ray's start alone")
     add_outputs(p)
     a = p.parse_args()
     if a.against:
@@ -147,6 +175,8 @@ def against(a) -> None:
         subprocess.run(f"git -C {ROOT} archive {a.against} | tar -x -C {old}", shell=True, check=True)
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", a.against], capture_output=True,
                                 text=True, check=True).stdout.strip()
+        if a.ray_init:
+            return against_ray_init(a, Path(old), commit)
         mean = alternated({"before": (LOCAL_TRAIN_ENV, ONE_WORKER["task"], Path(old)),
                            "now": (LOCAL_TRAIN_ENV, ONE_WORKER["task"], ROOT)}, a.rounds)
     b, n = mean["before"], mean["now"]
@@ -155,6 +185,24 @@ def against(a) -> None:
            f"| this tree: first iteration {n[0]:.1f} s, end {n[1]:.1f} s "
            f"| **{b[0] / n[0]:.2f}x** first iteration, {b[1] / n[1]:.2f}x end | {cpu_model()}, {os.cpu_count()} CPUs |")
     record(row, a.out, {"before_first_s": b[0], "before_end_s": b[1], "first_s": n[0], "end_s": n[1]}, a.json)
+
+
+def against_ray_init(a, old: Path, commit: str) -> None:
+    times: dict[str, list[tuple[float, float]]] = {"before": [], "now": []}
+    for i in range(a.rounds):  # alternating which goes first
+        for side in (("before", "now") if i % 2 == 0 else ("now", "before")):
+            times[side].append(ray_init(old if side == "before" else ROOT))
+
+    def text(side: str) -> str:
+        init = [t[0] for t in times[side]]
+        return (f"`init_ray` mean {statistics.mean(init):.2f} s (median {statistics.median(init):.2f}, "
+                f"{min(init):.2f}-{max(init):.2f}), then a first task {statistics.mean(t[1] for t in times[side]):.2f} s")
+
+    b, n = (statistics.mean(t[0] + t[1] for t in times[side]) for side in ("before", "now"))
+    row = (f"| {datetime.date.today()} | a local Ray's start in a fresh process, {a.rounds} alternated rounds each "
+           f"| {commit}: {text('before')} | this tree: {text('now')} | **{b / n:.2f}x** (the call and the task) "
+           f"| {cpu_model()}, {os.cpu_count()} CPUs |")
+    record(row, a.out, {"before": times["before"], "now": times["now"]}, a.json)
 
 
 if __name__ == "__main__":

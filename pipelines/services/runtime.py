@@ -100,7 +100,7 @@ def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.
     A local Ray starts its dashboard only when asked (`dashboard`, for sweeps): it serves the state
     API, which Ray Train uses to release the resources of a run whose driver died (a trial stopped
     by Tune's scheduler), and costs about a third of a core while it runs. Without it, a local Ray
-    starts no API server process at all (`_without_api_server`)."""
+    starts only the processes a local run uses (`_lean_local_node`)."""
     import ray
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -127,30 +127,39 @@ def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.
         for key, value in LOCAL_TRAIN_ENV.items():
             os.environ.setdefault(key, value)
     if resolved == "local" and not dashboard:
-        with _without_api_server():
+        with _lean_local_node(logs_to_driver=verbose):
             ray.init(address=resolved, **kwargs)
     else:
         ray.init(address=resolved, **kwargs)
 
 
 @contextlib.contextmanager
-def _without_api_server():
-    """A local Ray started without its API server process. Without the dashboard, Ray still starts
-    that process with its usage-statistics module alone and waits for it to publish its address before
-    it starts the raylet (BENCHMARKS.md, "A local Ray without its API server process").
-    Nothing a local run uses is served there (the state API and the jobs API are dashboard modules)."""
+def _lean_local_node(logs_to_driver: bool):
+    """A local Ray started with the processes a local run uses, not the three that serve nothing here
+    (BENCHMARKS.md, "A lean local Ray"):
+    - Ray's API server process: without the dashboard Ray still starts it, with its usage-statistics
+      module alone, and waits for it to publish its address before it starts the raylet. Nothing a
+      local run uses is served there (the state API and the jobs API are dashboard modules).
+    - The autoscaler's monitor: one machine has no nodes to add or remove.
+    - The log monitor, unless `logs_to_driver`: it sends the workers' log lines to the driver, which
+      prints them only with -v.
+    Ray's own methods are back afterwards."""
     from ray._private.node import Node
 
-    original = Node.start_api_server
+    kept = {name: getattr(Node, name) for name in ("start_api_server", "start_monitor", "start_log_monitor")}
 
     def start_api_server(self, *, include_dashboard, raise_on_failure):
         self._webui_url = None
 
     Node.start_api_server = start_api_server
+    Node.start_monitor = lambda self: None
+    if not logs_to_driver:
+        Node.start_log_monitor = lambda self: None
     try:
         yield
     finally:
-        Node.start_api_server = original
+        for name, method in kept.items():
+            setattr(Node, name, method)
 
 
 def stop_ray(logs_to_driver: bool = False) -> None:

@@ -22,28 +22,34 @@ LOCAL_RAY = """
 import sys
 from pipelines.services.runtime import init_ray, stop_ray
 import ray
-from ray._private import ray_constants
+from ray._private import ray_constants as rc
 from ray._private.node import Node
 
-init_ray("", dashboard=sys.argv[1] == "dashboard")
+init_ray("", verbose=sys.argv[1] == "verbose", dashboard=sys.argv[1] == "dashboard")
 processes = ray._private.worker._global_node.all_processes
-print(ray_constants.PROCESS_TYPE_DASHBOARD in processes, ray.get(ray.remote(lambda: 6 * 7).remote()),
-      Node.start_api_server.__module__)
+started = [kind for kind in (rc.PROCESS_TYPE_DASHBOARD, rc.PROCESS_TYPE_MONITOR, rc.PROCESS_TYPE_LOG_MONITOR)
+           if kind in processes]
+methods = {Node.start_api_server.__module__, Node.start_monitor.__module__, Node.start_log_monitor.__module__}
+print(",".join(started), ray.get(ray.remote(lambda: 6 * 7).remote()), *methods)
 stop_ray()
 """
 
 
-def test_a_local_ray_starts_its_api_server_only_with_the_dashboard(tmp_path):
+def test_a_local_ray_starts_only_the_processes_a_local_run_uses(tmp_path):
+    """Without the dashboard a local Ray has no API server process and no autoscaler monitor, and a log
+    monitor only when the workers' logs go to the driver (-v); a sweep's dashboard brings all three."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    for mode, expected in (("plain", "False 42 ray._private.node"), ("dashboard", "True 42 ray._private.node")):
+    for mode, started in (("plain", ""), ("verbose", "log_monitor"),
+                          ("dashboard", "dashboard,monitor,log_monitor")):
         out = subprocess.run([sys.executable, "-c", LOCAL_RAY, mode], cwd=tmp_path, env=env, capture_output=True,
                              text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
-        assert out.stdout.split("\n")[-2] == expected, out.stdout  # Ray's own method is back afterwards
+        # a task runs, and Ray's own methods are back afterwards
+        assert out.stdout.split("\n")[-2] == f"{started} 42 ray._private.node", out.stdout
 
 
 def test_a_run_imports_its_callers_next_modules_once_it_trains(tmp_path, ray_local, monkeypatch, feature_cache):
