@@ -123,16 +123,16 @@ def test_an_empty_address_starts_a_fresh_local_ray_never_a_stale_one(monkeypatch
 
 
 def test_the_command_stops_its_local_ray_with_the_monitor_killed_first():
-    """`runtime.stop_ray` (the command's end) kills the autoscaler's monitor while the rest of the
-    local Ray still runs (Ray's own shutdown would wait a second for it to exit on SIGTERM), and with
-    the workers' logs on the terminal (-v) leaves the rest to Ray's exit handler; without them it
-    shuts the whole node down itself."""
+    """`runtime.stop_ray` (the command's end) kills the autoscaler's monitor of a local Ray with the
+    dashboard (a sweep's: the only local one with a monitor) while the rest still runs (Ray's own
+    shutdown would wait a second for it to exit on SIGTERM), and with the workers' logs on the terminal
+    (-v) leaves the rest to Ray's exit handler; without them it shuts the whole node down itself."""
     script = """
 import json
 import ray
 import ray._private.worker as w
 from pipelines.services import runtime
-runtime.init_ray("")
+runtime.init_ray("", dashboard=True)
 procs = {kind: [i.process for i in infos] for kind, infos in w._global_node.all_processes.items()}
 runtime.stop_ray(logs_to_driver=True)
 first = {"up": ray.is_initialized(), "monitor": procs["monitor"][0].returncode,

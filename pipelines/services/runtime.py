@@ -166,8 +166,9 @@ def stop_ray(logs_to_driver: bool = False) -> None:
     """Shut down the Ray this process started or joined, at once, where Ray's exit handler first
     sleeps half a second for worker logs still on their way to the terminal (kept when
     `logs_to_driver`: with -v they are printed), then gives each process of a local Ray a second to
-    exit on SIGTERM, which the autoscaler's monitor never does (Ray then kills it): here the monitor is
-    killed first (BENCHMARKS.md, "The command's end"). Nothing when Ray is not running."""
+    exit on SIGTERM, which the autoscaler's monitor never does (Ray then kills it): here the monitor (a
+    local Ray has one only with the dashboard, `_lean_local_node`) is killed first (BENCHMARKS.md, "The
+    command's end"). Nothing when Ray is not running."""
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return
