@@ -194,9 +194,9 @@ def against_ray_init(a, old: Path, commit: str) -> None:
             times[side].append(ray_init(old if side == "before" else ROOT))
 
     def text(side: str) -> str:
-        init = [t[0] for t in times[side]]
+        init, task = [t[0] for t in times[side]], [t[1] for t in times[side]]
         return (f"`init_ray` mean {statistics.mean(init):.2f} s (median {statistics.median(init):.2f}, "
-                f"{min(init):.2f}-{max(init):.2f}), then a first task {statistics.mean(t[1] for t in times[side]):.2f} s")
+                f"{min(init):.2f}-{max(init):.2f}), then a first task {statistics.mean(task):.2f} s")
 
     b, n = (statistics.mean(t[0] + t[1] for t in times[side]) for side in ("before", "now"))
     row = (f"| {datetime.date.today()} | a local Ray's start in a fresh process, {a.rounds} alternated rounds each "
