@@ -96,7 +96,7 @@ def bare(folder: Path) -> float:
 
 
 RAY_INIT = """
-import sys, time
+import time
 from pipelines.services.runtime import init_ray, stop_ray
 import ray
 start = time.time()

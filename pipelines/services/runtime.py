@@ -127,7 +127,7 @@ def init_ray(address: str, verbose: bool = False, connect_timeout_s: float = 15.
         for key, value in LOCAL_TRAIN_ENV.items():
             os.environ.setdefault(key, value)
     if resolved == "local" and not dashboard:
-        with _lean_local_node(logs_to_driver=verbose):
+        with _lean_local_node(logs_to_driver=kwargs["log_to_driver"]):
             ray.init(address=resolved, **kwargs)
     else:
         ray.init(address=resolved, **kwargs)
