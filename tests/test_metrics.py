@@ -181,6 +181,36 @@ def test_memorization_flags_planted_copies(digits_net):
     assert out["near_copy_share"] == pytest.approx((30 + flags[30:].sum()) / 180)
 
 
+def test_frechet_distance_matches_the_matrix_square_root_formula_and_the_bootstrap_its_gathered_resamples():
+    """The distance takes Tr((S1^1/2 S2 S1^1/2)^1/2) from eigenvalues and a Cholesky factor (a matrix
+    square root when S1 is singular), and the bootstrap takes each resample's moments from its row
+    counts: both give the textbook computation's numbers."""
+    from gan_core.metrics.bootstrap import ROUNDS, _interval, fd_interval
+
+    def sqrtm(a):
+        w, v = np.linalg.eigh(a)
+        return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+    def textbook(f1, f2):
+        s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+        cross = sqrtm(sqrtm(s1) @ s2 @ sqrtm(s1))
+        return float(((f1.mean(0) - f2.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * cross))
+
+    rng = np.random.default_rng(3)
+    mix = rng.normal(size=(12, 12))
+    real = np.maximum(rng.normal(size=(300, 12)) @ mix, 0) + 5.0  # features far from 0: the covariance's cancellation
+    fake = np.maximum(rng.normal(size=(250, 12)) @ mix + 0.4, 0) + 5.0
+    dead = real.copy()
+    dead[:, 3] = 5.0  # a feature that never moves: S1 is singular, no Cholesky factor
+    for f1 in (real, dead):
+        assert frechet_distance(f1, fake) == pytest.approx(textbook(f1, fake), rel=1e-7)
+        gen = np.random.default_rng([0, 1])  # fd_interval's draws, gathered
+        values = [textbook(f1[gen.integers(0, len(f1), len(f1))], fake[gen.integers(0, len(fake), len(fake))])
+                  for _ in range(ROUNDS)]
+        lo, hi = _interval(np.asarray(values), textbook(f1, fake))
+        assert fd_interval(f1, fake) == pytest.approx((max(lo, 0.0), hi), rel=1e-7)
+
+
 def test_bootstrap_intervals_cover_the_value_shrink_with_samples_and_repeat_for_a_seed():
     from gan_core.metrics import frechet_distance
     from gan_core.metrics.bootstrap import fd_interval, ratio_interval, share_interval
