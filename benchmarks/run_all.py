@@ -52,6 +52,15 @@ class Target(NamedTuple):
     why: str = ""
 
 
+def times(value: float, goal: float | None = None) -> str:
+    """A ratio as "1.23x"; with three decimals where two would print the goal itself for a value on
+    the other side of it (0.949 against 0.95: "0.949x", not met, rather than "0.95x", not met)."""
+    text = f"{value:.2f}x"
+    if goal is not None and value != goal and f"{value:.2f}" == f"{goal:.2f}":
+        text = f"{value:.3f}x"
+    return text
+
+
 def targets(r: dict) -> list[Target]:
     """Every target, judged from the benchmarks' numbers."""
     rows: list[Target] = []
@@ -60,7 +69,7 @@ def targets(r: dict) -> list[Target]:
         for w in ("w32", "w64"):
             rows.append(Target(
                 f"Step: `Game.step` at equal arithmetic ({g[w]['best']}) vs the plain DCGAN loop, width {w[1:]}, "
-                "batch 64, 2 threads", f"{g[w]['ratio']:.2f}x", g[w]["ratio"], ">= 1.3x (or where it goes, recorded)",
+                "batch 64, 2 threads", times(g[w]['ratio'], 1.3), g[w]["ratio"], ">= 1.3x (or where it goes, recorded)",
                 g[w]["ratio"] >= 1.3, "the ratio moves between runs by more than its margin; where the difference "
                 "goes is measured in \"Game step against the plain DCGAN loop\""))
         rate = g["w64"]["img_s"]
@@ -78,14 +87,14 @@ def targets(r: dict) -> list[Target]:
                                f"{c:.2f}x after {g['w64']['compile_s']:.0f} s", c, "pays within a default run", None))
     t1 = r.get("train_1")
     if t1:
-        rows.append(Target("Workers: TorchTrainer, 1 worker, steady vs the bare step", f"{t1['ratio']:.2f}x",
+        rows.append(Target("Workers: TorchTrainer, 1 worker, steady vs the bare step", times(t1['ratio'], 0.95),
                            t1["ratio"], ">= 0.95x", t1["ratio"] >= 0.95,
                            "where the worker's time goes is measured in \"Training throughput: TorchTrainer "
                            "(1 worker) vs the bare loop\""))
     t2 = r.get("train_2")
     if t2:
         rows.append(Target("Workers: 2 workers x 1 thread vs 1 process x 2 threads, same global batch",
-                           f"{t2['ratio']:.2f}x", t2["ratio"], ">= 0.95x", t2["ratio"] >= 0.95,
+                           times(t2['ratio'], 0.95), t2["ratio"], ">= 0.95x", t2["ratio"] >= 0.95,
                            "two processes on 2 cores all-reduce G's and D's gradients every iteration (\"DDP's own "
                            "cost on CPU, without Ray\"); the local default trains one two-thread worker instead "
                            "(the next row)"))
@@ -94,7 +103,7 @@ def targets(r: dict) -> list[Target]:
         picked = f"{ta['ran']['num_workers']} worker(s) x {ta['ran']['cpus_per_worker']} thread(s)"
         rows.append(Target(f"Workers: the local default layout (`ray.layout: auto` picked {picked}) vs 1 process x "
                            f"{ta['ran']['num_workers'] * ta['ran']['cpus_per_worker']} threads, same global batch",
-                           f"{ta['ratio']:.2f}x", ta["ratio"], ">= 0.95x", ta["ratio"] >= 0.95,
+                           times(ta['ratio'], 0.95), ta["ratio"], ">= 0.95x", ta["ratio"] >= 0.95,
                            "the layout's probe and the run are measured side by side in \"The local default's "
                            "layout\""))
     gen = r.get("generate")
@@ -102,10 +111,10 @@ def targets(r: dict) -> list[Target]:
         ceiling = (f"the per-row ceiling measured beside it is {gen['ceiling']:.2f}x of the bare forward pass"
                    if "ceiling" in gen else "")
         rows.append(Target(f"Batch stage: generate rows/s vs the bare G forward on the same CPUs "
-                           f"({gen['large']['rows']:,} rows)", f"{gen['ratio']:.2f}x", gen["ratio"], ">= 0.6x",
+                           f"({gen['large']['rows']:,} rows)", times(gen['ratio'], 0.6), gen["ratio"], ">= 0.6x",
                            gen["ratio"] >= 0.6, ceiling or "the verifier, PNG and Parquet on every row"))
         rows.append(Target(f"Batch stage: generate peak memory, {gen['large']['rows']:,} vs {gen['small']['rows']:,} "
-                           "rows", f"{gen['memory_ratio']:.2f}x", gen["memory_ratio"], "<= 1.2x",
+                           "rows", times(gen['memory_ratio'], 1.2), gen["memory_ratio"], "<= 1.2x",
                            gen["memory_ratio"] <= 1.2, "the pool's memory grows with the rows (\"Batch stage\")"))
         if "ceiling" in gen:
             c = gen["per_row_us"]
@@ -116,7 +125,7 @@ def targets(r: dict) -> list[Target]:
                                f"fixed cost {gen['fixed_s']:.0f} s)", gen["ceiling"], "reported", None))
             of = gen["ratio"] / gen["ceiling"]
             rows.append(Target("Batch stage: generate rows/s vs that per-row ceiling, measured in the same run",
-                               f"{of:.2f}x", of, ">= 0.8x", of >= 0.8,
+                               times(of, 0.8), of, ">= 0.8x", of >= 0.8,
                                "Ray's own processes, the driver and the phases with a CPU idle: the actors' start, "
                                "the card (\"Batch stage\")"))
             rows.append(Target(f"Batch stage: a {gen['small']['rows']:,}-row job's fixed cost (model, data, "
@@ -126,7 +135,7 @@ def targets(r: dict) -> list[Target]:
                                "the job's model, data, evaluation and card (\"Batch stage\")"))
         if "plain_ratio" in gen:
             rows.append(Target(f"Batch stage: generate without the verifier (generate.verifier=false) vs the bare G "
-                               f"forward ({gen['plain']['rows']:,} rows)", f"{gen['plain_ratio']:.2f}x",
+                               f"forward ({gen['plain']['rows']:,} rows)", times(gen['plain_ratio'], 0.6),
                                gen["plain_ratio"], ">= 0.6x", gen["plain_ratio"] >= 0.6,
                                "where an actor's time goes is measured in \"Batch stage\""))
     s = r.get("startup")

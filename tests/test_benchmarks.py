@@ -51,6 +51,11 @@ def test_each_target_is_marked_met_or_not_from_its_number():
     assert ("| 0.66x (a row: G 69 us, verifier 42 us, PNG 17 us, Parquet and the rest 8 us; a job's fixed cost 12 s) "
             "| reported | - |") in table
     assert "(`ray.layout: auto` picked 1 worker(s) x 2 thread(s)) vs 1 process x 2 threads" in table
+    # a ratio just under its goal does not print as the goal itself
+    edge = _numbers(1.31, 0.61, 0.61)
+    edge["train_1"]["ratio"] = 0.9488
+    assert "| 0.949x | >= 0.95x | **not met**:" in run_all.table(run_all.targets(edge))
+    assert run_all.times(0.95, 0.95) == "0.95x" and run_all.times(0.9612, 0.95) == "0.96x"
 
 
 def test_the_targets_on_other_hardware_say_whether_this_machine_has_it():
