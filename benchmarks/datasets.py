@@ -91,12 +91,14 @@ def timeline(folder: Path, run_id: str, start: float) -> dict:
     return out
 
 
-def ganpipe_run(folder: Path, home: Path, sets: tuple[str, ...]) -> tuple[subprocess.CompletedProcess, float, float]:
+def ganpipe_run(folder: Path, home: Path, sets: tuple[str, ...],
+                tree: Path | None = None) -> tuple[subprocess.CompletedProcess, float, float]:
     """`ganpipe run --set KEY=VALUE ...` in `folder` (created), its HOME `home`, its MLflow store
-    folder/mlflow.db, its output kept in folder/run.log; (the process, its wall time, its start)."""
+    folder/mlflow.db, its output kept in folder/run.log; (the process, its wall time, its start).
+    `tree`: the code of another copy of the project, in place of the installed one."""
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", **({"PYTHONPATH": str(tree)} if tree else {})}
     env.pop("RAY_ADDRESS", None)
     start = time.time()
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *(a for kv in sets for a in ("--set", kv))],

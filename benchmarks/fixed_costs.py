@@ -6,6 +6,11 @@ part from the run's MLflow records: before the loop (Ray, data, feature network,
 Train's workers), after it, the evaluation, the registration and the batch stage with its card.
 
     python benchmarks/fixed_costs.py --source idx:/usr/share/datasets/fashion-mnist
+
+With `--against REV`: the warm run of the code at git revision REV (a copy of its tree) against this
+tree's, alternated `--rounds` times on one warm home (a first run warms it), each part's mean.
+
+    python benchmarks/fixed_costs.py --against 787f3c4 --rounds 4 --budget 20
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import argparse
 import datetime
 import os
 import re
+import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,8 +33,8 @@ from record import add_outputs, cpu_model, record  # noqa: E402
 PARTS = ("before_loop_s", "after_loop_s", "evaluate_s", "register_s", "generate_s")
 
 
-def one(source: str, folder: Path, home: Path, budget: int) -> dict:
-    proc, wall, start = ganpipe_run(folder, home, (f"data.source={source}", f"train.time_budget_s={budget}"))
+def one(source: str, folder: Path, home: Path, budget: int, tree: Path | None = None) -> dict:
+    proc, wall, start = ganpipe_run(folder, home, (f"data.source={source}", f"train.time_budget_s={budget}"), tree)
     if proc.returncode:
         raise SystemExit(f"ganpipe run failed (exit {proc.returncode}); its output: {folder / 'run.log'}")
     times = timeline(folder, re.search(r"train: MLflow run (\w+)", proc.stdout).group(1), start)
@@ -38,8 +45,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="mnist5k")
     parser.add_argument("--budget", type=int, default=60)
+    parser.add_argument("--against", metavar="REV", help="the warm run of git revision REV against this tree's")
+    parser.add_argument("--rounds", type=int, default=4, help="with --against: alternated pairs")
     add_outputs(parser)
     args = parser.parse_args()
+    if args.against:
+        return against(args)
     base = Path(tempfile.mkdtemp(prefix="ganpipe-fixed-"))
     home = base / "home"
     home.mkdir()
@@ -55,6 +66,37 @@ def main() -> None:
            f"train.time_budget_s={args.budget}, a fresh folder each | fresh home: {parts(cold)} | the same home "
            f"again: {parts(warm)} | **{cold['outside_s'] / warm['outside_s']:.2f}x** |")
     record(row, args.out, {"cold": cold, "warm": warm}, args.json)
+
+
+def against(args) -> None:
+    root = Path(__file__).resolve().parents[1]
+    base = Path(tempfile.mkdtemp(prefix="ganpipe-fixed-"))
+    old, home = base / "old", base / "home"
+    old.mkdir()
+    home.mkdir()
+    subprocess.run(f"git -C {root} archive {args.against} | tar -x -C {old}", shell=True, check=True)
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", args.against], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    one(args.source, base / "warm-up", home, args.budget)  # the home's caches, for both sides
+    runs: dict[str, list[dict]] = {"before": [], "now": []}
+    for i in range(args.rounds):  # alternating which goes first
+        for side in (("before", "now") if i % 2 == 0 else ("now", "before")):
+            runs[side].append(one(args.source, base / f"{side}-{i}", home, args.budget,
+                                  old if side == "before" else root))
+
+    def mean(side: str, part: str) -> float:
+        return statistics.mean(r[part] for r in runs[side])
+
+    def text(side: str) -> str:
+        return (f"{mean(side, 'outside_s'):.1f} s outside the loop (before {mean(side, 'before_loop_s'):.1f}, "
+                f"evaluate {mean(side, 'evaluate_s'):.2f}, register {mean(side, 'register_s'):.2f}, generate "
+                f"{mean(side, 'generate_s'):.2f})")
+
+    row = (f"| {datetime.date.today()} | {cpu_model()}, {os.cpu_count()} CPUs | `ganpipe run` on {args.source}, "
+           f"train.time_budget_s={args.budget}, a warm home, {args.rounds} alternated pairs, means | {commit}: "
+           f"{text('before')} | this tree: {text('now')} "
+           f"| **{mean('before', 'outside_s') / mean('now', 'outside_s'):.2f}x** |")
+    record(row, args.out, runs, args.json)
 
 
 if __name__ == "__main__":

@@ -202,3 +202,20 @@ def test_the_served_model_draws_the_rows_generate_writes(tmp_path):
                             ({"label": [0], "count": [serving.MAX_ROWS + 1]}, "at most")]:
         with pytest.raises(MlflowException, match=needle):
             served.predict(pd.DataFrame(request), params={"seed": 5})
+
+
+def test_the_models_pins_are_the_installed_packages_so_the_check_made_ahead_warns_of_nothing(monkeypatch):
+    """`check_requirements_ahead` runs MLflow's check of the served model's pins (what the first
+    save_model runs first), while a run trains: the pins are the installed versions, so it warns of no
+    mismatch."""
+    from mlflow.utils import requirements_utils
+
+    from pipelines.services import serving
+
+    seen = []
+    monkeypatch.setattr(requirements_utils._logger, "warning", lambda msg, *a, **k: seen.append(msg))
+    serving.check_requirements_ahead()
+    assert seen == [] and len(serving.requirements()) == 5
+    monkeypatch.setattr(serving, "requirements", lambda: ["numpy==0.0.1"])
+    serving.check_requirements_ahead()
+    assert len(seen) == 1 and "numpy" in seen[0]  # a pin that does not match is what it would warn of

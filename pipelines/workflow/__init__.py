@@ -141,8 +141,10 @@ def _skip(say, stage: str, flow: Workflow) -> None:
 
 # What the evaluation (the first torch.optim step of CAS's classifiers) and the registration
 # (torch.export) import first, imported while the run trains (BENCHMARKS.md, "The evaluation's first
-# imports made while the run trains").
+# imports made while the run trains"); and what the registration's first model save checks first
+# (BENCHMARKS.md, "The registration's requirement check made while the run trains").
 LATER_IMPORTS = ("torch._dynamo", "torch.export")
+LATER_REGISTER = ("pipelines.services.serving:check_requirements_ahead",)
 
 
 def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
@@ -155,7 +157,9 @@ def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
         return done
     run_name = cfg.train.run_name or f"{flow.name}-train-{inputs[:8]}"  # the same inputs resume this run
     tcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"run_name": run_name})})
-    later = LATER_IMPORTS if {"evaluate", "register"} & set(cfg.workflow.stages) else ()
+    stages = set(cfg.workflow.stages)
+    later = (LATER_IMPORTS if {"evaluate", "register"} & stages else ()) + (LATER_REGISTER if "register" in stages
+                                                                           else ())
     res = run_training(tcfg, verbose=verbose, tags=flow.tags(inputs), warmed=flow.warmed, later_imports=later)
     say_training(res, say)
     made = {"run_id": res.run_id, "checkpoint": res.checkpoint, "train_metrics": _headline(res.metrics)}

@@ -54,7 +54,8 @@ def test_a_local_ray_starts_only_the_processes_a_local_run_uses(tmp_path):
 
 def test_a_run_imports_its_callers_next_modules_once_it_trains(tmp_path, ray_local, monkeypatch, feature_cache):
     """`later_imports` are imported in the driver after the worker's first progress message (once the
-    run trains, not while the driver still prepares it) and before `run_training` returns."""
+    run trains, not while the driver still prepares it) and before `run_training` returns; a
+    `module:function` entry is called there too, and one that fails does not fail the run."""
     import sys
     import time
 
@@ -64,7 +65,10 @@ def test_a_run_imports_its_callers_next_modules_once_it_trains(tmp_path, ray_loc
     from pipelines.services import contract
     from pipelines.stages.train import run_training
 
-    (tmp_path / "next_stage_module.py").write_text("import time\nIMPORTED_AT = time.time()\n")
+    (tmp_path / "next_stage_module.py").write_text(
+        "import time\nIMPORTED_AT = time.time()\nCALLED_AT = []\n\n\n"
+        "def ahead():\n    CALLED_AT.append(time.time())\n\n\n"
+        "def broken():\n    raise RuntimeError('not done ahead')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "next_stage_module", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -72,10 +76,13 @@ def test_a_run_imports_its_callers_next_modules_once_it_trains(tmp_path, ray_loc
                              "train.checkpoint_every=6", "train.batch_size=16", "ray.num_workers=1",
                              f"eval.cache_dir={feature_cache}", f"ray.storage_path={tmp_path / 'runs'}",
                              f"mlflow.tracking_uri={uri}"])
-    out = run_training(cfg, quiet=True, later_imports=("next_stage_module",))
+    out = run_training(cfg, quiet=True, later_imports=("next_stage_module", "next_stage_module:broken",
+                                                           "next_stage_module:ahead"))
     returned = time.time()
     assert "next_stage_module" in sys.modules
     imported = sys.modules["next_stage_module"].IMPORTED_AT
     # The worker logs where it starts just before its first progress message.
     started = MlflowClient(uri).get_metric_history(out.run_id, contract.RESUMED_FROM)[0].timestamp / 1000
     assert started <= imported <= returned, (started, imported, returned)
+    called = sys.modules["next_stage_module"].CALLED_AT
+    assert len(called) == 1 and imported <= called[0] <= returned, (imported, called, returned)

@@ -94,17 +94,25 @@ def _progress_bar(queue, stop: threading.Event, quiet: bool, started: threading.
 
 def _import_once_started(started: threading.Event, stop: threading.Event, modules: tuple[str, ...]) -> None:
     """Import `modules` once the run trains (its first progress message), unless it ends first: what the
-    caller's next stages import, imported while the driver only waits."""
+    caller's next stages import, imported while the driver only waits. A `module:function` entry also
+    calls that function of the module (without arguments): work the next stages would do first."""
     import importlib
 
     while not started.wait(0.5):
         if stop.is_set():
             return
     for name in modules:
+        module, _, function = name.partition(":")
         try:
-            importlib.import_module(name)
+            loaded = importlib.import_module(module)
         except ImportError as e:  # a later torch without it: the stage imports what it needs itself
             logging.getLogger(__name__).debug("not imported ahead: %s (%s)", name, e)
+            continue
+        if function:
+            try:
+                getattr(loaded, function)()
+            except Exception as e:  # done ahead only: the stage does it again itself if it must
+                logging.getLogger(__name__).debug("not done ahead: %s (%s)", name, e)
 
 
 def stop_progress_bar(bar: threading.Thread, stop: threading.Event, queue) -> None:
@@ -364,8 +372,8 @@ def run_training(cfg: Config, verbose: bool = False, quiet: bool = False, tags: 
     """`ganpipe train`: a config in; one Ray Train run (resumed when `train.run_name` exists) out, as
     its MLflow run id, run name, best (else newest) checkpoint folder, final metrics and the workers'
     result. `tags` go on a new MLflow run (a workflow's parent run and input hash); `warmed`: the
-    workflow's `warm_start`; `later_imports`: modules the caller imports next, imported in the driver
-    once the run trains (done before this returns)."""
+    workflow's `warm_start`; `later_imports`: modules the caller imports next (or `module:function`,
+    work it does next), imported in the driver once the run trains (done before this returns)."""
     run_name = cfg.train.run_name or time.strftime("train-%Y%m%d-%H%M%S")
     with names.hold("run", run_name, cfg.ray.storage_path, "train.run_name"):  # refused at once when held
         return _run_training(cfg, run_name, verbose, quiet, tags, warmed, later_imports)
