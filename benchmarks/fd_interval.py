@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import add_outputs, cpu_model, record  # noqa: E402
+from record import add_outputs, cpu_model, record, tree_at  # noqa: E402
 
 CALLS = 5  # intervals per process, after one untimed call
 
@@ -81,9 +81,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old"
         old.mkdir()
-        subprocess.run(f"git -C {ROOT} archive {a.against} | tar -x -C {old}", shell=True, check=True)
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", a.against], capture_output=True,
-                                text=True, check=True).stdout.strip()
+        commit = tree_at(a.against, old)
         real, fake, n, dim = features(Path(tmp))
         for i in range(a.rounds):  # alternating which goes first
             for side in (("before", "now") if i % 2 == 0 else ("now", "before")):

@@ -19,7 +19,6 @@ import datetime
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datasets import ganpipe_run, timeline  # noqa: E402
-from record import add_outputs, cpu_model, record  # noqa: E402
+from record import add_outputs, cpu_model, record, tree_at  # noqa: E402
 
 PARTS = ("before_loop_s", "after_loop_s", "evaluate_s", "register_s", "generate_s")
 
@@ -56,16 +55,19 @@ def main() -> None:
     home.mkdir()
     cold = one(args.source, base / "cold", home, args.budget)
     warm = one(args.source, base / "warm", home, args.budget)
-
-    def parts(r: dict) -> str:
-        return (f"{r['outside_s']:.0f} s outside the loop (before {r['before_loop_s']:.0f}, after "
-                f"{r['after_loop_s']:.0f}, evaluate {r['evaluate_s']:.0f}, register {r['register_s']:.0f}, "
-                f"generate {r['generate_s']:.0f}; loop {r['loop_s']:.0f} s)")
-
     row = (f"| {datetime.date.today()} | {cpu_model()}, {os.cpu_count()} CPUs | `ganpipe run` on {args.source}, "
            f"train.time_budget_s={args.budget}, a fresh folder each | fresh home: {parts(cold)} | the same home "
            f"again: {parts(warm)} | **{cold['outside_s'] / warm['outside_s']:.2f}x** |")
     record(row, args.out, {"cold": cold, "warm": warm}, args.json)
+
+
+def parts(r: dict, places: int = 0) -> str:
+    """A run's seconds outside its loop, part by part."""
+    def s(key: str) -> str:
+        return f"{r[key]:.{places}f}"
+
+    return (f"{s('outside_s')} s outside the loop (before {s('before_loop_s')}, after {s('after_loop_s')}, evaluate "
+            f"{s('evaluate_s')}, register {s('register_s')}, generate {s('generate_s')}; loop {s('loop_s')} s)")
 
 
 def against(args) -> None:
@@ -74,9 +76,7 @@ def against(args) -> None:
     old, home = base / "old", base / "home"
     old.mkdir()
     home.mkdir()
-    subprocess.run(f"git -C {root} archive {args.against} | tar -x -C {old}", shell=True, check=True)
-    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", args.against], capture_output=True,
-                            text=True, check=True).stdout.strip()
+    commit = tree_at(args.against, old)
     one(args.source, base / "warm-up", home, args.budget)  # the home's caches, for both sides
     runs: dict[str, list[dict]] = {"before": [], "now": []}
     for i in range(args.rounds):  # alternating which goes first
@@ -84,18 +84,11 @@ def against(args) -> None:
             runs[side].append(one(args.source, base / f"{side}-{i}", home, args.budget,
                                   old if side == "before" else root))
 
-    def mean(side: str, part: str) -> float:
-        return statistics.mean(r[part] for r in runs[side])
-
-    def text(side: str) -> str:
-        return (f"{mean(side, 'outside_s'):.1f} s outside the loop (before {mean(side, 'before_loop_s'):.1f}, "
-                f"evaluate {mean(side, 'evaluate_s'):.2f}, register {mean(side, 'register_s'):.2f}, generate "
-                f"{mean(side, 'generate_s'):.2f})")
-
+    mean = {side: {k: statistics.mean(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
     row = (f"| {datetime.date.today()} | {cpu_model()}, {os.cpu_count()} CPUs | `ganpipe run` on {args.source}, "
            f"train.time_budget_s={args.budget}, a warm home, {args.rounds} alternated pairs, means | {commit}: "
-           f"{text('before')} | this tree: {text('now')} "
-           f"| **{mean('before', 'outside_s') / mean('now', 'outside_s'):.2f}x** |")
+           f"{parts(mean['before'], 2)} | this tree: {parts(mean['now'], 2)} "
+           f"| **{mean['before']['outside_s'] / mean['now']['outside_s']:.2f}x** |")
     record(row, args.out, runs, args.json)
 
 

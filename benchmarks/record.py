@@ -20,6 +20,17 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
+def tree_at(rev: str, into: Path) -> str:
+    """The project's files at git revision `rev` written into the folder `into` (a baseline's code, for
+    a benchmark's `--against REV`); its short commit."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(f"git -C {root} archive {rev} | tar -x -C {into}", shell=True, check=True)
+    return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", rev], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def add_outputs(parser: argparse.ArgumentParser) -> None:
     """--out (the Markdown file the row is appended to) and --json (the numbers, for run_all.py)."""
     parser.add_argument("--out", default=str(DEFAULT), help="Markdown file the result row is appended to")

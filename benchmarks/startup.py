@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import add_outputs, cpu_model, record  # noqa: E402
+from record import add_outputs, cpu_model, record, tree_at  # noqa: E402
 
 from pipelines.services.runtime import LOCAL_TRAIN_ENV  # noqa: E402
 
@@ -172,9 +172,7 @@ def one_worker(a) -> None:
 
 def against(a) -> None:
     with tempfile.TemporaryDirectory() as old:
-        subprocess.run(f"git -C {ROOT} archive {a.against} | tar -x -C {old}", shell=True, check=True)
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", a.against], capture_output=True,
-                                text=True, check=True).stdout.strip()
+        commit = tree_at(a.against, Path(old))
         if a.ray_init:
             return against_ray_init(a, Path(old), commit)
         mean = alternated({"before": (LOCAL_TRAIN_ENV, ONE_WORKER["task"], Path(old)),
