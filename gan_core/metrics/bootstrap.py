@@ -27,8 +27,9 @@ def fd_interval(real: np.ndarray, fake: np.ndarray, rounds: int = ROUNDS, seed: 
     without gathering them)."""
     rng = np.random.default_rng([seed, 1])
     real, fake = np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64)
-    shift = real.mean(0) - fake.mean(0)
-    real_c, fake_c = real - real.mean(0), fake - fake.mean(0)
+    real_mean, fake_mean = real.mean(0), fake.mean(0)
+    shift = real_mean - fake_mean
+    real_c, fake_c = real - real_mean, fake - fake_mean
     values = []
     for _ in range(rounds):
         mu1, s1 = _resampled_moments(real_c, rng.integers(0, len(real), len(real)))

@@ -102,7 +102,8 @@ def requirements() -> list[str]:
 def check_requirements_ahead() -> None:
     """What the first `save_model` of a process does before it writes anything: MLflow checks the pins
     of `requirements()` against the installed packages, first mapping every installed package to its
-    modules (about 0.6 s; the map is then kept for the process). Done ahead, while a run trains."""
+    modules (the map is then kept for the process). Done ahead, while a run trains (BENCHMARKS.md, "The
+    registration's requirement check made while the run trains")."""
     from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
 
     warn_dependency_requirement_mismatches(requirements())

@@ -158,8 +158,9 @@ def _train(cfg: Config, flow: Workflow, out: dict, verbose: bool, say) -> dict:
     run_name = cfg.train.run_name or f"{flow.name}-train-{inputs[:8]}"  # the same inputs resume this run
     tcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"run_name": run_name})})
     stages = set(cfg.workflow.stages)
-    later = (LATER_IMPORTS if {"evaluate", "register"} & stages else ()) + (LATER_REGISTER if "register" in stages
-                                                                           else ())
+    later = LATER_IMPORTS if {"evaluate", "register"} & stages else ()
+    if "register" in stages:
+        later += LATER_REGISTER
     res = run_training(tcfg, verbose=verbose, tags=flow.tags(inputs), warmed=flow.warmed, later_imports=later)
     say_training(res, say)
     made = {"run_id": res.run_id, "checkpoint": res.checkpoint, "train_metrics": _headline(res.metrics)}
